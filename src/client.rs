@@ -1,0 +1,245 @@
+//! `testsaslauthd`: send one request per repetition and print upstream's exact lines.
+//!
+//! Output is byte-for-byte upstream's: `N: OK "Success."` or `N: NO "authentication
+//! failed"` for any other reply; on a transport error, `N: ` stays without a newline and
+//! the reason goes to stderr. Exit status is that of the last repetition: 0 for OK, 255
+//! for NO or a transport error, 1 for a usage error. Beyond upstream: every socket step has
+//! a deadline, the password can come from a prompt or stdin instead of the command line,
+//! and `--show-reply` prints the server's reply text.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+
+use crate::config::{DEFAULT_RUN_DIR, SOCKET_NAME};
+use crate::protocol::{MAX_COUNTED_LEN, decode_reply, encode_request, reply_is_ok};
+use crate::secret::Password;
+
+const USAGE: &str = "usage: testsaslauthd -u username -p password
+              [-r realm] [-s servicename] [-a clientaddr]
+              [-f socket path] [-R repeatnum] [--show-reply] [--timeout SECS]";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "testsaslauthd",
+    about = "Test client for saslauthd (saslauthd-rs)",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true
+)]
+struct Cli {
+    /// Login to verify
+    #[arg(short = 'u', value_name = "USER")]
+    user: Option<OsString>,
+    /// Password (prompted for, or read from stdin, when absent)
+    #[arg(short = 'p', value_name = "PASSWORD")]
+    password: Option<OsString>,
+    /// Realm
+    #[arg(short = 'r', value_name = "REALM", default_value = "")]
+    realm: OsString,
+    /// Service name
+    #[arg(short = 's', value_name = "SERVICE", default_value = "imap")]
+    service: OsString,
+    /// Client address sent as the fifth field (`ip;port`)
+    #[arg(short = 'a', value_name = "CLIENTADDR")]
+    client_addr: Option<OsString>,
+    /// Full path of the saslauthd socket
+    #[arg(short = 'f', value_name = "SOCKET")]
+    socket: Option<PathBuf>,
+    /// Repeat the request this many times, one connection each
+    #[arg(short = 'R', value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
+    repeat: i64,
+    /// Also print the server's reply text after each result line
+    #[arg(long = "show-reply")]
+    show_reply: bool,
+    /// Deadline in seconds for connecting, sending and receiving the reply
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Show this help and exit
+    #[arg(short = 'h', long = "help")]
+    help: bool,
+}
+
+/// `testsaslauthd`'s entry point.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(std::env::args_os()) {
+        Ok(cli) if !cli.help => cli,
+        Ok(_) => {
+            use clap::CommandFactory;
+            eprint!("{}", Cli::command().render_help());
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("testsaslauthd: {}", first.trim_start_matches("error: "));
+            eprintln!("{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(user) = cli.user.as_ref() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(1);
+    };
+    let password = match &cli.password {
+        Some(password) => Password::new(password.as_encoded_bytes().to_vec()),
+        None => match read_password() {
+            Ok(password) => password,
+            Err(error) => {
+                eprintln!("testsaslauthd: cannot read the password: {error}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| Path::new(DEFAULT_RUN_DIR).join(SOCKET_NAME));
+    let request = encode_request(
+        user.as_encoded_bytes(),
+        password.as_bytes(),
+        cli.service.as_encoded_bytes(),
+        cli.realm.as_encoded_bytes(),
+        cli.client_addr.as_ref().map(|a| a.as_encoded_bytes()),
+    );
+    let request = match request {
+        Ok(request) => request,
+        Err(field) => {
+            eprintln!("testsaslauthd: {field} longer than {MAX_COUNTED_LEN} bytes");
+            return ExitCode::from(1);
+        }
+    };
+    // Upstream: -R 0 means once, a negative count means no attempt at all.
+    let repeat = if cli.repeat == 0 { 1 } else { cli.repeat };
+    let timeout = Duration::from_secs(cli.timeout);
+    let mut status = ExitCode::SUCCESS;
+    let mut stdout = io::stdout().lock();
+    for i in 0..repeat.max(0) {
+        let _ = write!(stdout, "{i}: ");
+        let _ = stdout.flush();
+        status = match exchange(&socket, request.as_bytes(), timeout) {
+            Ok(reply) => {
+                let verdict = if reply_is_ok(&reply) {
+                    "OK \"Success.\""
+                } else {
+                    "NO \"authentication failed\""
+                };
+                let _ = writeln!(stdout, "{verdict}");
+                if cli.show_reply {
+                    let text = String::from_utf8_lossy(&reply);
+                    let _ = writeln!(stdout, "{i}: reply {:?}", text.as_ref());
+                }
+                if reply_is_ok(&reply) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(255)
+                }
+            }
+            Err(error) => {
+                let _ = stdout.flush();
+                eprintln!("{error}");
+                ExitCode::from(255)
+            }
+        };
+    }
+    let _ = stdout.flush();
+    status
+}
+
+/// One connection: send the request, read the counted reply. Errors carry upstream's
+/// wording (`connect() : <reason>`, `size read failed`, ...).
+fn exchange(socket: &Path, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut stream =
+        connect_with_timeout(socket, timeout).map_err(|e| format!("connect() : {}", strip(&e)))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("socket() : {}", strip(&e)))?;
+    stream
+        .write_all(request)
+        .map_err(|e| format!("write failed: {}", strip(&e)))?;
+    let mut prefix = [0u8; 2];
+    stream
+        .read_exact(&mut prefix)
+        .map_err(|e| format!("size read failed: {}", strip(&e)))?;
+    let len = usize::from(u16::from_be_bytes(prefix));
+    let mut reply = prefix.to_vec();
+    reply.resize(2 + len, 0);
+    stream
+        .read_exact(&mut reply[2..])
+        .map_err(|e| format!("read failed: {}", strip(&e)))?;
+    Ok(decode_reply(&reply).unwrap_or_default().to_vec())
+}
+
+fn connect_with_timeout(socket: &Path, _timeout: Duration) -> io::Result<UnixStream> {
+    // connect(2) on a Unix socket never waits for the server to accept: it either
+    // succeeds at once (queued in the backlog) or fails at once.
+    UnixStream::connect(socket)
+}
+
+/// `io::Error`'s text without the "(os error N)" suffix, like perror.
+fn strip(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_string(),
+        None => text,
+    }
+}
+
+/// The password from the terminal (echo off) or, when stdin is not a terminal, one line
+/// of stdin.
+fn read_password() -> io::Result<Password> {
+    let stdin = io::stdin();
+    if !stdin.is_terminal() {
+        return read_line(&mut stdin.lock());
+    }
+    eprint!("Password: ");
+    let saved = tcgetattr(&stdin).map_err(io::Error::from)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).map_err(io::Error::from)?;
+    let password = read_line(&mut stdin.lock());
+    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+    eprintln!();
+    password
+}
+
+/// One line without its line end, read byte by byte into a wiping buffer.
+fn read_line(input: &mut impl BufRead) -> io::Result<Password> {
+    let mut password = Password::default();
+    let mut byte = [0u8; 1];
+    while input.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        password.extend_from_slice(&byte);
+    }
+    if password.as_bytes().last() == Some(&b'\r') {
+        password.truncate(password.len() - 1);
+    }
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_line_strips_line_ends() {
+        for input in [&b"secret\n"[..], b"secret\r\n", b"secret", b"secret\nnext\n"] {
+            let password = read_line(&mut io::Cursor::new(input)).unwrap();
+            assert_eq!(password.as_bytes(), b"secret");
+        }
+    }
+
+    #[test]
+    fn strip_removes_the_os_error_suffix() {
+        let error = io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(strip(&error), "No such file or directory");
+    }
+}

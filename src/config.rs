@@ -1,0 +1,343 @@
+//! The daemon's command line: upstream's flags plus our long options, turned into a
+//! [`Config`] the server runs from. No I/O here beyond printing help.
+//!
+//! Differences from upstream's getopt parsing, on purpose: an unknown option, a stray
+//! argument or a missing `-a` is a usage error (exit 1) instead of usage + exit 0, and a
+//! non-numeric `-n`, `-s` or `-t` is refused instead of read as 0.
+#![forbid(unsafe_code)]
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+
+use crate::mech;
+use crate::protocol::{DEFAULT_MAX_FIELD_LEN, MAX_COUNTED_LEN};
+
+pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
+pub const SOCKET_NAME: &str = "mux";
+pub const PID_FILE_NAME: &str = "saslauthd.pid";
+/// Upstream's cache defaults: 8 hours, ~1 MB.
+pub const DEFAULT_CACHE_TIMEOUT_SECS: u64 = 28_800;
+pub const DEFAULT_CACHE_SIZE_KB: u64 = 963;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "saslauthd",
+    about = "SASL authentication daemon (saslauthd-rs)",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true
+)]
+struct Cli {
+    /// Authentication mechanism (case-insensitive): shadow
+    #[arg(short = 'a', value_name = "MECH")]
+    mech: Option<String>,
+    /// Enable the credential cache
+    #[arg(short = 'c')]
+    cache: bool,
+    /// Debug: run in the foreground, verbose, log to stderr too
+    #[arg(short = 'd')]
+    debug: bool,
+    /// Run in the foreground (do not detach)
+    #[arg(short = 'f')]
+    foreground: bool,
+    /// Show this help and exit
+    #[arg(short = 'h', long = "help")]
+    help: bool,
+    /// Accepted for compatibility; no effect (there is no accept lock)
+    #[arg(short = 'l')]
+    no_accept_lock: bool,
+    /// Run directory holding the socket `mux` (absolute path)
+    #[arg(short = 'm', value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Verifications run at once (0 or absent: one per CPU core)
+    #[arg(short = 'n', value_name = "N", allow_negative_numbers = true)]
+    workers: Option<i64>,
+    /// Option for the mechanism (the last one wins)
+    #[arg(short = 'O', value_name = "OPTION")]
+    mech_option: Option<String>,
+    /// Verify `login@realm` when the request has a non-empty realm
+    #[arg(short = 'r')]
+    realm_concat: bool,
+    /// Credential cache size in kilobytes
+    #[arg(short = 's', value_name = "KB", allow_negative_numbers = true)]
+    cache_size_kb: Option<i64>,
+    /// Credential cache entry lifetime in seconds
+    #[arg(short = 't', value_name = "SECS", allow_negative_numbers = true)]
+    cache_timeout: Option<i64>,
+    /// Show the version and the mechanisms, and exit
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    /// Verbose logging (debug lines)
+    #[arg(short = 'V')]
+    verbose: bool,
+    /// Per-connection I/O deadline in seconds (request, reply, drain)
+    #[arg(long = "timeout", value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Longest accepted request field in bytes (upstream: 256)
+    #[arg(long = "max-field-len", value_name = "BYTES", default_value_t = DEFAULT_MAX_FIELD_LEN as u64,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_COUNTED_LEN as u64))]
+    max_field_len: u64,
+    /// Client connections open at once; more are answered `NO server busy`
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+}
+
+/// The credential cache settings (`-c`, `-s`, `-t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub size_kb: u64,
+    pub timeout: Duration,
+}
+
+/// Everything the daemon runs from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mech: String,
+    pub mech_option: Option<String>,
+    pub run_dir: PathBuf,
+    /// Stay in the foreground (`-d` or `-f`).
+    pub foreground: bool,
+    /// Log debug lines (`-d` or `-V`).
+    pub verbose: bool,
+    /// Copy log lines to stderr (`-d`).
+    pub log_to_stderr: bool,
+    pub realm_concat: bool,
+    pub cache: CacheConfig,
+    pub workers: NonZeroUsize,
+    pub timeout: Duration,
+    pub max_field_len: usize,
+    pub max_connections: usize,
+}
+
+impl Config {
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir.join(SOCKET_NAME)
+    }
+
+    pub fn pid_file_path(&self) -> PathBuf {
+        self.run_dir.join(PID_FILE_NAME)
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Run(Box<Config>),
+    /// `-h`: the text to print on stderr (usage, then the version block).
+    Help(String),
+    /// `-v`: the version block, for stderr.
+    Version(String),
+}
+
+/// A usage error: print the message and exit 1.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\nTry 'saslauthd -h' for more information.", self.0)
+    }
+}
+
+/// `saslauthd <version>` and the mechanism list, like upstream's `-v`.
+pub fn version_block() -> String {
+    let mut out = format!(
+        "saslauthd {} (saslauthd-rs)\nauthentication mechanisms:",
+        env!("CARGO_PKG_VERSION")
+    );
+    for name in mech::AVAILABLE {
+        out.push(' ');
+        out.push_str(name);
+    }
+    out.push_str("\n\n");
+    out
+}
+
+/// Parses the daemon's arguments (including argv[0]).
+pub fn parse<I, T>(args: I) -> Result<Action, UsageError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("invalid arguments");
+        UsageError(first.trim_start_matches("error: ").to_string())
+    })?;
+    if cli.help {
+        let help = Cli::command().render_help().to_string();
+        return Ok(Action::Help(format!("{help}\n{}", version_block())));
+    }
+    if cli.version {
+        return Ok(Action::Version(version_block()));
+    }
+    let mech = cli
+        .mech
+        .ok_or_else(|| UsageError("no authentication mechanism specified (-a)".into()))?;
+    let run_dir = cli.run_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+    if !run_dir.is_absolute() {
+        return Err(UsageError("-m requires an absolute pathname".into()));
+    }
+    let workers = match cli.workers {
+        None | Some(0) => default_workers(),
+        Some(n) if n < 0 => {
+            return Err(UsageError(
+                "invalid number of worker processes defined".into(),
+            ));
+        }
+        Some(n) => NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN),
+    };
+    let size_kb = positive(cli.cache_size_kb, DEFAULT_CACHE_SIZE_KB)
+        .ok_or_else(|| UsageError("cache size must be positive and non zero".into()))?;
+    let cache_timeout = positive(cli.cache_timeout, DEFAULT_CACHE_TIMEOUT_SECS)
+        .ok_or_else(|| UsageError("cache timeout must be positive".into()))?;
+    let _ = cli.no_accept_lock;
+    Ok(Action::Run(Box::new(Config {
+        mech,
+        mech_option: cli.mech_option,
+        run_dir,
+        foreground: cli.debug || cli.foreground,
+        verbose: cli.debug || cli.verbose,
+        log_to_stderr: cli.debug,
+        realm_concat: cli.realm_concat,
+        cache: CacheConfig {
+            enabled: cli.cache,
+            size_kb,
+            timeout: Duration::from_secs(cache_timeout),
+        },
+        workers,
+        timeout: Duration::from_secs(cli.timeout),
+        max_field_len: cli.max_field_len as usize,
+        max_connections: cli.max_connections as usize,
+    })))
+}
+
+fn positive(value: Option<i64>, default: u64) -> Option<u64> {
+    match value {
+        None => Some(default),
+        Some(v) if v > 0 => Some(v as u64),
+        Some(_) => None,
+    }
+}
+
+/// One verification per core: crypt is CPU-bound, so more only adds memory.
+pub fn default_workers() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Config {
+        match parse(std::iter::once("saslauthd").chain(args.iter().copied())) {
+            Ok(Action::Run(config)) => *config,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(std::iter::once("saslauthd").chain(args.iter().copied())) {
+            Err(UsageError(message)) => message,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debian_default_command_line() {
+        let c = run(&["-a", "shadow", "-c", "-m", "/var/run/saslauthd", "-n", "5"]);
+        assert_eq!(c.mech, "shadow");
+        assert!(c.cache.enabled);
+        assert_eq!(c.run_dir, PathBuf::from("/var/run/saslauthd"));
+        assert_eq!(c.socket_path(), PathBuf::from("/var/run/saslauthd/mux"));
+        assert_eq!(c.workers.get(), 5);
+        assert!(!c.foreground && !c.verbose && !c.log_to_stderr);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&["-a", "shadow"]);
+        assert_eq!(c.run_dir, PathBuf::from(DEFAULT_RUN_DIR));
+        assert_eq!(c.max_field_len, 1024);
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(c.cache.timeout, Duration::from_secs(28_800));
+        assert_eq!(c.workers, default_workers());
+    }
+
+    #[test]
+    fn debug_implies_foreground_verbose_and_stderr() {
+        let c = run(&["-a", "shadow", "-d"]);
+        assert!(c.foreground && c.verbose && c.log_to_stderr);
+        let c = run(&["-a", "shadow", "-f"]);
+        assert!(c.foreground && !c.verbose);
+        let c = run(&["-a", "shadow", "-V"]);
+        assert!(!c.foreground && c.verbose && !c.log_to_stderr);
+    }
+
+    #[test]
+    fn bundled_flags_and_last_option_wins() {
+        let c = run(&["-dcr", "-ashadow", "-O", "first", "-O", "second", "-l"]);
+        assert!(c.foreground && c.cache.enabled && c.realm_concat);
+        assert_eq!(c.mech_option.as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn long_options() {
+        let c = run(&[
+            "-a",
+            "shadow",
+            "--timeout",
+            "2",
+            "--max-field-len",
+            "256",
+            "--max-connections",
+            "10",
+        ]);
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert_eq!(c.max_field_len, 256);
+        assert_eq!(c.max_connections, 10);
+    }
+
+    #[test]
+    fn usage_errors() {
+        assert!(usage_error(&[]).contains("no authentication mechanism"));
+        assert!(usage_error(&["-a", "shadow", "-m", "run"]).contains("absolute"));
+        assert!(usage_error(&["-a", "shadow", "-n", "-1"]).contains("worker"));
+        assert!(usage_error(&["-a", "shadow", "-s", "0"]).contains("cache size"));
+        assert!(usage_error(&["-a", "shadow", "-t", "0"]).contains("cache timeout"));
+        assert!(usage_error(&["-a", "shadow", "-x"]).contains("-x"));
+        assert!(usage_error(&["-a", "shadow", "stray"]).contains("stray"));
+        assert!(usage_error(&["-a", "shadow", "--max-field-len", "70000"]).contains("70000"));
+    }
+
+    #[test]
+    fn zero_workers_means_automatic() {
+        assert_eq!(run(&["-a", "shadow", "-n", "0"]).workers, default_workers());
+    }
+
+    #[test]
+    fn help_and_version() {
+        let parse_one = |flag: &str| parse(["saslauthd", flag]).unwrap();
+        match parse_one("-v") {
+            Action::Version(text) => {
+                assert!(text.starts_with("saslauthd "));
+                assert!(text.contains("\nauthentication mechanisms: shadow\n\n"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_one("-h") {
+            Action::Help(text) => {
+                assert!(text.contains("-a <MECH>"));
+                assert!(text.contains("--max-field-len"));
+                assert!(text.ends_with(&version_block()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

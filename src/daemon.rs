@@ -1,0 +1,359 @@
+//! The daemon process: command line → run directory, pid file, socket, detaching,
+//! signals, and cleanup on exit.
+//!
+//! Detaching re-executes the program instead of forking (fork is unsafe once threads
+//! exist): the starting process launches a copy of itself with [`DETACHED_ENV`] set and
+//! waits until that copy reports on a pipe that its socket listens — or until it exits,
+//! whose status it then passes on. So `saslauthd` returns 0 only once clients can connect,
+//! and a startup failure (another instance: 2, anything else: 1) reaches the caller; the
+//! copy's startup errors appear on the caller's stderr.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{Mode, umask};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::{self, Action, Config};
+use crate::log::{self, LogConfig};
+use crate::mech;
+use crate::server::handler::Handler;
+use crate::server::listener::{Server, serve};
+use crate::{log_err, log_info, log_warn};
+
+/// Set in the environment of the detached copy; its value is unused.
+pub const DETACHED_ENV: &str = "SASLAUTHD_RS_DETACHED";
+/// What the detached copy writes on its stdout pipe once it listens.
+const READY_LINE: &str = "ready";
+/// How long the starting process waits for the detached copy.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Exit status when another instance holds the pid file (upstream's).
+const EXIT_ALREADY_RUNNING: u8 = 2;
+
+/// A startup failure and the exit status it maps to.
+#[derive(Debug)]
+pub struct StartupError {
+    pub message: String,
+    pub status: u8,
+}
+
+impl StartupError {
+    fn new(message: impl Into<String>) -> StartupError {
+        StartupError {
+            message: message.into(),
+            status: 1,
+        }
+    }
+}
+
+/// `saslauthd`'s entry point.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match config::parse(&args) {
+        Ok(Action::Help(text)) | Ok(Action::Version(text)) => {
+            eprint!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(usage) => {
+            eprintln!("saslauthd: {usage}");
+            ExitCode::from(1)
+        }
+        Ok(Action::Run(config)) => {
+            let detached = std::env::var_os(DETACHED_ENV).is_some();
+            if !config.foreground && !detached {
+                return launch_detached(&args);
+            }
+            match run(*config, detached) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    crate::log::write(crate::log::Level::Err, format_args!("{}", error.message));
+                    ExitCode::from(error.status)
+                }
+            }
+        }
+    }
+}
+
+/// The starting process in daemon mode: launch the detached copy, wait for its word.
+fn launch_detached(args: &[OsString]) -> ExitCode {
+    let program = if Path::new("/proc/self/exe").exists() {
+        OsString::from("/proc/self/exe")
+    } else {
+        match std::env::current_exe() {
+            Ok(path) => path.into_os_string(),
+            Err(error) => {
+                eprintln!("saslauthd: cannot find my own executable: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let mut command = Command::new(program);
+    if let Some(arg0) = args.first() {
+        command.arg0(arg0);
+    }
+    let spawned = command
+        .args(args.iter().skip(1))
+        .env(DETACHED_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("saslauthd: cannot start the daemon process: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        eprintln!("saslauthd: no status pipe to the daemon process");
+        return ExitCode::from(1);
+    };
+    let (report, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let got = BufReader::new(stdout).read_line(&mut line).is_ok();
+        let _ = report.send(got && line.trim_end() == READY_LINE);
+    });
+    match ready.recv_timeout(STARTUP_LIMIT) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The copy exited before listening; it has said why on stderr.
+            match child.wait() {
+                Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
+                Err(_) => ExitCode::from(1),
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!(
+                "saslauthd: the daemon did not start listening within {STARTUP_LIMIT:?}; stopping it"
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the daemon in this process until SIGTERM or SIGINT.
+pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
+    if detached {
+        // Not a process group leader (we were spawned without one), so this succeeds.
+        nix::unistd::setsid().map_err(|e| StartupError::new(format!("setsid: {e}")))?;
+    }
+    let has_syslog = log::init(LogConfig {
+        verbose: config.verbose,
+        stderr: true,
+        syslog: true,
+    });
+    if detached && !has_syslog {
+        eprintln!(
+            "saslauthd: warning: no syslog socket (/dev/log); once detached, log lines are \
+             lost. Run in the foreground (-f) to log to stderr."
+        );
+    }
+    let mechanism = mech::create(&config.mech, config.mech_option.as_deref())
+        .map_err(|e| StartupError::new(e.to_string()))?;
+    if config.cache.enabled {
+        log_warn!("the credential cache (-c) is not implemented yet; running without it");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(config.workers.get() + 4)
+        .thread_name("saslauthd")
+        .build()
+        .map_err(|e| StartupError::new(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        let signals = Signals::install()?;
+        let (files, listener) = RunFiles::create(&config)?;
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
+        if detached {
+            report_ready()?;
+        }
+        log_info!("master pid is: {}", std::process::id());
+        log_info!("listening on socket: {}", config.socket_path().display());
+        let server = Arc::new(Server {
+            handler: Handler::new(mechanism, config.realm_concat, config.workers.get()),
+            timeout: config.timeout,
+            max_field_len: config.max_field_len,
+            max_connections: config.max_connections,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let serving = tokio::spawn(serve(listener, server, stop_rx));
+        let name = signals.wait().await;
+        log_info!("{name} received: shutting down");
+        let _ = stop_tx.send(true);
+        let _ = serving.await;
+        files.remove();
+        log_info!("master exited: {}", std::process::id());
+        Ok(())
+    })
+}
+
+/// Tells the starting process we listen, then lets go of its pipe and terminal.
+fn report_ready() -> Result<(), StartupError> {
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{READY_LINE}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| StartupError::new(format!("cannot report readiness: {e}")))?;
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| StartupError::new(format!("/dev/null: {e}")))?;
+    nix::unistd::dup2_stdout(&null).map_err(|e| StartupError::new(format!("dup2: {e}")))?;
+    nix::unistd::dup2_stderr(&null).map_err(|e| StartupError::new(format!("dup2: {e}")))?;
+    log::stop_stderr();
+    Ok(())
+}
+
+/// SIGTERM and SIGINT stop the daemon; SIGHUP is logged (nothing is reloadable yet).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, StartupError> {
+        let install = |kind| {
+            signal(kind).map_err(|e| StartupError::new(format!("cannot handle signals: {e}")))
+        };
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+
+    async fn wait(mut self) -> &'static str {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => log_info!("SIGHUP received: nothing to reload"),
+            }
+        }
+    }
+}
+
+/// The run directory's files: the locked pid file and the socket.
+struct RunFiles {
+    pid_file: Flock<File>,
+    pid_path: PathBuf,
+    socket_path: PathBuf,
+}
+
+impl RunFiles {
+    fn create(config: &Config) -> Result<(RunFiles, UnixListener), StartupError> {
+        let dir = &config.run_dir;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| StartupError::new(format!("cannot create {}: {e}", dir.display())))?;
+        // Files we create are private; the socket's mode is set explicitly below.
+        umask(Mode::from_bits_truncate(0o077));
+        let pid_path = config.pid_file_path();
+        let pid_file = lock_pid_file(&pid_path)?;
+        let socket_path = config.socket_path();
+        remove_stale_socket(&socket_path)?;
+        let listener = UnixListener::bind(&socket_path).map_err(|e| {
+            StartupError::new(format!(
+                "could not bind to socket {}: {e}",
+                socket_path.display()
+            ))
+        })?;
+        // Like upstream: world-writable socket; the directory's mode controls access.
+        fs::set_permissions(&socket_path, fs::Permissions::from_mode(0o777)).map_err(|e| {
+            StartupError::new(format!("cannot chmod {}: {e}", socket_path.display()))
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
+        let files = RunFiles {
+            pid_file,
+            pid_path,
+            socket_path,
+        };
+        Ok((files, listener))
+    }
+
+    /// Removes the socket, then the pid file (while still holding its lock).
+    fn remove(self) {
+        if let Err(error) = fs::remove_file(&self.socket_path) {
+            log_err!("cannot remove {}: {error}", self.socket_path.display());
+        }
+        if let Err(error) = fs::remove_file(&self.pid_path) {
+            log_err!("cannot remove {}: {error}", self.pid_path.display());
+        }
+        drop(self.pid_file);
+    }
+}
+
+/// Opens and locks the pid file, then writes our pid. A lock held by someone else means
+/// another instance serves this directory.
+fn lock_pid_file(path: &Path) -> Result<Flock<File>, StartupError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StartupError::new(format!("cannot open {}: {e}", path.display())))?;
+    let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((_, Errno::EWOULDBLOCK)) => {
+            return Err(StartupError {
+                message: format!(
+                    "another instance of saslauthd is currently running ({} is locked)",
+                    path.display()
+                ),
+                status: EXIT_ALREADY_RUNNING,
+            });
+        }
+        Err((_, errno)) => {
+            return Err(StartupError::new(format!(
+                "could not lock pid file {}: {errno}",
+                path.display()
+            )));
+        }
+    };
+    let written = locked
+        .set_len(0)
+        .and_then(|()| writeln!(locked, "{}", std::process::id()))
+        .and_then(|()| locked.sync_all());
+    written.map_err(|e| StartupError::new(format!("cannot write {}: {e}", path.display())))?;
+    Ok(locked)
+}
+
+/// A leftover socket from a crash is removed; anything else at that path is left alone.
+fn remove_stale_socket(path: &Path) -> Result<(), StartupError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(|e| {
+            StartupError::new(format!("cannot remove stale socket {}: {e}", path.display()))
+        }),
+        Ok(_) => Err(StartupError::new(format!(
+            "refusing to replace {}: it exists and is not a socket",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StartupError::new(format!("{}: {e}", path.display()))),
+    }
+}

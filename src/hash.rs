@@ -1,0 +1,76 @@
+//! Password hash verification: does a password produce the stored crypt(3) hash?
+//!
+//! By default libxcrypt does the hashing (see `sys::crypt`), so every scheme the system
+//! accepts works, yescrypt included. With the `pure-rust-hash` cargo feature, `pwhash`
+//! does it instead (no libxcrypt needed, but no `$y$`, `$gy$` or `$7$`). Either way the
+//! full result is compared with the stored hash in constant time.
+#![forbid(unsafe_code)]
+
+use crate::secret::Password;
+
+/// Whether `password` hashes to `stored`. Locked, empty or malformed hashes never match.
+pub fn verify(password: &Password, stored: &[u8]) -> bool {
+    match compute(password, stored) {
+        Some(computed) => constant_time_eq(computed.as_bytes(), stored),
+        None => false,
+    }
+}
+
+#[cfg(not(feature = "pure-rust-hash"))]
+fn compute(password: &Password, stored: &[u8]) -> Option<Password> {
+    crate::sys::crypt::crypt(password, stored)
+}
+
+#[cfg(feature = "pure-rust-hash")]
+fn compute(password: &Password, stored: &[u8]) -> Option<Password> {
+    // pwhash verifies rather than hashes; map its verdict onto "the stored hash itself".
+    let stored_str = std::str::from_utf8(stored).ok()?;
+    let password = std::str::from_utf8(password.as_bytes()).ok()?;
+    pwhash::unix::verify(password, stored_str).then(|| Password::new(stored.to_vec()))
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Generated with libxcrypt 4.4.33 (crypt(3)); password "Sasl-Lab-pw1".
+    const SHA512: &str = "$6$3wRZf6ivvq.xq9Ko$VbpQMAHpk6DeQdugX/TzITp6iLE3wjIf/CHVH0GSKdRs/nNXdFFZPV06uBryO0NvjkkjntsPBq06E0cYYH5yP1";
+
+    fn pw(s: &str) -> Password {
+        Password::new(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn locked_empty_and_garbage_hashes_never_match() {
+        for stored in ["", "!", "*", "!!", "*NP*", "*LK*", "x", "!$6$abc$def"] {
+            assert!(!verify(&pw("anything"), stored.as_bytes()), "{stored:?}");
+            assert!(!verify(&pw(""), stored.as_bytes()), "{stored:?}");
+        }
+    }
+
+    #[test]
+    fn nul_in_password_never_matches() {
+        assert!(!verify(&pw("Sasl-Lab-pw1\0junk"), SHA512.as_bytes()));
+    }
+
+    #[test]
+    fn sha512crypt_verifies() {
+        assert!(verify(&pw("Sasl-Lab-pw1"), SHA512.as_bytes()));
+        assert!(!verify(&pw("Sasl-Lab-pw2"), SHA512.as_bytes()));
+        let locked = format!("!{SHA512}");
+        assert!(!verify(&pw("Sasl-Lab-pw1"), locked.as_bytes()));
+    }
+}

@@ -1,0 +1,202 @@
+//! `-a shadow`: the local password database, through NSS.
+//!
+//! The user must exist in passwd (`getpwnam_r`) and shadow (`getspnam_r`). Locked (`!`,
+//! `*` prefixes), empty and `*NP*` hashes fail without hashing; otherwise the system's
+//! libxcrypt hashes the password and the whole result is compared in constant time. Expiry
+//! is checked only after a correct password, following pam_unix: the account is expired
+//! from day `sp_expire` on (`0` included, since pam_unix treats it so; upstream waits one
+//! more day), and the password is expired when `sp_lstchg` is 0 ("must change") or older
+//! than `sp_max` days.
+#![forbid(unsafe_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::unistd::User;
+
+use super::{Credentials, Mechanism};
+use crate::protocol::Reply;
+use crate::sys::shadow::{ShadowEntry, getspnam};
+use crate::{hash, log_debug, log_warn};
+
+pub const INVALID_USERNAME: &str = "Invalid username";
+pub const INVALID_SHADOW_USERNAME: &str = "Invalid shadow username";
+pub const INCORRECT_PASSWORD: &str = "Incorrect password";
+pub const ACCOUNT_EXPIRED: &str = "Account expired";
+pub const PASSWORD_EXPIRED: &str = "Password expired";
+const NIS_NO_PERMISSION: &str =
+    "Insufficient permission to access NIS authentication database (saslauthd)";
+
+pub struct Shadow;
+
+impl Shadow {
+    pub fn new(option: Option<&str>) -> Shadow {
+        if option.is_some() {
+            log_warn!("shadow: the -O option has no meaning for this mechanism; ignored");
+        }
+        if !nix::unistd::geteuid().is_root() {
+            log_warn!("shadow: not running as root; shadow lookups will likely fail");
+        }
+        Shadow
+    }
+}
+
+impl Mechanism for Shadow {
+    fn name(&self) -> &'static str {
+        "shadow"
+    }
+
+    fn authenticate(&self, credentials: &Credentials) -> Reply {
+        let Ok(login) = std::str::from_utf8(&credentials.login) else {
+            return Reply::no(INVALID_USERNAME);
+        };
+        match User::from_name(login) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Reply::no(INVALID_USERNAME),
+            Err(errno) => return Reply::no(format!("Username lookup failure: {}", errno.desc())),
+        }
+        let entry = match getspnam(login) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Reply::no(INVALID_SHADOW_USERNAME),
+            Err(errno) => {
+                return Reply::no(format!("Username shadow lookup failure: {}", errno.desc()));
+            }
+        };
+        check(&entry, credentials, today())
+    }
+}
+
+/// Days since 1970-01-01 (UTC), the unit of the shadow file.
+fn today() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (secs / 86_400) as i64
+}
+
+/// The verdict for a found entry: hash, then expiry. Pure, for tests.
+fn check(entry: &ShadowEntry, credentials: &Credentials, today: i64) -> Reply {
+    let stored = entry.hash.as_bytes();
+    if stored == b"*NP*" {
+        return Reply::no(NIS_NO_PERMISSION);
+    }
+    if stored.is_empty() || stored[0] == b'!' || stored[0] == b'*' {
+        log_debug!("shadow: account has no usable password hash (locked or empty)");
+        return Reply::no(INCORRECT_PASSWORD);
+    }
+    if !hash::verify(&credentials.password, stored) {
+        return Reply::no(INCORRECT_PASSWORD);
+    }
+    if let Some(reason) = expiry(entry, today) {
+        return Reply::no(reason);
+    }
+    Reply::ok()
+}
+
+/// pam_unix's `check_shadow_expiry`, minus the warnings.
+fn expiry(entry: &ShadowEntry, today: i64) -> Option<&'static str> {
+    if entry.expire != -1 && today >= entry.expire {
+        return Some(ACCOUNT_EXPIRED);
+    }
+    if entry.last_change == 0 {
+        return Some(PASSWORD_EXPIRED);
+    }
+    if entry.last_change == -1 || today < entry.last_change || entry.max_age == -1 {
+        return None;
+    }
+    let age = today - entry.last_change;
+    (age > entry.max_age).then_some(PASSWORD_EXPIRED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Password;
+
+    // crypt("Sasl-Lab-pw1", "$6$3wRZf6ivvq.xq9Ko$") from libxcrypt.
+    const HASH: &str = "$6$3wRZf6ivvq.xq9Ko$VbpQMAHpk6DeQdugX/TzITp6iLE3wjIf/CHVH0GSKdRs/nNXdFFZPV06uBryO0NvjkkjntsPBq06E0cYYH5yP1";
+    const TODAY: i64 = 20_000;
+
+    fn entry(hash: &str) -> ShadowEntry {
+        ShadowEntry {
+            hash: Password::new(hash.as_bytes().to_vec()),
+            last_change: 19_000,
+            max_age: -1,
+            expire: -1,
+        }
+    }
+
+    fn creds(password: &str) -> Credentials {
+        Credentials {
+            login: b"user".to_vec(),
+            password: Password::new(password.as_bytes().to_vec()),
+            service: b"imap".to_vec(),
+            realm: Vec::new(),
+            client_addr: None,
+        }
+    }
+
+    fn verdict(entry: &ShadowEntry, password: &str) -> String {
+        check(entry, &creds(password), TODAY).text()
+    }
+
+    #[test]
+    fn right_and_wrong_passwords() {
+        assert_eq!(verdict(&entry(HASH), "Sasl-Lab-pw1"), "OK");
+        assert_eq!(verdict(&entry(HASH), "sasl-lab-pw1"), "NO Incorrect password");
+    }
+
+    #[test]
+    fn locked_and_empty_entries_fail_without_hashing() {
+        for stored in [format!("!{HASH}"), format!("*{HASH}"), "!".into(), "".into()] {
+            assert_eq!(
+                verdict(&entry(&stored), "Sasl-Lab-pw1"),
+                "NO Incorrect password"
+            );
+        }
+        assert_eq!(
+            verdict(&entry("*NP*"), "x"),
+            "NO Insufficient permission to access NIS authentication database (saslauthd)"
+        );
+    }
+
+    #[test]
+    fn account_expiry_follows_pam_unix() {
+        let mut e = entry(HASH);
+        for (expire, expected) in [
+            (-1, "OK"),
+            (TODAY + 1, "OK"),
+            (TODAY, "NO Account expired"),
+            (1, "NO Account expired"),
+            (0, "NO Account expired"),
+        ] {
+            e.expire = expire;
+            assert_eq!(verdict(&e, "Sasl-Lab-pw1"), expected, "expire {expire}");
+        }
+        // Expiry is only revealed to someone who knows the password.
+        e.expire = 1;
+        assert_eq!(verdict(&e, "wrong"), "NO Incorrect password");
+    }
+
+    #[test]
+    fn password_age_follows_pam_unix() {
+        let mut e = entry(HASH);
+        for (last_change, max_age, expected) in [
+            (TODAY - 10, 10, "OK"),
+            (TODAY - 11, 10, "NO Password expired"),
+            (0, -1, "NO Password expired"),
+            (1, 10, "NO Password expired"),
+            (-1, 10, "OK"),
+            (TODAY + 5, 1, "OK"),
+            (1, -1, "OK"),
+        ] {
+            e.last_change = last_change;
+            e.max_age = max_age;
+            assert_eq!(
+                verdict(&e, "Sasl-Lab-pw1"),
+                expected,
+                "lstchg {last_change} max {max_age}"
+            );
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! One client connection: read one request, write one reply, half-close, drain.
+//!
+//! The caller bounds every step with a deadline. Reading decodes as bytes arrive, so an
+//! over-long field is refused as soon as its length prefix is in. When the fourth field
+//! completes with nothing behind it, one non-blocking receive checks whether a fifth field
+//! (the client address) is already there: four-field clients are answered at once, and a
+//! five-field request is read whole. The receive buffer holds the password, so it is wiped.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::protocol::{Decoded, Rejection, Reply, Request, decode_request, max_request_len};
+
+/// What a client sent.
+#[derive(Debug)]
+pub enum Incoming {
+    Request(Request),
+    Rejected(Rejection),
+}
+
+/// Why no request could be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client closed (or half-closed) before the request was complete.
+    Truncated { received: usize },
+    Io(io::Error),
+}
+
+pub struct Connection {
+    stream: UnixStream,
+    buffer: Zeroizing<Vec<u8>>,
+    max_field_len: usize,
+}
+
+const CHUNK: usize = 4096;
+
+impl Connection {
+    pub fn new(stream: UnixStream, max_field_len: usize) -> Connection {
+        Connection {
+            stream,
+            // Sized for the largest request up front, so it never reallocates (a
+            // reallocation would leave an unwiped copy of the password behind).
+            buffer: Zeroizing::new(Vec::with_capacity(max_request_len(max_field_len))),
+            max_field_len,
+        }
+    }
+
+    /// Reads until a request is complete or refused. Not bounded in time by itself.
+    pub async fn read_request(&mut self) -> Result<Incoming, ReadError> {
+        let capacity = self.buffer.capacity();
+        let mut looked_for_more = false;
+        loop {
+            match decode_request(&self.buffer, self.max_field_len) {
+                Decoded::Rejected(rejection) => return Ok(Incoming::Rejected(rejection)),
+                Decoded::Complete { request, consumed } => {
+                    let nothing_behind = consumed == self.buffer.len();
+                    if request.client_addr.is_none() && nothing_behind && !looked_for_more {
+                        looked_for_more = true;
+                        if self.receive_ready_bytes()? > 0 {
+                            continue;
+                        }
+                    }
+                    return Ok(Incoming::Request(request));
+                }
+                Decoded::Incomplete => {
+                    let room = capacity - self.buffer.len();
+                    if room == 0 {
+                        // Cannot happen: a capped request always fits. Refuse, don't spin.
+                        return Err(ReadError::Io(io::Error::other("request buffer full")));
+                    }
+                    let mut chunk = [0u8; CHUNK];
+                    let want = room.min(CHUNK);
+                    let read = self.stream.read(&mut chunk[..want]).await;
+                    let n = match read {
+                        Ok(n) => n,
+                        Err(e) => {
+                            chunk.zeroize();
+                            return Err(ReadError::Io(e));
+                        }
+                    };
+                    self.buffer.extend_from_slice(&chunk[..n]);
+                    chunk.zeroize();
+                    if n == 0 {
+                        return Err(ReadError::Truncated {
+                            received: self.buffer.len(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes whatever the client has already sent, without waiting. Returns the count.
+    fn receive_ready_bytes(&mut self) -> Result<usize, ReadError> {
+        let room = self.buffer.capacity() - self.buffer.len();
+        if room == 0 {
+            return Ok(0);
+        }
+        let mut chunk = [0u8; CHUNK];
+        let want = room.min(CHUNK);
+        let got = recv(
+            self.stream.as_raw_fd(),
+            &mut chunk[..want],
+            MsgFlags::MSG_DONTWAIT,
+        );
+        let result = match got {
+            Ok(n) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => Ok(0),
+            Err(errno) => Err(ReadError::Io(errno.into())),
+        };
+        chunk.zeroize();
+        result
+    }
+
+    pub async fn write_reply(&mut self, reply: &Reply) -> io::Result<()> {
+        self.stream.write_all(&reply.encode()).await?;
+        self.stream.flush().await
+    }
+
+    /// Half-closes, then discards input until the client closes, `limit` passes or the
+    /// server shuts down. libsasl reads the reply and closes, so this is normally instant.
+    pub async fn finish(mut self, limit: Duration, mut shutdown: watch::Receiver<bool>) {
+        self.buffer.zeroize();
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut sink = [0u8; CHUNK];
+            while let Ok(n) = self.stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            sink.zeroize();
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(limit, drain) => {}
+            _ = shutdown.wait_for(|stopping| *stopping) => {}
+        }
+    }
+}

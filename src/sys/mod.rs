@@ -1,0 +1,8 @@
+//! The only modules with `unsafe` code: thin FFI wrappers over libc and libxcrypt.
+//!
+//! Each exposes a safe function; every `unsafe` block carries a `// SAFETY:` comment.
+//! Nothing outside `sys` may use `unsafe` (the rest of the crate forbids it).
+
+#[cfg(not(feature = "pure-rust-hash"))]
+pub mod crypt;
+pub mod shadow;
