@@ -54,7 +54,12 @@ struct Cli {
     #[arg(short = 'f', value_name = "SOCKET")]
     socket: Option<PathBuf>,
     /// Repeat the request this many times, one connection each
-    #[arg(short = 'R', value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        short = 'R',
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     repeat: i64,
     /// Also print the server's reply text after each result line
     #[arg(long = "show-reply")]
@@ -231,7 +236,12 @@ mod tests {
 
     #[test]
     fn read_line_strips_line_ends() {
-        for input in [&b"secret\n"[..], b"secret\r\n", b"secret", b"secret\nnext\n"] {
+        for input in [
+            &b"secret\n"[..],
+            b"secret\r\n",
+            b"secret",
+            b"secret\nnext\n",
+        ] {
             let password = read_line(&mut io::Cursor::new(input)).unwrap();
             assert_eq!(password.as_bytes(), b"secret");
         }

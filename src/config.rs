@@ -180,7 +180,9 @@ where
     let mech = cli
         .mech
         .ok_or_else(|| UsageError("no authentication mechanism specified (-a)".into()))?;
-    let run_dir = cli.run_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+    let run_dir = cli
+        .run_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
     if !run_dir.is_absolute() {
         return Err(UsageError("-m requires an absolute pathname".into()));
     }

@@ -32,7 +32,7 @@ use crate::log::{self, LogConfig};
 use crate::mech;
 use crate::server::handler::Handler;
 use crate::server::listener::{Server, serve};
-use crate::{log_err, log_info, log_warn};
+use crate::{log_err, log_info, log_warn, systemd};
 
 /// Set in the environment of the detached copy; its value is unused.
 pub const DETACHED_ENV: &str = "SASLAUTHD_RS_DETACHED";
@@ -74,7 +74,8 @@ pub fn main() -> ExitCode {
         }
         Ok(Action::Run(config)) => {
             let detached = std::env::var_os(DETACHED_ENV).is_some();
-            if !config.foreground && !detached {
+            // Under a service manager the pid it watches must be the serving one.
+            if !config.foreground && !detached && !systemd::managed() {
                 return launch_detached(&args);
             }
             match run(*config, detached) {
@@ -168,6 +169,9 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     }
     let mechanism = mech::create(&config.mech, config.mech_option.as_deref())
         .map_err(|e| StartupError::new(e.to_string()))?;
+    // Before any thread exists: this edits the environment.
+    let inherited = systemd::inherited_listener()
+        .map_err(|e| StartupError::new(format!("unusable socket from the service manager: {e}")))?;
     if config.cache.enabled {
         log_warn!("the credential cache (-c) is not implemented yet; running without it");
     }
@@ -179,14 +183,23 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         .map_err(|e| StartupError::new(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
         let signals = Signals::install()?;
-        let (files, listener) = RunFiles::create(&config)?;
+        let (files, listener) = RunFiles::create(&config, inherited)?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
         if detached {
             report_ready()?;
         }
+        let listening_on = match &files.socket_path {
+            Some(path) => path.display().to_string(),
+            None => "the socket passed by the service manager".to_string(),
+        };
         log_info!("master pid is: {}", std::process::id());
-        log_info!("listening on socket: {}", config.socket_path().display());
+        log_info!("listening on socket: {listening_on}");
+        systemd::notify(&format!(
+            "READY=1\nMAINPID={}\nSTATUS=serving {} on {listening_on}",
+            std::process::id(),
+            config.mech
+        ));
         let server = Arc::new(Server {
             handler: Handler::new(mechanism, config.realm_concat, config.workers.get()),
             timeout: config.timeout,
@@ -197,6 +210,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         let serving = tokio::spawn(serve(listener, server, stop_rx));
         let name = signals.wait().await;
         log_info!("{name} received: shutting down");
+        systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
         let _ = serving.await;
         files.remove();
@@ -252,37 +266,36 @@ impl Signals {
     }
 }
 
-/// The run directory's files: the locked pid file and the socket.
+/// The run directory's files: the locked pid file and the socket we bound (none when the
+/// service manager passed one: it owns that socket).
 struct RunFiles {
     pid_file: Flock<File>,
     pid_path: PathBuf,
-    socket_path: PathBuf,
+    socket_path: Option<PathBuf>,
 }
 
 impl RunFiles {
-    fn create(config: &Config) -> Result<(RunFiles, UnixListener), StartupError> {
+    fn create(
+        config: &Config,
+        inherited: Option<UnixListener>,
+    ) -> Result<(RunFiles, UnixListener), StartupError> {
         let dir = &config.run_dir;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .map_err(|e| StartupError::new(format!("cannot create {}: {e}", dir.display())))?;
-        // Files we create are private; the socket's mode is set explicitly below.
+        // Files we create are private; `bind` sets the socket's mode explicitly.
         umask(Mode::from_bits_truncate(0o077));
         let pid_path = config.pid_file_path();
         let pid_file = lock_pid_file(&pid_path)?;
-        let socket_path = config.socket_path();
-        remove_stale_socket(&socket_path)?;
-        let listener = UnixListener::bind(&socket_path).map_err(|e| {
-            StartupError::new(format!(
-                "could not bind to socket {}: {e}",
-                socket_path.display()
-            ))
-        })?;
-        // Like upstream: world-writable socket; the directory's mode controls access.
-        fs::set_permissions(&socket_path, fs::Permissions::from_mode(0o777)).map_err(|e| {
-            StartupError::new(format!("cannot chmod {}: {e}", socket_path.display()))
-        })?;
+        let (listener, socket_path) = match inherited {
+            Some(listener) => (listener, None),
+            None => {
+                let path = config.socket_path();
+                (bind(&path)?, Some(path))
+            }
+        };
         listener
             .set_nonblocking(true)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
@@ -296,14 +309,28 @@ impl RunFiles {
 
     /// Removes the socket, then the pid file (while still holding its lock).
     fn remove(self) {
-        if let Err(error) = fs::remove_file(&self.socket_path) {
-            log_err!("cannot remove {}: {error}", self.socket_path.display());
+        if let Some(socket_path) = &self.socket_path
+            && let Err(error) = fs::remove_file(socket_path)
+        {
+            log_err!("cannot remove {}: {error}", socket_path.display());
         }
         if let Err(error) = fs::remove_file(&self.pid_path) {
             log_err!("cannot remove {}: {error}", self.pid_path.display());
         }
         drop(self.pid_file);
     }
+}
+
+/// Binds `path` (replacing a stale socket) with upstream's mode 0777: access is
+/// controlled by the run directory's mode, e.g. root:sasl 0710 on Debian.
+fn bind(path: &Path) -> Result<UnixListener, StartupError> {
+    remove_stale_socket(path)?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        StartupError::new(format!("could not bind to socket {}: {e}", path.display()))
+    })?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o777))
+        .map_err(|e| StartupError::new(format!("cannot chmod {}: {e}", path.display())))?;
+    Ok(listener)
 }
 
 /// Opens and locks the pid file, then writes our pid. A lock held by someone else means
@@ -347,7 +374,10 @@ fn lock_pid_file(path: &Path) -> Result<Flock<File>, StartupError> {
 fn remove_stale_socket(path: &Path) -> Result<(), StartupError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(|e| {
-            StartupError::new(format!("cannot remove stale socket {}: {e}", path.display()))
+            StartupError::new(format!(
+                "cannot remove stale socket {}: {e}",
+                path.display()
+            ))
         }),
         Ok(_) => Err(StartupError::new(format!(
             "refusing to replace {}: it exists and is not a socket",

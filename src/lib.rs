@@ -17,3 +17,4 @@ pub mod protocol;
 pub mod secret;
 pub mod server;
 pub mod sys;
+pub mod systemd;

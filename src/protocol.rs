@@ -75,7 +75,11 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     /// A length prefix above the configured limit (answered before reading the data).
-    TooLong { field: Field, len: usize, limit: usize },
+    TooLong {
+        field: Field,
+        len: usize,
+        limit: usize,
+    },
     EmptyLogin,
     EmptyPassword,
     /// A NUL byte inside a field. Upstream cuts C strings at the first NUL, so
@@ -195,7 +199,10 @@ impl Request {
             (Field::Password, self.password.as_bytes()),
             (Field::Service, &self.service),
             (Field::Realm, &self.realm),
-            (Field::ClientAddr, self.client_addr.as_deref().unwrap_or(&[])),
+            (
+                Field::ClientAddr,
+                self.client_addr.as_deref().unwrap_or(&[]),
+            ),
         ];
         match fields.iter().find(|(_, value)| value.contains(&0)) {
             Some((field, _)) => Err(Rejection::NulByte(*field)),
@@ -337,8 +344,8 @@ mod tests {
     #[test]
     fn encode_then_decode_round_trips_four_and_five_fields() {
         for addr in [None, Some(&b"127.0.0.1;5555"[..]), Some(&b""[..])] {
-            let wire = encode_request(b"user", b"p\xc3\xa4ss w", b"smtp", b"example.org", addr)
-                .unwrap();
+            let wire =
+                encode_request(b"user", b"p\xc3\xa4ss w", b"smtp", b"example.org", addr).unwrap();
             let (request, consumed) = complete(wire.as_bytes());
             assert_eq!(consumed, wire.as_bytes().len());
             assert_eq!(request.login, b"user");
@@ -487,7 +494,10 @@ mod tests {
             len: 2000,
             limit: 1024,
         };
-        assert_eq!(too_long.reply().text(), "NO client address exceeds 1024 bytes");
+        assert_eq!(
+            too_long.reply().text(),
+            "NO client address exceeds 1024 bytes"
+        );
     }
 
     #[test]

@@ -143,12 +143,20 @@ mod tests {
     #[test]
     fn right_and_wrong_passwords() {
         assert_eq!(verdict(&entry(HASH), "Sasl-Lab-pw1"), "OK");
-        assert_eq!(verdict(&entry(HASH), "sasl-lab-pw1"), "NO Incorrect password");
+        assert_eq!(
+            verdict(&entry(HASH), "sasl-lab-pw1"),
+            "NO Incorrect password"
+        );
     }
 
     #[test]
     fn locked_and_empty_entries_fail_without_hashing() {
-        for stored in [format!("!{HASH}"), format!("*{HASH}"), "!".into(), "".into()] {
+        for stored in [
+            format!("!{HASH}"),
+            format!("*{HASH}"),
+            "!".into(),
+            "".into(),
+        ] {
             assert_eq!(
                 verdict(&entry(&stored), "Sasl-Lab-pw1"),
                 "NO Incorrect password"

@@ -31,7 +31,9 @@ pub enum Incoming {
 #[derive(Debug)]
 pub enum ReadError {
     /// The client closed (or half-closed) before the request was complete.
-    Truncated { received: usize },
+    Truncated {
+        received: usize,
+    },
     Io(io::Error),
 }
 

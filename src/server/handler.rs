@@ -125,7 +125,11 @@ impl Handler {
         match task.await {
             Ok(reply) => reply,
             Err(error) => {
-                let how = if error.is_panic() { "panicked" } else { "was cancelled" };
+                let how = if error.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
                 log_err!(
                     "{}: mechanism {} {how}",
                     text::INTERNAL_FAILURE,
@@ -140,9 +144,9 @@ impl Handler {
     fn log_rejection(&self, rejection: &Rejection, login: Option<&[u8]>) {
         let user = login.map(sanitize).unwrap_or_default();
         match rejection {
-            Rejection::TooLong { field, len, limit } => log_err!(
-                "{field} exceeds the field limit: {len} > {limit} bytes; request refused"
-            ),
+            Rejection::TooLong { field, len, limit } => {
+                log_err!("{field} exceeds the field limit: {len} > {limit} bytes; request refused")
+            }
             Rejection::EmptyLogin => log_err!("{}", text::NULL_LOGIN),
             Rejection::EmptyPassword => log_err!("{} [user={user}]", text::NULL_PASSWORD),
             Rejection::NulByte(field) => {

@@ -85,25 +85,24 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
 ) {
     let mut connection = Connection::new(stream, server.max_field_len);
-    let incoming =
-        match tokio::time::timeout(server.timeout, connection.read_request()).await {
-            Ok(Ok(incoming)) => incoming,
-            Ok(Err(ReadError::Truncated { received })) => {
-                log_debug!("client closed after {received} bytes, before a complete request");
-                return;
-            }
-            Ok(Err(ReadError::Io(error))) => {
-                log_debug!("read failure: {error}");
-                return;
-            }
-            Err(_) => {
-                log_debug!(
-                    "no complete request within {:?}; closing the connection",
-                    server.timeout
-                );
-                return;
-            }
-        };
+    let incoming = match tokio::time::timeout(server.timeout, connection.read_request()).await {
+        Ok(Ok(incoming)) => incoming,
+        Ok(Err(ReadError::Truncated { received })) => {
+            log_debug!("client closed after {received} bytes, before a complete request");
+            return;
+        }
+        Ok(Err(ReadError::Io(error))) => {
+            log_debug!("read failure: {error}");
+            return;
+        }
+        Err(_) => {
+            log_debug!(
+                "no complete request within {:?}; closing the connection",
+                server.timeout
+            );
+            return;
+        }
+    };
     let reply = server.handler.handle(incoming).await;
     match tokio::time::timeout(server.timeout, connection.write_reply(&reply)).await {
         Ok(Ok(())) => {}
@@ -112,7 +111,10 @@ async fn serve_connection(
             return;
         }
         Err(_) => {
-            log_err!("write failure: client did not take the reply within {:?}", server.timeout);
+            log_err!(
+                "write failure: client did not take the reply within {:?}",
+                server.timeout
+            );
             return;
         }
     }
@@ -143,4 +145,3 @@ impl RateLimitedLog {
         }
     }
 }
-

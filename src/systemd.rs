@@ -1,0 +1,62 @@
+//! The service manager's side doors: socket activation (`LISTEN_FDS`) and readiness
+//! notification (`NOTIFY_SOCKET`), both optional and both plain environment protocols.
+//!
+//! Activation takes the inherited listening socket through `listenfd`, which validates it
+//! as an AF_UNIX stream listener (the one `unsafe` step of turning a number into a socket
+//! stays in that crate). Notification is one datagram per state change, never blocking.
+#![forbid(unsafe_code)]
+
+use std::ffi::OsStr;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+use std::path::Path;
+
+/// Names a socket unit may give our listening socket (`FileDescriptorName=`).
+const OUR_FD_NAMES: [&str; 2] = ["saslauthd", "mux"];
+
+/// Whether a service manager is waiting for our readiness or handing us a socket: then
+/// the daemon must stay in the foreground (its pid is the one the manager watches).
+pub fn managed() -> bool {
+    let activated = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id());
+    activated || std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// The listening socket passed by the service manager, if any. With several, the one
+/// named `saslauthd` or `mux` in `LISTEN_FDNAMES`, else the first. Call this before any
+/// thread starts: it clears `LISTEN_PID`/`LISTEN_FDS` from the environment.
+pub fn inherited_listener() -> std::io::Result<Option<UnixListener>> {
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let index = names
+        .split(':')
+        .position(|name| OUR_FD_NAMES.contains(&name))
+        .filter(|&i| i < fds.len())
+        .unwrap_or(0);
+    fds.take_unix_listener(index)
+}
+
+/// Sends one notification (`READY=1`, `STOPPING=1`, `STATUS=...`) if a manager listens.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.as_encoded_bytes();
+    let address = match path.strip_prefix(b"@") {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name),
+        None => SocketAddr::from_pathname(Path::new(OsStr::from_bytes(path))),
+    };
+    let Ok(address) = address else {
+        return;
+    };
+    if let Ok(socket) = UnixDatagram::unbound() {
+        let _ = socket.set_nonblocking(true);
+        let _ = socket.send_to_addr(state.as_bytes(), &address);
+    }
+}
