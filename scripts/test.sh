@@ -20,5 +20,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "== unit tests of the pure-Rust hash fallback (--features pure-rust-hash)"
+cargo clippy --lib --features pure-rust-hash -- -D warnings
+cargo test --lib --features pure-rust-hash
 echo "== cargo test"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"

@@ -73,4 +73,56 @@ mod tests {
         let locked = format!("!{SHA512}");
         assert!(!verify(&pw("Sasl-Lab-pw1"), locked.as_bytes()));
     }
+
+    /// DES crypt uses only the first 8 bytes of a password.
+    #[cfg(not(feature = "pure-rust-hash"))]
+    fn des_prefix(password: &str) -> &[u8] {
+        &password.as_bytes()[..password.len().min(8)]
+    }
+
+    /// pwhash and libxcrypt must agree, both ways, on every scheme pwhash knows.
+    #[cfg(not(feature = "pure-rust-hash"))]
+    #[test]
+    fn libxcrypt_and_pwhash_agree() {
+        let passwords = [
+            "Sasl-Lab-pw1",
+            "p\u{e4} ss \"q\\ \u{20ac}",
+            "x",
+            "long-password-0123456789",
+        ];
+        let settings = [
+            "$6$Zq5cJ2b8y1vT4xQe$",
+            "$5$Zq5cJ2b8y1vT4xQe$",
+            "$1$Zq5cJ2b8$",
+            "$2b$05$abcdefghijklmnopqrstuu",
+            "ab",
+        ];
+        for password in passwords {
+            let pw = Password::new(password.as_bytes().to_vec());
+            for setting in settings {
+                let ours = crate::sys::crypt::crypt(&pw, setting.as_bytes()).expect(setting);
+                let ours = std::str::from_utf8(ours.as_bytes()).unwrap().to_string();
+                for candidate in passwords {
+                    assert_eq!(
+                        pwhash::unix::verify(candidate, &ours),
+                        candidate == password
+                            || (setting == "ab" && des_prefix(candidate) == des_prefix(password)),
+                        "pwhash on {setting} hash of {password:?} with {candidate:?}"
+                    );
+                }
+            }
+            for theirs in [
+                pwhash::sha512_crypt::hash(password).unwrap(),
+                pwhash::sha256_crypt::hash(password).unwrap(),
+                pwhash::md5_crypt::hash(password).unwrap(),
+                pwhash::bcrypt::hash(password).unwrap(),
+            ] {
+                assert!(verify(&pw, theirs.as_bytes()), "libxcrypt on {theirs}");
+                assert!(!verify(
+                    &Password::new(b"other".to_vec()),
+                    theirs.as_bytes()
+                ));
+            }
+        }
+    }
 }
