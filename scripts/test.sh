@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 require_root
 
 TEST_PACKAGES=(
-    sasl2-bin libsasl2-modules postfix swaks libnet-ssleay-perl   # real peers
-    whois openssl procps iproute2                                  # lab tools
+    sasl2-bin libsasl2-modules postfix swaks                      # real peers
+    whois openssl procps                                           # lab tools
 )
 echo "== installing build and test dependencies"
 apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"

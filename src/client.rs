@@ -160,7 +160,8 @@ pub fn main() -> ExitCode {
 }
 
 /// One connection: send the request, read the counted reply. Errors carry upstream's
-/// wording (`connect() : <reason>`, `size read failed`, ...).
+/// wording (`connect() : <reason>`, `size read failed`, `bad response from saslauthd`,
+/// ...); a reply shorter than two bytes is a transport error, as libsasl treats it.
 fn exchange(socket: &Path, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
     let mut stream =
         connect_with_timeout(socket, timeout).map_err(|e| format!("connect() : {}", strip(&e)))?;
@@ -170,18 +171,30 @@ fn exchange(socket: &Path, request: &[u8], timeout: Duration) -> Result<Vec<u8>,
         .map_err(|e| format!("socket() : {}", strip(&e)))?;
     stream
         .write_all(request)
-        .map_err(|e| format!("write failed: {}", strip(&e)))?;
+        .map_err(|e| failure("write failed", &e))?;
     let mut prefix = [0u8; 2];
     stream
         .read_exact(&mut prefix)
-        .map_err(|e| format!("size read failed: {}", strip(&e)))?;
+        .map_err(|e| failure("size read failed", &e))?;
     let len = usize::from(u16::from_be_bytes(prefix));
+    if len < 2 {
+        return Err("bad response from saslauthd".to_string());
+    }
     let mut reply = prefix.to_vec();
     reply.resize(2 + len, 0);
     stream
         .read_exact(&mut reply[2..])
-        .map_err(|e| format!("read failed: {}", strip(&e)))?;
+        .map_err(|e| failure("read failed", &e))?;
     Ok(decode_reply(&reply).unwrap_or_default().to_vec())
+}
+
+/// Upstream's message; the cause is added only when it says more than "closed early".
+fn failure(what: &str, error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::UnexpectedEof => what.to_string(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("{what}: timed out"),
+        _ => format!("{what}: {}", strip(error)),
+    }
 }
 
 fn connect_with_timeout(socket: &Path, _timeout: Duration) -> io::Result<UnixStream> {

@@ -1,0 +1,629 @@
+//! Private Postfix (+ Debian's libsasl2) instance on 127.0.0.1 and a swaks driver, for the
+//! interop tier (`tests/interop.rs`). See `tests/lab/README.md` and lab-recipes §7/§8.
+//!
+//! * `config_directory`, `queue_directory`, `data_directory` and the log all live in one
+//!   [`TempDir`]; `/etc/postfix` and the host's spool are never used.
+//! * One `smtpd` listener per saslauthd socket, each on its own free loopback port, chroot `n`
+//!   (a chrooted smtpd cannot see a socket outside the queue directory). Listener 0 reads
+//!   `$config_directory/sasl/smtpd.conf`, listener `i > 0` reads `sasl/smtpd-<name>.conf`
+//!   (Debian's Postfix looks in `$config_directory/sasl`, ignoring `cyrus_sasl_config_path`).
+//! * Error transports: the instance never delivers or relays mail.
+//! * `master` runs in the foreground in its own session, started as `setsid master -c DIR`
+//!   (not as a process-group leader, so setsid(1) does not fork and the PID is the master's;
+//!   master itself insists on `setsid()` succeeding or already leading its session). It is
+//!   stopped by its recorded PID (SIGTERM; master then terminates its own process group);
+//!   leftovers recorded before the stop are SIGKILLed by PID + start time. [`Postfix`] does
+//!   this on drop too, so a panicking test leaves no process behind, and a watchdog stops
+//!   the master if the test process is killed outright.
+
+use super::{CmdResult, DEFAULT_TIMEOUT, TempDir, run_command};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// Debian's `postfix` command (package `postfix`).
+pub const POSTFIX: &str = "/usr/sbin/postfix";
+/// Debian's Postfix master daemon.
+pub const POSTFIX_MASTER: &str = "/usr/lib/postfix/sbin/master";
+/// swaks (package `swaks`).
+pub const SWAKS: &str = "/usr/bin/swaks";
+
+/// Bound for `postfix check` and for the listeners to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound for one swaks run (swaks' own `--timeout` is shorter).
+const SWAKS_TIMEOUT: Duration = Duration::from_secs(40);
+const POLL: Duration = Duration::from_millis(20);
+
+/// One smtpd listener whose libsasl talks to `saslauthd_socket` (the full `mux` path).
+#[derive(Clone, Debug)]
+pub struct SmtpListener {
+    /// Short name (`[a-z0-9-]`), used for the SASL application name and in messages.
+    pub name: String,
+    pub saslauthd_socket: PathBuf,
+}
+
+/// A running private Postfix instance. Stopped on drop.
+pub struct Postfix {
+    /// Dropped after `drop()` has stopped the processes (field drop order).
+    dir: TempDir,
+    child: Option<Child>,
+    pid: i32,
+    start_time: Option<u64>,
+    watchdog: Option<Watchdog>,
+    listeners: Vec<(SmtpListener, u16)>,
+}
+
+/// util-linux `setsid` (Debian package `util-linux`, essential).
+const SETSID: &str = "/usr/bin/setsid";
+
+/// Gives the child its own process group.
+fn own_process_group(cmd: &mut Command) {
+    cmd.process_group(0);
+}
+
+/// Stops the master if the test process dies without unwinding (SIGKILL, abort), when no
+/// `Drop` runs. (`PR_SET_PDEATHSIG` does not survive: the master changes credentials.)
+///
+/// A `sh` in its own process group reads one line from a pipe whose only write end (close-on-exec)
+/// is held here. `stop` → it exits quietly; EOF (this process died) → it SIGTERMs the master,
+/// after checking the PID still has the recorded start time.
+struct Watchdog {
+    child: Child,
+    writer: Option<io::PipeWriter>,
+}
+
+const WATCHDOG_SH: &str = r#"read -r line || line=
+[ "$line" = stop ] && exit 0
+st=$(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null) || exit 0
+[ "$st" = "$2" ] && kill -TERM "$1"
+exit 0
+"#;
+
+impl Watchdog {
+    fn start(pid: i32, start_time: u64) -> Watchdog {
+        let (reader, writer) = io::pipe().expect("pipe");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(WATCHDOG_SH)
+            .arg("postfix-watchdog")
+            .arg(pid.to_string())
+            .arg(start_time.to_string())
+            .stdin(reader)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        own_process_group(&mut cmd);
+        let child = cmd.spawn().expect("spawn postfix watchdog");
+        Watchdog {
+            child,
+            writer: Some(writer),
+        }
+    }
+
+    /// Tells the watchdog to exit without doing anything; bounded wait, then SIGKILL.
+    fn disarm(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            let _ = w.write_all(b"stop\n");
+        }
+        let start = Instant::now();
+        while start.elapsed() < DEFAULT_TIMEOUT {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            sleep(POLL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(state, pgrp, starttime)` from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f.first()?.chars().next()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+fn alive_as(pid: i32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some((st, _, t)) if st != 'Z' && st != 'X' && t == start_time)
+}
+
+/// Processes in process group `pgrp` (other than `except`), with their start times.
+fn group_members(pgrp: i32, except: i32) -> Vec<(i32, u64)> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == except {
+            continue;
+        }
+        if let Some((st, g, t)) = proc_stat(pid)
+            && g == pgrp
+            && st != 'Z'
+            && st != 'X'
+        {
+            out.push((pid, t));
+        }
+    }
+    out
+}
+
+fn kill(pid: i32, sig: libc::c_int) {
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+/// Reserves `n` distinct free loopback ports (bind `127.0.0.1:0`), released on return.
+pub fn free_loopback_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().expect("local_addr").port())
+        .collect()
+}
+
+/// Panics when anything already listens on (or holds) `127.0.0.1:port`.
+fn assert_port_free(port: u16) {
+    if let Err(e) = TcpListener::bind(("127.0.0.1", port)) {
+        panic!("refusing to start Postfix: 127.0.0.1:{port} is taken ({e})");
+    }
+    let l = tcp_listeners(port);
+    assert!(
+        l.is_empty(),
+        "refusing to start Postfix: something listens on port {port}: {l:?}"
+    );
+}
+
+/// LISTEN sockets on `port` from /proc/net/tcp{,6}: (hex local address, socket inode).
+fn tcp_listeners(port: u16) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(s) = fs::read_to_string(file) else {
+            continue;
+        };
+        for line in s.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let Some((addr, p)) = f[1].rsplit_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() == Some(port) {
+                out.push((addr.to_string(), f[9].parse().unwrap_or(0)));
+            }
+        }
+    }
+    out
+}
+
+/// Socket inodes held open by `pid`.
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in rd.flatten() {
+            if let Ok(t) = fs::read_link(e.path()) {
+                let t = t.to_string_lossy().into_owned();
+                if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']'))
+                    && let Ok(n) = n.parse()
+                {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn postfix_ids() -> (u32, u32) {
+    let u = nix::unistd::User::from_name("postfix")
+        .ok()
+        .flatten()
+        .expect("user `postfix` missing: install the Debian package `postfix`");
+    (u.uid.as_raw(), u.gid.as_raw())
+}
+
+fn main_cf(lab: &Path) -> String {
+    let l = lab.display();
+    format!(
+        "# private lab instance written by tests/common/postfix.rs
+compatibility_level = 3.6
+myhostname = lab.localdomain
+mydomain = localdomain
+myorigin = $myhostname
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+queue_directory = {l}/spool
+data_directory = {l}/data
+maillog_file = {l}/log/postfix.log
+maillog_file_prefixes = {l}
+alias_maps =
+alias_database =
+local_recipient_maps =
+relayhost =
+default_transport = error:lab instance does not deliver mail
+relay_transport = error:lab instance does not deliver mail
+local_transport = error:lab instance does not deliver mail
+mynetworks = 127.0.0.0/8
+smtpd_banner = $myhostname ESMTP lab
+smtpd_peername_lookup = no
+biff = no
+smtputf8_enable = no
+smtpd_tls_security_level = none
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+smtpd_sasl_service = smtp
+cyrus_sasl_config_path = {l}/etc/sasl
+smtpd_sasl_security_options = noanonymous
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+"
+    )
+}
+
+const MASTER_CF_SERVICES: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+/// SASL application name of listener `i` (`smtpd` → `sasl/smtpd.conf`).
+fn sasl_app(i: usize, l: &SmtpListener) -> String {
+    if i == 0 {
+        "smtpd".to_string()
+    } else {
+        format!("smtpd-{}", l.name)
+    }
+}
+
+impl Postfix {
+    /// Writes the configuration, runs `postfix -c DIR check`, starts `master -c DIR` and waits
+    /// (bounded) until every listener is up on 127.0.0.1 and owned by that master.
+    pub fn start(listeners: &[SmtpListener]) -> Postfix {
+        super::require_root();
+        assert!(!listeners.is_empty(), "need at least one listener");
+        for p in [POSTFIX, POSTFIX_MASTER] {
+            assert!(
+                Path::new(p).exists(),
+                "{p} missing: install the Debian package `postfix`"
+            );
+        }
+        let dir = TempDir::new("postfix");
+        let lab = dir.path().to_path_buf();
+        for sub in ["etc/sasl", "spool", "data", "log"] {
+            fs::create_dir_all(lab.join(sub)).expect("create lab dir");
+        }
+        for sub in ["etc", "etc/sasl", "spool", "log"] {
+            fs::set_permissions(lab.join(sub), fs::Permissions::from_mode(0o755))
+                .expect("chmod lab dir");
+        }
+        let (uid, gid) = postfix_ids();
+        std::os::unix::fs::chown(lab.join("data"), Some(uid), Some(gid)).expect("chown data");
+        fs::set_permissions(lab.join("data"), fs::Permissions::from_mode(0o700))
+            .expect("chmod data");
+
+        let ports = free_loopback_ports(listeners.len());
+        let mut master_cf = String::from("# private lab instance (tests/common/postfix.rs)\n");
+        for (i, (l, port)) in listeners.iter().zip(&ports).enumerate() {
+            assert!(
+                !l.name.is_empty()
+                    && l.name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "bad listener name {:?}",
+                l.name
+            );
+            let app = sasl_app(i, l);
+            writeln!(
+                master_cf,
+                "127.0.0.1:{port} inet  n       -       n       -       -       smtpd\n  -o smtpd_sasl_path={app}"
+            )
+            .unwrap();
+            fs::write(
+                lab.join("etc/sasl").join(format!("{app}.conf")),
+                format!(
+                    "pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\nsaslauthd_path: {}\n",
+                    l.saslauthd_socket.display()
+                ),
+            )
+            .expect("write sasl conf");
+        }
+        master_cf.push_str(MASTER_CF_SERVICES);
+        fs::write(lab.join("etc/main.cf"), main_cf(&lab)).expect("write main.cf");
+        fs::write(lab.join("etc/master.cf"), master_cf).expect("write master.cf");
+
+        let etc = lab.join("etc");
+        let mut check = Command::new(POSTFIX);
+        check.arg("-c").arg(&etc).arg("check");
+        let r = run_command(check, None, START_TIMEOUT);
+        if r.status.and_then(|s| s.code()) != Some(0) {
+            // Without /dev/log Postfix's fatal messages are invisible unless stderr is a tty.
+            let mut again = Command::new("script");
+            again
+                .args(["-qec"])
+                .arg(format!("{POSTFIX} -c {} check", etc.display()));
+            again.arg("/dev/null");
+            let diag = run_command(again, None, START_TIMEOUT);
+            panic!(
+                "`postfix -c {} check` failed ({:?}): {}\n--- under a pty ---\n{}",
+                etc.display(),
+                r.status,
+                r.output(),
+                diag.output()
+            );
+        }
+
+        for &p in &ports {
+            assert_port_free(p);
+        }
+        let out = fs::File::create(lab.join("log/master.out")).expect("create master.out");
+        // Not `process_group(0)`: a group leader cannot setsid(), and master exits (status 1,
+        // "unable to set session and process group ID") unless it leads its own session.
+        let mut cmd = Command::new(SETSID);
+        cmd.arg(POSTFIX_MASTER)
+            .arg("-c")
+            .arg(&etc)
+            .current_dir(&lab)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out);
+        let child = cmd.spawn().expect("spawn postfix master");
+        let pid = child.id() as i32;
+        let start_time = proc_stat(pid).map(|s| s.2);
+        let mut pf = Postfix {
+            dir,
+            child: Some(child),
+            pid,
+            start_time,
+            watchdog: None,
+            listeners: listeners.iter().cloned().zip(ports).collect(),
+        };
+        if let Some(t) = start_time {
+            pf.watchdog = Some(Watchdog::start(pid, t));
+        }
+        pf.wait_ready();
+        pf
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "postfix master exited during start-up ({st})\n{}",
+                    self.diagnostics()
+                );
+            }
+            // Listeners first, then the master's fds: a listener seen here that is ours is
+            // already in the fd table read afterwards.
+            let seen: Vec<(u16, Vec<(String, u64)>)> = self
+                .listeners
+                .iter()
+                .map(|(_, port)| (*port, tcp_listeners(*port)))
+                .collect();
+            let ours = socket_inodes(self.pid);
+            let mut ready = true;
+            let mut foreign = Vec::new();
+            for (port, ls) in &seen {
+                match ls.as_slice() {
+                    [] => ready = false,
+                    [(addr, inode)] if addr == "0100007F" && ours.contains(inode) => {}
+                    other => {
+                        ready = false;
+                        foreign.push(format!("port {port}: {other:?}"));
+                    }
+                }
+            }
+            if !foreign.is_empty() && start.elapsed() > Duration::from_secs(5) {
+                panic!(
+                    "listeners not (only) our master's 127.0.0.1 sockets: {foreign:?} (master fds: {ours:?})\n{}",
+                    self.diagnostics()
+                );
+            }
+            if ready {
+                let exe = fs::read_link(format!("/proc/{}/exe", self.pid)).unwrap_or_default();
+                let sid = fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                    .ok()
+                    .and_then(|st| {
+                        let rest = st[st.rfind(')')? + 2..].to_string();
+                        rest.split_whitespace().nth(3)?.parse::<i32>().ok()
+                    });
+                assert!(
+                    exe == Path::new(POSTFIX_MASTER) && sid == Some(self.pid),
+                    "pid {} is not a session-leading {POSTFIX_MASTER} (exe {}, sid {sid:?})\n{}",
+                    self.pid,
+                    exe.display(),
+                    self.diagnostics()
+                );
+                return;
+            }
+            if start.elapsed() > START_TIMEOUT {
+                panic!(
+                    "postfix listeners not up within {START_TIMEOUT:?}\n{}",
+                    self.diagnostics()
+                );
+            }
+            sleep(POLL);
+        }
+    }
+
+    /// The port of the listener called `name`.
+    pub fn port(&self, name: &str) -> u16 {
+        self.listeners
+            .iter()
+            .find(|(l, _)| l.name == name)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no listener {name:?}"))
+    }
+
+    /// The instance's directory (config in `etc/`, queue in `spool/`, logs in `log/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Postfix's `maillog_file`.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("log/postfix.log")).unwrap_or_default()
+    }
+
+    /// Log, master output and config, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let rd = |p: &str| fs::read_to_string(self.dir.join(p)).unwrap_or_default();
+        format!(
+            "--- postfix dir {} ---\n--- log/postfix.log ---\n{}--- log/master.out ---\n{}--- etc/master.cf ---\n{}",
+            self.dir.path().display(),
+            self.log(),
+            rd("log/master.out"),
+            rd("etc/master.cf")
+        )
+    }
+
+    /// SIGTERM to the master (which terminates its process group), bounded wait, then SIGKILL
+    /// for the master and for any recorded member of its group that is still alive.
+    pub fn stop(&mut self) {
+        // First, so that it cannot fire at a PID that is about to be reaped.
+        if let Some(mut w) = self.watchdog.take() {
+            w.disarm();
+        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let members = match self.start_time {
+            Some(t) if alive_as(self.pid, t) => group_members(self.pid, self.pid),
+            _ => Vec::new(),
+        };
+        if matches!(child.try_wait(), Ok(None)) {
+            kill(self.pid, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        let mut exited = false;
+        while start.elapsed() < DEFAULT_TIMEOUT {
+            if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
+                exited = true;
+                break;
+            }
+            sleep(POLL);
+        }
+        if !exited {
+            eprintln!("postfix master {} ignored SIGTERM; killing it", self.pid);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The master's children exit on their own once it is gone; give them a bounded moment.
+        let start = Instant::now();
+        while members.iter().any(|&(p, t)| alive_as(p, t)) && start.elapsed() < DEFAULT_TIMEOUT {
+            sleep(POLL);
+        }
+        for &(p, t) in &members {
+            if alive_as(p, t) {
+                eprintln!("postfix process {p} outlived its master; killing it");
+                kill(p, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a swaks run ended with.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum SmtpAuth {
+    /// `235 2.7.0 Authentication successful`, swaks exit 0.
+    Accepted,
+    /// `535 5.7.8 Error: authentication failed: authentication failure`, swaks exit 28.
+    Rejected,
+    /// `454 4.7.0 Temporary authentication failure: generic failure`, swaks exit 28.
+    TempFail,
+}
+
+impl SmtpAuth {
+    /// The exact server reply line (after swaks' `<-  ` / `<** ` marker).
+    pub fn reply_line(self) -> &'static str {
+        match self {
+            SmtpAuth::Accepted => "235 2.7.0 Authentication successful",
+            SmtpAuth::Rejected => "535 5.7.8 Error: authentication failed: authentication failure",
+            SmtpAuth::TempFail => "454 4.7.0 Temporary authentication failure: generic failure",
+        }
+    }
+
+    /// swaks' exit code.
+    pub fn swaks_code(self) -> i32 {
+        match self {
+            SmtpAuth::Accepted => 0,
+            _ => 28,
+        }
+    }
+}
+
+/// Server lines of a swaks transcript with the marker (`<-`, `<~`, `<**`) removed.
+pub fn server_lines(transcript: &str) -> Vec<&str> {
+    transcript
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("<**")
+                .or_else(|| l.strip_prefix("<~"))
+                .or_else(|| l.strip_prefix("<-"))
+        })
+        .map(str::trim)
+        .collect()
+}
+
+/// `swaks --server 127.0.0.1:PORT --quit-after AUTH --helo lab-client.localdomain --auth MECH
+/// --auth-user USER --auth-password PASS` (bounded).
+pub fn swaks(port: u16, mech: &str, user: &str, pass: &str) -> CmdResult {
+    assert!(
+        Path::new(SWAKS).exists(),
+        "{SWAKS} missing: install the Debian package `swaks`"
+    );
+    let home = TempDir::new("swaks-home");
+    let mut c = Command::new(SWAKS);
+    c.arg("--server")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--quit-after", "AUTH", "--helo", "lab-client.localdomain"])
+        .args(["--timeout", "20", "--auth", mech, "--auth-user", user])
+        .args(["--auth-password", pass])
+        // No ~/.swaksrc or other per-user configuration.
+        .env("HOME", home.path());
+    run_command(c, None, SWAKS_TIMEOUT)
+}
