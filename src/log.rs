@@ -61,18 +61,58 @@ pub fn init(config: LogConfig) -> bool {
     } else {
         None
     };
-    let found = syslog_path.is_some();
-    // Without syslog, stderr is the only place left.
-    let stderr = config.stderr || !found;
-    let logger = Logger {
-        stderr: AtomicBool::new(stderr),
-        syslog: Mutex::new(syslog_path.as_deref().and_then(connect)),
-        syslog_path,
-        pid: std::process::id(),
-        config,
-    };
+    let logger = Logger::new(config, syslog_path);
+    let found = logger.syslog_path.is_some();
     let _ = LOGGER.set(logger);
     found
+}
+
+impl Logger {
+    fn new(config: LogConfig, syslog_path: Option<PathBuf>) -> Logger {
+        // Without syslog, stderr is the only place left.
+        let stderr = config.stderr || syslog_path.is_none();
+        Logger {
+            stderr: AtomicBool::new(stderr),
+            syslog: Mutex::new(syslog_path.as_deref().and_then(connect)),
+            syslog_path,
+            pid: std::process::id(),
+            config,
+        }
+    }
+
+    fn write(&self, level: Level, args: fmt::Arguments<'_>) {
+        if level == Level::Debug && !self.config.verbose {
+            return;
+        }
+        let message = args.to_string();
+        if self.stderr.load(Ordering::Relaxed) {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "saslauthd[{}] :{}",
+                self.pid,
+                message
+            );
+        }
+        if let Some(path) = &self.syslog_path {
+            let datagram = format!(
+                "<{}>saslauthd[{}]: {}",
+                FACILITY_AUTH | level as u8,
+                self.pid,
+                message
+            );
+            let mut socket = self.syslog.lock().unwrap_or_else(|e| e.into_inner());
+            let sent = socket
+                .as_ref()
+                .is_some_and(|s| s.send(datagram.as_bytes()).is_ok());
+            if !sent {
+                // The syslog daemon may have restarted: reconnect once and retry.
+                *socket = connect(path);
+                if let Some(s) = socket.as_ref() {
+                    let _ = s.send(datagram.as_bytes());
+                }
+            }
+        }
+    }
 }
 
 /// Stops copying lines to stderr (after the daemon detached and stderr is /dev/null).
@@ -98,41 +138,10 @@ fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
 
 /// Logs one line. Use the `log_*!` macros.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    let Some(logger) = LOGGER.get() else {
+    match LOGGER.get() {
+        Some(logger) => logger.write(level, args),
         // Before init (argument errors): stderr only.
-        eprintln!("saslauthd[{}] :{}", std::process::id(), args);
-        return;
-    };
-    if level == Level::Debug && !logger.config.verbose {
-        return;
-    }
-    let message = args.to_string();
-    if logger.stderr.load(Ordering::Relaxed) {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "saslauthd[{}] :{}",
-            logger.pid,
-            message
-        );
-    }
-    if let Some(path) = &logger.syslog_path {
-        let datagram = format!(
-            "<{}>saslauthd[{}]: {}",
-            FACILITY_AUTH | level as u8,
-            logger.pid,
-            message
-        );
-        let mut socket = logger.syslog.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = socket
-            .as_ref()
-            .is_some_and(|s| s.send(datagram.as_bytes()).is_ok());
-        if !sent {
-            // The syslog daemon may have restarted: reconnect once and retry.
-            *socket = connect(path);
-            if let Some(s) = socket.as_ref() {
-                let _ = s.send(datagram.as_bytes());
-            }
-        }
+        None => eprintln!("saslauthd[{}] :{}", std::process::id(), args),
     }
 }
 
@@ -190,6 +199,52 @@ mod tests {
         assert_eq!(sanitize(b"a\nb"), "a\\x0ab");
         assert_eq!(sanitize(b"a\\b"), "a\\x5cb");
         assert_eq!(sanitize(b"\xff\x00"), "\\xff\\x00");
+    }
+
+    fn receive(socket: &UnixDatagram) -> String {
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).expect("a syslog datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn syslog_lines_have_facility_auth_ident_and_pid_and_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("saslauthd-rs-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let syslogd = UnixDatagram::bind(&path).unwrap();
+        syslogd
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let config = LogConfig {
+            verbose: false,
+            stderr: false,
+            syslog: true,
+        };
+        let logger = Logger::new(config, Some(path.clone()));
+        let pid = std::process::id();
+        logger.write(Level::Info, format_args!("auth failure: [user=a]"));
+        assert_eq!(
+            receive(&syslogd),
+            format!("<38>saslauthd[{pid}]: auth failure: [user=a]")
+        );
+        logger.write(Level::Debug, format_args!("not verbose: dropped"));
+        logger.write(Level::Err, format_args!("second"));
+        assert_eq!(receive(&syslogd), format!("<35>saslauthd[{pid}]: second"));
+        // The syslog daemon restarts: a new socket at the same path.
+        drop(syslogd);
+        std::fs::remove_file(&path).unwrap();
+        let syslogd = UnixDatagram::bind(&path).unwrap();
+        syslogd
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        logger.write(Level::Info, format_args!("after restart"));
+        assert_eq!(
+            receive(&syslogd),
+            format!("<38>saslauthd[{pid}]: after restart")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
