@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the test dependencies (Debian 12) and runs the whole test suite: formatting,
 # lints, unit tests, integration tests against the real daemon, interop tests against
-# Debian's sasl2-bin, Postfix + swaks, and the packaging checks. Run as root.
+# Debian's sasl2-bin, Postfix + swaks, and the packaging checks (man pages, units, init
+# scripts, socket activation, the .deb). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -10,11 +11,17 @@ require_root
 
 TEST_PACKAGES=(
     sasl2-bin libsasl2-modules postfix swaks                      # real peers
+    libpam-modules libpam-modules-bin libpam-runtime               # PAM stacks in tests
     whois openssl procps                                           # lab tools
+    mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
 echo "== installing build and test dependencies"
 apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_rust
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "== installing cargo-deb"
+    cargo install cargo-deb --locked --version 3.8.0
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --check

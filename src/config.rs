@@ -31,7 +31,7 @@ pub const DEFAULT_CACHE_SIZE_KB: u64 = 963;
     args_override_self = true
 )]
 struct Cli {
-    /// Authentication mechanism (case-insensitive): shadow
+    /// Authentication mechanism (case-insensitive): pam, shadow
     #[arg(short = 'a', value_name = "MECH")]
     mech: Option<String>,
     /// Enable the credential cache
@@ -52,7 +52,8 @@ struct Cli {
     /// Run directory holding the socket `mux` (absolute path)
     #[arg(short = 'm', value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// Verifications run at once (0 or absent: one per CPU core)
+    /// Verifications run at once (0 or absent: the mechanism's default: one per CPU core for
+    /// shadow, 16 or one per core if more for pam)
     #[arg(short = 'n', value_name = "N", allow_negative_numbers = true)]
     workers: Option<i64>,
     /// Option for the mechanism (the last one wins)
@@ -85,6 +86,15 @@ struct Cli {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// -a pam: the only service names clients may send, comma-separated (default: any)
+    #[arg(long = "pam-services", value_name = "LIST")]
+    pam_services: Option<String>,
+    /// -a pam: rename service names before PAM sees them, e.g. imap=mail,pop=mail
+    #[arg(long = "pam-service-map", value_name = "FROM=TO[,...]")]
+    pam_service_map: Option<String>,
+    /// -a pam: the PAM service for every name --pam-service-map does not rename
+    #[arg(long = "pam-service", value_name = "NAME")]
+    pam_service: Option<String>,
 }
 
 /// The credential cache settings (`-c`, `-s`, `-t`).
@@ -109,7 +119,10 @@ pub struct Config {
     pub log_to_stderr: bool,
     pub realm_concat: bool,
     pub cache: CacheConfig,
-    pub workers: NonZeroUsize,
+    /// `-n N`; `None` (absent or 0): the mechanism's default.
+    pub workers: Option<NonZeroUsize>,
+    /// Our long options for the chosen mechanism.
+    pub mech_settings: mech::Settings,
     pub timeout: Duration,
     pub max_field_len: usize,
     pub max_connections: usize,
@@ -187,14 +200,20 @@ where
         return Err(UsageError("-m requires an absolute pathname".into()));
     }
     let workers = match cli.workers {
-        None | Some(0) => default_workers(),
+        None | Some(0) => None,
         Some(n) if n < 0 => {
             return Err(UsageError(
                 "invalid number of worker processes defined".into(),
             ));
         }
-        Some(n) => NonZeroUsize::new(n as usize).unwrap_or(NonZeroUsize::MIN),
+        Some(n) => NonZeroUsize::new(n as usize),
     };
+    let mech_settings = mech_settings(
+        &mech,
+        cli.pam_services.as_deref(),
+        cli.pam_service_map.as_deref(),
+        cli.pam_service.as_deref(),
+    )?;
     let size_kb = positive(cli.cache_size_kb, DEFAULT_CACHE_SIZE_KB)
         .ok_or_else(|| UsageError("cache size must be positive and non zero".into()))?;
     let cache_timeout = positive(cli.cache_timeout, DEFAULT_CACHE_TIMEOUT_SECS)
@@ -214,6 +233,7 @@ where
             timeout: Duration::from_secs(cache_timeout),
         },
         workers,
+        mech_settings,
         timeout: Duration::from_secs(cli.timeout),
         max_field_len: cli.max_field_len as usize,
         max_connections: cli.max_connections as usize,
@@ -228,9 +248,25 @@ fn positive(value: Option<i64>, default: u64) -> Option<u64> {
     }
 }
 
-/// One verification per core: crypt is CPU-bound, so more only adds memory.
-pub fn default_workers() -> NonZeroUsize {
-    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+/// The mechanism-specific long options, refused with any other mechanism (an allow-list
+/// that silently did nothing would be worse than an error).
+fn mech_settings(
+    mech: &str,
+    pam_services: Option<&str>,
+    pam_service_map: Option<&str>,
+    pam_service: Option<&str>,
+) -> Result<mech::Settings, UsageError> {
+    if !mech.eq_ignore_ascii_case("pam") {
+        if pam_services.is_some() || pam_service_map.is_some() || pam_service.is_some() {
+            return Err(UsageError(
+                "--pam-services, --pam-service-map and --pam-service need -a pam".into(),
+            ));
+        }
+        return Ok(mech::Settings::default());
+    }
+    let pam = mech::pam::ServicePolicy::from_options(pam_services, pam_service_map, pam_service)
+        .map_err(UsageError)?;
+    Ok(mech::Settings { pam })
 }
 
 #[cfg(test)]
@@ -258,7 +294,7 @@ mod tests {
         assert!(c.cache.enabled);
         assert_eq!(c.run_dir, PathBuf::from("/var/run/saslauthd"));
         assert_eq!(c.socket_path(), PathBuf::from("/var/run/saslauthd/mux"));
-        assert_eq!(c.workers.get(), 5);
+        assert_eq!(c.workers.map(NonZeroUsize::get), Some(5));
         assert!(!c.foreground && !c.verbose && !c.log_to_stderr);
     }
 
@@ -269,7 +305,8 @@ mod tests {
         assert_eq!(c.max_field_len, 1024);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.cache.timeout, Duration::from_secs(28_800));
-        assert_eq!(c.workers, default_workers());
+        assert_eq!(c.workers, None);
+        assert_eq!(c.mech_settings, mech::Settings::default());
     }
 
     #[test]
@@ -320,7 +357,43 @@ mod tests {
 
     #[test]
     fn zero_workers_means_automatic() {
-        assert_eq!(run(&["-a", "shadow", "-n", "0"]).workers, default_workers());
+        assert_eq!(run(&["-a", "shadow", "-n", "0"]).workers, None);
+        assert_eq!(run(&["-a", "pam", "-n", "0"]).workers, None);
+    }
+
+    #[test]
+    fn pam_service_policy_options() {
+        let c = run(&[
+            "-a",
+            "PAM",
+            "--pam-services",
+            "smtp,imap",
+            "--pam-service-map",
+            "imap=mail",
+            "--pam-service",
+            "other-mail",
+        ]);
+        let expected = mech::pam::ServicePolicy::from_options(
+            Some("smtp,imap"),
+            Some("imap=mail"),
+            Some("other-mail"),
+        )
+        .unwrap();
+        assert_eq!(c.mech_settings.pam, expected);
+        assert!(run(&["-a", "pam"]).mech_settings.pam.is_open());
+        // The last occurrence wins, like every other option.
+        let c = run(&["-a", "pam", "--pam-services", "x", "--pam-services", "smtp"]);
+        assert_eq!(
+            c.mech_settings.pam,
+            mech::pam::ServicePolicy::from_options(Some("smtp"), None, None).unwrap()
+        );
+        assert!(
+            usage_error(&["-a", "pam", "--pam-services", "smtp,,imap"])
+                .starts_with("--pam-services: empty")
+        );
+        assert!(usage_error(&["-a", "pam", "--pam-service-map", "imap"]).contains("FROM=TO"));
+        assert!(usage_error(&["-a", "shadow", "--pam-services", "smtp"]).contains("need -a pam"));
+        assert!(usage_error(&["-a", "shadow", "--pam-service", "smtp"]).contains("need -a pam"));
     }
 
     #[test]
@@ -329,7 +402,7 @@ mod tests {
         match parse_one("-v") {
             Action::Version(text) => {
                 assert!(text.starts_with("saslauthd "));
-                assert!(text.contains("\nauthentication mechanisms: shadow\n\n"));
+                assert!(text.contains("\nauthentication mechanisms: pam shadow\n\n"));
             }
             other => panic!("{other:?}"),
         }

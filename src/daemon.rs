@@ -167,8 +167,17 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
              lost. Run in the foreground (-f) to log to stderr."
         );
     }
-    let mechanism = mech::create(&config.mech, config.mech_option.as_deref())
-        .map_err(|e| StartupError::new(e.to_string()))?;
+    let mechanism = mech::create(
+        &config.mech,
+        config.mech_option.as_deref(),
+        &config.mech_settings,
+    )
+    .map_err(|e| StartupError::new(e.to_string()))?;
+    // The verification pool: `-n N`, else the mechanism's default (pam waits more than it
+    // computes, so it asks for more than shadow's one per core).
+    let workers = config
+        .workers
+        .unwrap_or_else(|| mechanism.default_concurrency());
     // Before any thread exists: this edits the environment.
     let inherited = systemd::inherited_listener()
         .map_err(|e| StartupError::new(format!("unusable socket from the service manager: {e}")))?;
@@ -177,7 +186,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(config.workers.get() + 4)
+        .max_blocking_threads(workers.get() + 4)
         .thread_name("saslauthd")
         .build()
         .map_err(|e| StartupError::new(format!("cannot start the runtime: {e}")))?;
@@ -201,7 +210,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             config.mech
         ));
         let server = Arc::new(Server {
-            handler: Handler::new(mechanism, config.realm_concat, config.workers.get()),
+            handler: Handler::new(mechanism, config.realm_concat, workers.get()),
             timeout: config.timeout,
             max_field_len: config.max_field_len,
             max_connections: config.max_connections,

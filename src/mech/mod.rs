@@ -6,9 +6,11 @@
 //! verification pool, never on the accept loop.
 #![forbid(unsafe_code)]
 
+pub mod pam;
 pub mod shadow;
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use crate::protocol::Reply;
@@ -29,17 +31,34 @@ pub trait Mechanism: Send + Sync {
     fn name(&self) -> &'static str;
     /// Verifies one set of credentials. May block.
     fn authenticate(&self, credentials: &Credentials) -> Reply;
+    /// Verifications run at once when `-n` is absent or 0. The default, one per CPU core,
+    /// suits CPU-bound work (crypt); mechanisms that mostly wait (PAM's fail delays, the
+    /// network) ask for more.
+    fn default_concurrency(&self) -> NonZeroUsize {
+        cpu_cores()
+    }
+}
+
+/// The number of CPU cores this process may use (1 when unknown).
+pub fn cpu_cores() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Settings of our own long options that belong to one mechanism.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `-a pam`: `--pam-services`, `--pam-service-map`, `--pam-service`.
+    pub pam: pam::ServicePolicy,
 }
 
 /// Mechanisms this build offers, in upstream's table order.
-pub const AVAILABLE: &[&str] = &["shadow"];
+pub const AVAILABLE: &[&str] = &["pam", "shadow"];
 /// Upstream mechanisms we know but do not offer (yet).
 const NOT_AVAILABLE: &[&str] = &[
     "sasldb",
     "dce",
     "getpwent",
     "kerberos5",
-    "pam",
     "rimap",
     "sia",
     "ldap",
@@ -68,10 +87,16 @@ impl fmt::Display for MechError {
 
 impl std::error::Error for MechError {}
 
-/// Creates the mechanism named `name` (case-insensitive, like upstream).
-pub fn create(name: &str, option: Option<&str>) -> Result<Arc<dyn Mechanism>, MechError> {
+/// Creates the mechanism named `name` (case-insensitive, like upstream) with the `-O`
+/// option and our long options.
+pub fn create(
+    name: &str,
+    option: Option<&str>,
+    settings: &Settings,
+) -> Result<Arc<dyn Mechanism>, MechError> {
     let lower = name.to_ascii_lowercase();
     match lower.as_str() {
+        "pam" => Ok(Arc::new(pam::Pam::new(option, settings.pam.clone()))),
         "shadow" => Ok(Arc::new(shadow::Shadow::new(option))),
         other if NOT_AVAILABLE.contains(&other) => Err(MechError::NotAvailable(lower)),
         _ => Err(MechError::Unknown(name.to_string())),
@@ -84,18 +109,30 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive() {
-        assert_eq!(create("SHADOW", None).unwrap().name(), "shadow");
-        assert_eq!(create("Shadow", None).unwrap().name(), "shadow");
+        let none = Settings::default();
+        assert_eq!(create("SHADOW", None, &none).unwrap().name(), "shadow");
+        assert_eq!(create("Shadow", None, &none).unwrap().name(), "shadow");
+        assert_eq!(create("PAM", None, &none).unwrap().name(), "pam");
+    }
+
+    #[test]
+    fn pam_asks_for_a_larger_pool_than_shadow() {
+        let none = Settings::default();
+        let pam = create("pam", None, &none).unwrap();
+        let shadow = create("shadow", None, &none).unwrap();
+        assert_eq!(shadow.default_concurrency(), cpu_cores());
+        assert!(pam.default_concurrency() >= pam::DEFAULT_CONCURRENCY);
+        assert!(pam.default_concurrency() >= shadow.default_concurrency());
     }
 
     #[test]
     fn unknown_and_unbuilt_mechanisms_are_distinct_errors() {
         assert_eq!(
-            create("nosuch", None).err(),
+            create("nosuch", None, &Settings::default()).err(),
             Some(MechError::Unknown("nosuch".into()))
         );
         assert_eq!(
-            create("LDAP", None).err(),
+            create("LDAP", None, &Settings::default()).err(),
             Some(MechError::NotAvailable("ldap".into()))
         );
     }
