@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::clients::{NO as NO_LINE, OK as OK_LINE};
+use common::fixtures::*;
 use common::*;
 use std::fs;
 use std::io::Write;
@@ -19,29 +21,13 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
-// Fixture passwords (docs/test-contract.md) and helpers
+// Test passwords (the fixture users' are in common::fixtures) and helpers
 // ---------------------------------------------------------------------------------------------
 
-const YUSER_PW: &str = "Yes-Crypt-pw1";
-const SUSER_PW: &str = "Sha-512-pw1";
-const BUSER_PW: &str = "Bcrypt-pw1";
-const MUSER_PW: &str = "Md5-crypt-pw1";
-const SPECIAL_PW: &str = "pä ss \"q\\ €";
-const LOCKED_PW: &str = "Locked-pw1";
-const EXPIRED_PW: &str = "Expired-pw1";
-const PWEXPIRED_PW: &str = "Pw-expired-pw1";
-const REALM_PW: &str = "Realm-pw1";
+/// A wrong password for every fixture user.
 const WRONG_PW: &str = "Wrong-pw-0815";
+/// A password for the users that have none (`nosuchuser`, `nohash`, `star`).
 const ANY_PW: &str = "Any-pw-4711";
-
-const OK_LINE: &str = "0: OK \"Success.\"\n";
-const NO_LINE: &str = "0: NO \"authentication failed\"\n";
-
-/// The longest password libxcrypt hashes (CRYPT_MAX_PASSPHRASE_SIZE is 512, NUL included),
-/// so the longest a shadow user can have.
-fn long_pw() -> String {
-    "L".repeat(511)
-}
 
 /// A password filling the default field limit exactly.
 fn max_field_pw() -> String {
@@ -50,22 +36,11 @@ fn max_field_pw() -> String {
 
 /// Every password any test sends; none of them may ever show up in a daemon log.
 fn secrets() -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = [
-        YUSER_PW,
-        SUSER_PW,
-        BUSER_PW,
-        MUSER_PW,
-        SPECIAL_PW,
-        LOCKED_PW,
-        EXPIRED_PW,
-        PWEXPIRED_PW,
-        REALM_PW,
-        WRONG_PW,
-        ANY_PW,
-    ]
-    .iter()
-    .map(|s| s.as_bytes().to_vec())
-    .collect();
+    let mut v: Vec<Vec<u8>> = FIXTURE_PASSWORDS
+        .iter()
+        .chain(&[WRONG_PW, ANY_PW])
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
     // Long and oversize passwords: a 32-byte run is already a leak.
     v.push(b"L".repeat(32));
     v.push(b"Q".repeat(32));
@@ -103,19 +78,6 @@ fn start(extra: &[&str]) -> Daemon {
     Daemon::start(&ours(), &args)
 }
 
-/// Checks the log for secrets, stops the daemon with SIGTERM and checks it exited 0.
-fn finish(mut d: Daemon) {
-    let s = secrets();
-    let refs: Vec<&[u8]> = s.iter().map(|v| v.as_slice()).collect();
-    d.assert_log_free_of(&refs);
-    let st = d.terminate();
-    assert!(
-        st.success(),
-        "daemon exited with {st:?} after SIGTERM\n--- log ---\n{}",
-        d.log()
-    );
-}
-
 fn expect_reply(d: &Daemon, user: &str, pass: &str, want: &str) {
     let got = auth(&d.socket(), user, pass, "imap", "");
     assert_eq!(
@@ -124,6 +86,14 @@ fn expect_reply(d: &Daemon, user: &str, pass: &str, want: &str) {
         "user {user:?}: unexpected reply\n--- log ---\n{}",
         d.log()
     );
+}
+
+/// A fresh daemon answers one request (service `imap`, no realm) with `want`, then stops
+/// cleanly ([`Daemon::finish`]).
+fn expect_one_reply(user: &str, pass: &str, want: &str) {
+    let d = start(&[]);
+    expect_reply(&d, user, pass, want);
+    d.finish(&secrets());
 }
 
 fn full_request(user: &[u8], pass: &[u8]) -> Vec<u8> {
@@ -203,37 +173,27 @@ fn fixtures_hashes_match_documented_passwords() {
 
 #[test]
 fn good_password_yescrypt_ok() {
-    let d = start(&[]);
-    expect_reply(&d, "yuser", YUSER_PW, "OK");
-    finish(d);
+    expect_one_reply("yuser", YUSER_PW, "OK");
 }
 
 #[test]
 fn good_password_sha512crypt_ok() {
-    let d = start(&[]);
-    expect_reply(&d, "suser", SUSER_PW, "OK");
-    finish(d);
+    expect_one_reply("suser", SUSER_PW, "OK");
 }
 
 #[test]
 fn good_password_bcrypt_ok() {
-    let d = start(&[]);
-    expect_reply(&d, "buser", BUSER_PW, "OK");
-    finish(d);
+    expect_one_reply("buser", BUSER_PW, "OK");
 }
 
 #[test]
 fn good_password_md5crypt_ok() {
-    let d = start(&[]);
-    expect_reply(&d, "muser", MUSER_PW, "OK");
-    finish(d);
+    expect_one_reply("muser", MUSER_PW, "OK");
 }
 
 #[test]
 fn good_password_with_space_quote_backslash_utf8_ok() {
-    let d = start(&[]);
-    expect_reply(&d, "special", SPECIAL_PW, "OK");
-    finish(d);
+    expect_one_reply("special", SPECIAL_PW, "OK");
 }
 
 #[test]
@@ -245,7 +205,7 @@ fn wrong_password_is_incorrect_password() {
     // A prefix and an extension of the right password are wrong too.
     expect_reply(&d, "suser", "Sha-512-pw", "NO Incorrect password");
     expect_reply(&d, "suser", "Sha-512-pw11", "NO Incorrect password");
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -255,7 +215,7 @@ fn unknown_user_is_invalid_username() {
     // Matching is exact: no case folding, no realm splitting.
     expect_reply(&d, "SUSER", SUSER_PW, "NO Invalid username");
     expect_reply(&d, "suser@example.org", SUSER_PW, "NO Invalid username");
-    finish(d);
+    d.finish(&secrets());
 }
 
 fn expect_no(d: &Daemon, user: &str, pass: &str) {
@@ -273,7 +233,7 @@ fn locked_account_is_refused() {
     let d = start(&[]);
     expect_no(&d, "locked", LOCKED_PW);
     expect_no(&d, "locked", &format!("!{LOCKED_PW}"));
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -282,21 +242,17 @@ fn empty_hash_and_star_hash_are_refused() {
     expect_no(&d, "nohash", ANY_PW);
     expect_no(&d, "star", ANY_PW);
     expect_no(&d, "star", "*");
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
 fn expired_account_is_account_expired() {
-    let d = start(&[]);
-    expect_reply(&d, "expired", EXPIRED_PW, "NO Account expired");
-    finish(d);
+    expect_one_reply("expired", EXPIRED_PW, "NO Account expired");
 }
 
 #[test]
 fn expired_account_with_wrong_password_is_incorrect_password() {
-    let d = start(&[]);
-    expect_reply(&d, "expired", WRONG_PW, "NO Incorrect password");
-    finish(d);
+    expect_one_reply("expired", WRONG_PW, "NO Incorrect password");
 }
 
 #[test]
@@ -304,7 +260,7 @@ fn expired_password_is_password_expired() {
     let d = start(&[]);
     expect_reply(&d, "pwexpired", PWEXPIRED_PW, "NO Password expired");
     expect_reply(&d, "pwexpired", WRONG_PW, "NO Incorrect password");
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -316,14 +272,12 @@ fn empty_login_is_null_login() {
         auth(&d.socket(), "", "", "", "").as_deref(),
         Some("NO NULL login received")
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
 fn empty_password_is_null_password() {
-    let d = start(&[]);
-    expect_reply(&d, "suser", "", "NO NULL password received");
-    finish(d);
+    expect_one_reply("suser", "", "NO NULL password received");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,7 +303,7 @@ fn four_field_request_is_answered_promptly_without_half_close() {
         "4-field reply took {:?}",
         r.elapsed
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -369,7 +323,7 @@ fn five_field_request_is_ok() {
     // An empty 5th field is fine too.
     let got = auth5(&d.socket(), "suser", SUSER_PW, "imap", "", "");
     assert_eq!(got.as_deref(), Some("OK"), "{}", d.log());
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -391,7 +345,7 @@ fn five_field_failure_logs_remote_address() {
         "missing log line {line:?}\n--- log ---\n{}",
         d.log()
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -413,7 +367,7 @@ fn five_field_request_sent_with_half_close_is_ok() {
     );
     assert_eq!(r.text().as_deref(), Some("OK"), "{r:?}");
     assert!(r.closed, "no EOF after the reply: {r:?}");
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,7 +379,7 @@ fn password_of_511_bytes_verifies() {
     let d = start(&[]);
     let got = auth(&d.socket(), "long", &long_pw(), "imap", "");
     assert_eq!(got.as_deref(), Some("OK"), "--- log ---\n{}", d.log());
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -437,7 +391,7 @@ fn password_field_of_1024_bytes_reaches_the_mechanism() {
     // 512 bytes or more, so the verdict is the shadow mechanism's own NO.
     assert_eq!(text, "NO Incorrect password", "--- log ---\n{}", d.log());
     assert!(!d.log().contains("exceeds"), "{}", d.log());
-    finish(d);
+    d.finish(&secrets());
 }
 
 /// Sends a request whose field `idx` (0-based) is `len` bytes long and checks the NO reply and
@@ -475,7 +429,7 @@ fn password_of_1025_bytes_is_refused_and_logged() {
     let d = start(&[]);
     check_oversize(&d, 1, "password", 1025, 1024);
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -486,7 +440,7 @@ fn every_field_over_1024_bytes_is_refused_and_logged() {
     check_oversize(&d, 3, "realm", 1025, 1024);
     check_oversize(&d, 4, "client address", 1025, 1024);
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -501,7 +455,7 @@ fn max_field_len_option_lowers_the_limit() {
     let got = auth(&d.socket(), "long", &max_field_pw(), "imap", "").expect("a reply");
     assert!(got.starts_with("NO "), "{got:?}");
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -523,7 +477,7 @@ fn length_claim_of_65535_without_data_is_answered_at_once() {
         );
     }
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,7 +504,7 @@ fn nul_inside_password_is_refused() {
         &quick(),
     );
     assert!(r.text().expect("a reply").starts_with("NO"));
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -563,7 +517,7 @@ fn nul_inside_login_is_refused() {
     );
     let text = r.text().expect("a reply");
     assert!(text.starts_with("NO"), "login with NUL: {text:?}");
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,7 +554,7 @@ fn truncated_requests_get_no_reply_and_daemon_stays_healthy() {
     }
     sleep(Duration::from_millis(100));
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -616,7 +570,7 @@ fn slow_client_one_byte_every_20ms_is_ok() {
         },
     );
     assert_eq!(r.text().as_deref(), Some("OK"), "{r:?}\n{}", d.log());
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -635,7 +589,7 @@ fn stalled_client_is_dropped_after_timeout() {
         r.elapsed
     );
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -666,7 +620,7 @@ fn post_reply_drain_is_bounded_by_timeout() {
         "server stopped draining right after the reply ({:?})",
         start.elapsed()
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -689,7 +643,7 @@ fn idle_connections_do_not_delay_a_real_request() {
         r.elapsed
     );
     drop(idle);
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -726,7 +680,7 @@ fn pipelined_second_request_is_not_answered_and_server_drains() {
         "a pipelined request was processed\n--- log ---\n{}",
         d.log()
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,7 +719,7 @@ fn pid_file_holds_the_daemon_pid() {
     assert_eq!(content, format!("{}\n", d.pid()));
     let mode = fs::metadata(d.pid_file()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "pid file mode {mode:o}");
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -774,7 +728,7 @@ fn socket_is_world_accessible() {
     let md = fs::symlink_metadata(d.socket()).unwrap();
     assert!(md.file_type().is_socket());
     assert_eq!(md.permissions().mode() & 0o777, 0o777);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -800,7 +754,7 @@ fn second_instance_on_same_run_dir_exits_2() {
         "the second instance touched the pid file"
     );
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -817,7 +771,7 @@ fn realm_option_appends_realm_to_login() {
     assert_eq!(got.as_deref(), Some("OK"), "{}", d.log());
     let got = auth(&d.socket(), "suser", SUSER_PW, "imap", "");
     assert_eq!(got.as_deref(), Some("OK"), "{}", d.log());
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -827,7 +781,7 @@ fn without_realm_option_realm_is_ignored() {
     assert_eq!(got.as_deref(), Some("NO Invalid username"));
     let got = auth(&d.socket(), "suser", SUSER_PW, "imap", "example.org");
     assert_eq!(got.as_deref(), Some("OK"));
-    finish(d);
+    d.finish(&secrets());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -983,7 +937,7 @@ fn failure_and_success_lines_are_logged_without_passwords() {
         "-d log lines should look like `{prefix}<message>`\n{}",
         d.log()
     );
-    finish(d); // checks every password and stored hash against the whole log
+    d.finish(&secrets()); // checks every password and stored hash against the whole log
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -998,22 +952,24 @@ fn sock_str(d: &Daemon) -> String {
     d.socket().to_str().unwrap().to_string()
 }
 
+/// `testsaslauthd -u user -p pass` against a fresh daemon prints `stdout` and exits `code`;
+/// then the daemon stops cleanly ([`Daemon::finish`]).
+fn tsa_once(user: &str, pass: &str, stdout: &str, code: i32) {
+    let d = start(&[]);
+    let r = tsa(&["-u", user, "-p", pass, "-f", &sock_str(&d)], None);
+    assert_eq!(r.stdout_str(), stdout, "stderr: {}", r.stderr_str());
+    assert_eq!(r.code(), code);
+    d.finish(&secrets());
+}
+
 #[test]
 fn testsaslauthd_ok() {
-    let d = start(&[]);
-    let r = tsa(&["-u", "suser", "-p", SUSER_PW, "-f", &sock_str(&d)], None);
-    assert_eq!(r.stdout_str(), OK_LINE, "stderr: {}", r.stderr_str());
-    assert_eq!(r.code(), 0);
-    finish(d);
+    tsa_once("suser", SUSER_PW, OK_LINE, 0);
 }
 
 #[test]
 fn testsaslauthd_no() {
-    let d = start(&[]);
-    let r = tsa(&["-u", "suser", "-p", WRONG_PW, "-f", &sock_str(&d)], None);
-    assert_eq!(r.stdout_str(), NO_LINE, "stderr: {}", r.stderr_str());
-    assert_eq!(r.code(), 255);
-    finish(d);
+    tsa_once("suser", WRONG_PW, NO_LINE, 255);
 }
 
 #[test]
@@ -1039,7 +995,7 @@ fn testsaslauthd_repeat_three_times() {
         r.stderr_str()
     );
     assert_eq!(r.code(), 0);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1096,7 +1052,7 @@ fn testsaslauthd_show_reply() {
     );
     assert_eq!(r.stdout_str(), format!("{OK_LINE}0: reply \"OK\"\n"));
     assert_eq!(r.code(), 0);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1121,7 +1077,7 @@ fn testsaslauthd_reads_password_from_stdin() {
     );
     assert!(r.stdout_str().ends_with(NO_LINE), "{:?}", r.stdout_str());
     assert_eq!(r.code(), 255);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1152,19 +1108,12 @@ fn testsaslauthd_passes_service_realm_and_client_address() {
         "missing {line:?}\n--- log ---\n{}",
         d.log()
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
 fn testsaslauthd_special_password() {
-    let d = start(&[]);
-    let r = tsa(
-        &["-u", "special", "-p", SPECIAL_PW, "-f", &sock_str(&d)],
-        None,
-    );
-    assert_eq!(r.stdout_str(), OK_LINE, "stderr: {}", r.stderr_str());
-    assert_eq!(r.code(), 0);
-    finish(d);
+    tsa_once("special", SPECIAL_PW, OK_LINE, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1301,7 +1250,7 @@ fn connection_cap_answers_server_busy() {
         );
         sleep(Duration::from_millis(50));
     }
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1328,7 +1277,7 @@ fn daemon_mode_second_instance_exits_2() {
         Some(format!("{}\n", first.pid()))
     );
     expect_reply(&first, "suser", SUSER_PW, "OK");
-    finish(first);
+    first.finish(&secrets());
 }
 
 #[test]
@@ -1337,7 +1286,7 @@ fn upstream_compatible_flags_are_accepted() {
     let d = Daemon::start(&ours(), &["-a", "SHADOW", "-n", "5", "-l", "-V"]);
     expect_reply(&d, "suser", SUSER_PW, "OK");
     expect_reply(&d, "yuser", YUSER_PW, "OK");
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1369,7 +1318,7 @@ fn foreground_f_logs_failures_to_stderr_without_dev_log() {
         fs::read_to_string(d.pid_file()).ok() == Some(format!("{}\n", d.pid())),
         "pid file in -f mode"
     );
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1379,7 +1328,7 @@ fn sighup_does_not_stop_the_daemon() {
     d.signal(libc::SIGHUP);
     sleep(Duration::from_millis(300));
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1396,7 +1345,7 @@ fn client_closing_before_the_reply_is_harmless() {
     }
     sleep(Duration::from_millis(300));
     assert_healthy(&d);
-    finish(d);
+    d.finish(&secrets());
 }
 
 #[test]
@@ -1414,5 +1363,5 @@ fn control_characters_in_login_cannot_forge_log_lines() {
         "a newline in the login started a new log line\n{}",
         d.log()
     );
-    finish(d);
+    d.finish(&secrets());
 }

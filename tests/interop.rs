@@ -19,40 +19,24 @@
 
 mod common;
 
-use common::postfix::{Postfix, SmtpAuth, SmtpListener, server_lines, swaks};
+use common::clients::*;
+use common::fixtures::*;
+use common::postfix::{Advert, SmtpAuth, SmtpCase, smtp_case, smtp_passwords, smtp_side_by_side};
 use common::*;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-
-const OK: &str = "0: OK \"Success.\"\n";
-const NO: &str = "0: NO \"authentication failed\"\n";
-
-/// The `special` fixture user's password: space, double quote, backslash, UTF-8.
-const SPECIAL_PW: &str = "pä ss \"q\\ €";
-
-/// Bound for one testsaslauthd run (-R 3 with yescrypt takes well under a second).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
-
-struct Case {
-    what: &'static str,
-    /// testsaslauthd arguments, without `-f SOCKET` (appended).
-    args: &'static [&'static str],
-    stdout: &'static str,
-    code: i32,
-}
 
 /// Cases that go through a daemon. Expected values measured with upstream × upstream
 /// (Debian 12, sasl2-bin 2.1.28+dfsg-10+deb12u1).
 const CASES: &[Case] = &[
     Case {
         what: "yescrypt user, good password",
-        args: &["-u", "yuser", "-p", "Yes-Crypt-pw1"],
+        args: &["-u", "yuser", "-p", YUSER_PW],
         stdout: OK,
         code: 0,
     },
@@ -64,7 +48,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "sha512crypt user, good password",
-        args: &["-u", "suser", "-p", "Sha-512-pw1"],
+        args: &["-u", "suser", "-p", SUSER_PW],
         stdout: OK,
         code: 0,
     },
@@ -94,37 +78,37 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "unknown user",
-        args: &["-u", "nosuchuser", "-p", "Yes-Crypt-pw1"],
+        args: &["-u", "nosuchuser", "-p", YUSER_PW],
         stdout: NO,
         code: 255,
     },
     Case {
         what: "bcrypt user",
-        args: &["-u", "buser", "-p", "Bcrypt-pw1"],
+        args: &["-u", "buser", "-p", BUSER_PW],
         stdout: OK,
         code: 0,
     },
     Case {
         what: "md5crypt user",
-        args: &["-u", "muser", "-p", "Md5-crypt-pw1"],
+        args: &["-u", "muser", "-p", MUSER_PW],
         stdout: OK,
         code: 0,
     },
     Case {
         what: "locked account (! prefix), right password",
-        args: &["-u", "locked", "-p", "Locked-pw1"],
+        args: &["-u", "locked", "-p", LOCKED_PW],
         stdout: NO,
         code: 255,
     },
     Case {
         what: "expired account",
-        args: &["-u", "expired", "-p", "Expired-pw1"],
+        args: &["-u", "expired", "-p", EXPIRED_PW],
         stdout: NO,
         code: 255,
     },
     Case {
         what: "expired password",
-        args: &["-u", "pwexpired", "-p", "Pw-expired-pw1"],
+        args: &["-u", "pwexpired", "-p", PWEXPIRED_PW],
         stdout: NO,
         code: 255,
     },
@@ -142,7 +126,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "empty login",
-        args: &["-u", "", "-p", "Sha-512-pw1"],
+        args: &["-u", "", "-p", SUSER_PW],
         stdout: NO,
         code: 255,
     },
@@ -158,7 +142,7 @@ const CASES: &[Case] = &[
             "-u",
             "yuser",
             "-p",
-            "Yes-Crypt-pw1",
+            YUSER_PW,
             "-s",
             "smtp",
             "-r",
@@ -169,25 +153,25 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "login containing @ is looked up as-is",
-        args: &["-u", "user@example.org", "-p", "Realm-pw1"],
+        args: &["-u", "user@example.org", "-p", REALM_PW],
         stdout: OK,
         code: 0,
     },
     Case {
         what: "login + realm are not joined without -r",
-        args: &["-u", "user", "-p", "Realm-pw1", "-r", "example.org"],
+        args: &["-u", "user", "-p", REALM_PW, "-r", "example.org"],
         stdout: NO,
         code: 255,
     },
     Case {
         what: "-R 3, good password (yescrypt)",
-        args: &["-u", "yuser", "-p", "Yes-Crypt-pw1", "-R", "3"],
+        args: &["-u", "yuser", "-p", YUSER_PW, "-R", "3"],
         stdout: "0: OK \"Success.\"\n1: OK \"Success.\"\n2: OK \"Success.\"\n",
         code: 0,
     },
     Case {
         what: "-R 3, good password (sha512crypt)",
-        args: &["-u", "suser", "-p", "Sha-512-pw1", "-R", "3"],
+        args: &["-u", "suser", "-p", SUSER_PW, "-R", "3"],
         stdout: "0: OK \"Success.\"\n1: OK \"Success.\"\n2: OK \"Success.\"\n",
         code: 0,
     },
@@ -205,13 +189,13 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "-R 0 means one attempt",
-        args: &["-u", "suser", "-p", "Sha-512-pw1", "-R", "0"],
+        args: &["-u", "suser", "-p", SUSER_PW, "-R", "0"],
         stdout: OK,
         code: 0,
     },
     Case {
         what: "-R -1 means no attempt, exit 0",
-        args: &["-u", "suser", "-p", "Sha-512-pw1", "-R", "-1"],
+        args: &["-u", "suser", "-p", SUSER_PW, "-R", "-1"],
         stdout: "",
         code: 0,
     },
@@ -233,72 +217,13 @@ fn daemon_path(which: &str) -> PathBuf {
     }
 }
 
-fn run_client(client: &Path, args: &[&str], socket: &Path) -> CmdResult {
-    let mut c = Command::new(client);
-    c.args(args).arg("-f").arg(socket);
-    run_command(c, None, CLIENT_TIMEOUT)
-}
-
-/// `Some(code)` or `None` (signal / timeout).
-fn code_of(r: &CmdResult) -> Option<i32> {
-    r.status.and_then(|s| s.code())
-}
-
-/// `exit N`, `signal N` or `timed out (killed)`.
-fn status_text(r: &CmdResult) -> String {
-    match r.status {
-        None => "timed out (killed)".to_string(),
-        Some(s) => match (s.code(), s.signal()) {
-            (Some(c), _) => format!("exit {c}"),
-            (None, Some(sig)) => format!("signal {sig}"),
-            _ => format!("{s}"),
-        },
-    }
-}
-
-fn describe(r: &CmdResult) -> String {
-    format!(
-        "{}, stdout {:?}, stderr {:?}",
-        status_text(r),
-        r.stdout_str(),
-        r.stderr_str()
-    )
-}
-
-/// Every password any case sends (none may appear in a daemon log).
-fn all_passwords() -> Vec<&'static str> {
-    CASES
-        .iter()
-        .filter_map(|c| {
-            c.args
-                .iter()
-                .position(|a| *a == "-p")
-                .map(|i| c.args[i + 1])
-        })
-        .filter(|p| p.len() > 1)
-        .collect()
-}
-
 /// Runs [`CASES`] with `client` against a fresh `daemon -a shadow` and asserts exact bytes.
 fn check_pair(client: &str, daemon: &str) {
     require_root();
     let d = Daemon::start(&daemon_path(daemon), &["-a", "shadow"]);
     let cl = client_path(client);
     assert!(cl.exists(), "{} missing", cl.display());
-    let mut failures = Vec::new();
-    for case in CASES {
-        let r = run_client(&cl, case.args, &d.socket());
-        if r.stdout != case.stdout.as_bytes() || code_of(&r) != Some(case.code) {
-            failures.push(format!(
-                "  - {}: testsaslauthd {:?} -f SOCK\n      want exit {}, stdout {:?}\n      got  {}",
-                case.what,
-                case.args,
-                case.code,
-                case.stdout,
-                describe(&r)
-            ));
-        }
-    }
+    let failures = run_cases(&cl, &d.socket(), CASES);
     assert!(
         failures.is_empty(),
         "client={client} daemon={daemon}: {} of {} cases differ from upstream's bytes:\n{}\n--- daemon log ---\n{}",
@@ -307,8 +232,7 @@ fn check_pair(client: &str, daemon: &str) {
         failures.join("\n"),
         d.log()
     );
-    let pws: Vec<&[u8]> = all_passwords().into_iter().map(str::as_bytes).collect();
-    d.assert_log_free_of(&pws);
+    d.assert_log_free_of(&all_passwords(CASES));
 }
 
 #[test]
@@ -341,11 +265,8 @@ fn clients_agree_without_a_daemon() {
         let cl = client_path(client);
         // Missing socket: "0: " without newline, perror-style text on stderr, exit 255.
         for (args, stdout) in [
-            (&["-u", "yuser", "-p", "Yes-Crypt-pw1"][..], "0: "),
-            (
-                &["-u", "yuser", "-p", "Yes-Crypt-pw1", "-R", "2"][..],
-                "0: 1: ",
-            ),
+            (&["-u", "yuser", "-p", YUSER_PW][..], "0: "),
+            (&["-u", "yuser", "-p", YUSER_PW, "-R", "2"][..], "0: 1: "),
         ] {
             let r = run_client(&cl, args, &missing);
             if r.stdout != stdout.as_bytes()
@@ -540,50 +461,16 @@ fn clients_agree_on_odd_replies_and_send_the_same_request() {
 }
 
 /// (user, password, expected result) for every swaks mechanism and backend.
-const SMTP_CASES: &[(&str, &str, SmtpAuth)] = &[
-    ("yuser", "Yes-Crypt-pw1", SmtpAuth::Accepted),
+const SMTP_CASES: &[SmtpCase] = &[
+    ("yuser", YUSER_PW, SmtpAuth::Accepted),
     ("yuser", "wrong-Yes-Crypt-pw1", SmtpAuth::Rejected),
-    ("suser", "Sha-512-pw1", SmtpAuth::Accepted),
+    ("suser", SUSER_PW, SmtpAuth::Accepted),
     ("suser", "wrong-Sha-512-pw1", SmtpAuth::Rejected),
     // libsasl splits at the last '@': login=yuser realm=example.org; -a shadow ignores realm.
-    ("yuser@example.org", "Yes-Crypt-pw1", SmtpAuth::Accepted),
+    ("yuser@example.org", YUSER_PW, SmtpAuth::Accepted),
     ("special", SPECIAL_PW, SmtpAuth::Accepted),
-    ("nosuchuser", "Yes-Crypt-pw1", SmtpAuth::Rejected),
+    ("nosuchuser", YUSER_PW, SmtpAuth::Rejected),
 ];
-
-/// Runs one swaks case; returns a failure description.
-fn smtp_case(port: u16, mech: &str, user: &str, pass: &str, want: SmtpAuth) -> Option<String> {
-    let r = swaks(port, mech, user, pass);
-    let out = r.stdout_str();
-    let lines = server_lines(&out);
-    let advertised = lines.contains(&"250-AUTH PLAIN LOGIN");
-    let got_line = lines.iter().any(|l| *l == want.reply_line());
-    if code_of(&r) == Some(want.swaks_code()) && got_line && advertised {
-        return None;
-    }
-    Some(format!(
-        "  - AUTH {mech} user={user:?}: want {:?} ({:?}, swaks exit {}), EHLO advertising `AUTH PLAIN LOGIN`\n      got swaks {}; advertised={advertised}; transcript:\n{}{}",
-        want,
-        want.reply_line(),
-        want.swaks_code(),
-        status_text(&r),
-        out.lines()
-            .map(|l| format!("        | {l}\n"))
-            .collect::<String>(),
-        r.stderr_str()
-    ))
-}
-
-/// All [`SMTP_CASES`] × {PLAIN, LOGIN} through the listener `port`.
-fn smtp_matrix(port: u16) -> Vec<String> {
-    let mut failures = Vec::new();
-    for mech in ["PLAIN", "LOGIN"] {
-        for &(user, pass, want) in SMTP_CASES {
-            failures.extend(smtp_case(port, mech, user, pass, want));
-        }
-    }
-    failures
-}
 
 /// One Postfix instance for the whole tier: listener `ours` → our saslauthd, listener
 /// `upstream` → Debian's saslauthd. Same swaks matrix on both; then both daemons are stopped
@@ -593,26 +480,8 @@ fn postfix_smtp_auth_through_libsasl() {
     require_root();
     let mut ours = Daemon::start(&daemon_path("ours"), &["-a", "shadow"]);
     let mut upstream = Daemon::start(&daemon_path("upstream"), &["-a", "shadow"]);
-    let pf = Postfix::start(&[
-        SmtpListener {
-            name: "ours".into(),
-            saslauthd_socket: ours.socket(),
-        },
-        SmtpListener {
-            name: "upstream".into(),
-            saslauthd_socket: upstream.socket(),
-        },
-    ]);
-    let (p_ours, p_up) = (pf.port("ours"), pf.port("upstream"));
-
-    let (f_ours, f_up) = thread::scope(|s| {
-        let a = s.spawn(|| smtp_matrix(p_ours));
-        let b = s.spawn(|| smtp_matrix(p_up));
-        (
-            a.join().expect("ours thread"),
-            b.join().expect("upstream thread"),
-        )
-    });
+    let (pf, mut report) =
+        smtp_side_by_side(&ours, &upstream, SMTP_CASES, Advert::Required, "shadow");
 
     // What libsasl sent must look the same to both daemons (service smtp, realm split at '@').
     let mut log_failures = Vec::new();
@@ -627,18 +496,6 @@ fn postfix_smtp_auth_through_libsasl() {
         }
     }
 
-    let mut report = String::new();
-    for (name, f, d) in [("ours", &f_ours, &ours), ("upstream", &f_up, &upstream)] {
-        if !f.is_empty() {
-            report.push_str(&format!(
-                "Postfix → {name} saslauthd: {} of {} swaks cases failed:\n{}\n--- {name} daemon log ---\n{}\n",
-                f.len(),
-                2 * SMTP_CASES.len(),
-                f.join("\n"),
-                d.log()
-            ));
-        }
-    }
     if !log_failures.is_empty() {
         report.push_str(&format!(
             "daemon logs:\n{}\n--- ours ---\n{}\n--- upstream ---\n{}\n",
@@ -649,15 +506,16 @@ fn postfix_smtp_auth_through_libsasl() {
     }
     assert!(report.is_empty(), "{report}\n{}", pf.diagnostics());
 
-    let pws: Vec<&[u8]> = SMTP_CASES.iter().map(|c| c.1.as_bytes()).collect();
-    ours.assert_log_free_of(&pws);
+    ours.assert_log_free_of(&smtp_passwords(SMTP_CASES));
 
     // Daemon gone (socket removed on SIGTERM): libsasl cannot connect → 454, on both.
     ours.terminate();
-    upstream.terminate();
+    upstream.stop();
     let mut gone = Vec::new();
-    for (name, port) in [("ours", p_ours), ("upstream", p_up)] {
-        if let Some(f) = smtp_case(port, "PLAIN", "yuser", "Yes-Crypt-pw1", SmtpAuth::TempFail) {
+    for name in ["ours", "upstream"] {
+        let port = pf.port(name);
+        let want = SmtpAuth::TempFail;
+        if let Some(f) = smtp_case(port, "PLAIN", "yuser", YUSER_PW, want, Advert::Required) {
             gone.push(format!("{name}:\n{f}"));
         }
     }

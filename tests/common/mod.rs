@@ -646,14 +646,15 @@ impl Daemon {
     }
 
     /// Panics (showing the log) if the log contains any of `secrets`.
-    pub fn assert_log_free_of(&self, secrets: &[&[u8]]) {
+    pub fn assert_log_free_of<S: AsRef<[u8]>>(&self, secrets: &[S]) {
         let log = fs::read(&self.log_path).unwrap_or_default();
         for s in secrets {
+            let s = s.as_ref();
             if s.is_empty() {
                 continue;
             }
             assert!(
-                !log.windows(s.len()).any(|w| w == *s),
+                !log.windows(s.len()).any(|w| w == s),
                 "the daemon log contains the secret {:?}\n--- log ---\n{}",
                 String::from_utf8_lossy(s),
                 String::from_utf8_lossy(&log)
@@ -750,6 +751,19 @@ impl Daemon {
         signal(self.pid, sig);
     }
 
+    /// Stops a daemon whose shutdown is not what the test checks: SIGTERM, then SIGKILL
+    /// after the timeout, never a panic. For upstream, whose SIGTERM handler calls functions
+    /// that are not async-signal-safe and can deadlock.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        signal(self.pid, libc::SIGTERM);
+        if self.wait_exit(DEFAULT_TIMEOUT).is_none() {
+            self.kill_now();
+        }
+    }
+
     /// SIGTERM, wait up to 10 s for the exit status; on timeout SIGKILL and panic.
     ///
     /// In daemon mode the exit status is available because the test process is a child
@@ -776,6 +790,18 @@ impl Daemon {
             }
         }
     }
+
+    /// The end of a test of our daemon: checks the log for `secrets`, stops the daemon with
+    /// SIGTERM ([`Daemon::terminate`]) and asserts that it exited 0.
+    pub fn finish<S: AsRef<[u8]>>(mut self, secrets: &[S]) {
+        self.assert_log_free_of(secrets);
+        let st = self.terminate();
+        assert!(
+            st.success(),
+            "daemon exited with {st:?} after SIGTERM\n--- log ---\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for Daemon {
@@ -790,6 +816,47 @@ impl Drop for Daemon {
             }
         }
         self.kill_now();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `-a pam` with the fixture PAM services
+// ---------------------------------------------------------------------------------------------
+
+/// Copies `tests/fixtures/pam.d` (mode 0644) into a fresh temp dir and returns it with the
+/// [`Options`] that bind-mount it over `/etc/pam.d`. Keep the dir until the daemon is gone.
+pub fn pam_d_options() -> (TempDir, Options) {
+    let pam_d = TempDir::new("pam.d");
+    let src = fixtures_dir().join("pam.d");
+    for entry in fs::read_dir(&src).expect("read tests/fixtures/pam.d") {
+        let entry = entry.expect("pam.d entry");
+        let dst = pam_d.join(entry.file_name());
+        fs::copy(entry.path(), &dst).expect("copy pam.d fixture");
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let options = Options {
+        extra_binds: vec![(pam_d.path().to_path_buf(), PathBuf::from("/etc/pam.d"))],
+        ..Options::default()
+    };
+    (pam_d, options)
+}
+
+/// A daemon running `-a pam` with the fixture pam.d, and the copy it mounts.
+pub struct PamDaemon {
+    pub daemon: Daemon,
+    _pam_d: TempDir,
+}
+
+impl PamDaemon {
+    /// Starts `program -a pam <extra…>` (with `-m`/`-d` like [`Daemon::start`]).
+    pub fn start(program: &Path, extra: &[&str]) -> PamDaemon {
+        let (pam_d, options) = pam_d_options();
+        let mut args = vec!["-a", "pam"];
+        args.extend_from_slice(extra);
+        PamDaemon {
+            daemon: Daemon::start_with(program, &args, options),
+            _pam_d: pam_d,
+        }
     }
 }
 
@@ -870,6 +937,30 @@ impl RawReply {
             .as_ref()
             .map(|r| String::from_utf8_lossy(r).into_owned())
     }
+
+    /// One bounded read into `buf`: the bytes are added to `received` and their count
+    /// returned; EOF or an error sets `closed`, a timeout `timed_out` (both return None).
+    fn read_more(
+        &mut self,
+        s: &mut UnixStream,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Option<usize> {
+        match read_until(s, buf, deadline) {
+            ReadOutcome::Data(n) => {
+                self.received.extend_from_slice(&buf[..n]);
+                Some(n)
+            }
+            ReadOutcome::Eof | ReadOutcome::Error => {
+                self.closed = true;
+                None
+            }
+            ReadOutcome::TimedOut => {
+                self.timed_out = true;
+                None
+            }
+        }
+    }
 }
 
 /// Connects with read/write timeouts set.
@@ -947,21 +1038,11 @@ pub fn exchange_on(s: &mut UnixStream, bytes: &[u8], opts: &ExchangeOpts) -> Raw
         {
             break;
         }
-        match read_until(s, &mut buf, deadline) {
-            ReadOutcome::Data(n) => {
-                r.received.extend_from_slice(&buf[..n]);
-                if want.is_none() && r.received.len() >= 2 {
-                    want = Some(u16::from_be_bytes([r.received[0], r.received[1]]) as usize);
-                }
-            }
-            ReadOutcome::Eof | ReadOutcome::Error => {
-                r.closed = true;
-                break;
-            }
-            ReadOutcome::TimedOut => {
-                r.timed_out = true;
-                break;
-            }
+        if r.read_more(s, &mut buf, deadline).is_none() {
+            break;
+        }
+        if want.is_none() && r.received.len() >= 2 {
+            want = Some(u16::from_be_bytes([r.received[0], r.received[1]]) as usize);
         }
     }
     r.elapsed = sent_at.elapsed();
@@ -973,21 +1054,8 @@ pub fn exchange_on(s: &mut UnixStream, bytes: &[u8], opts: &ExchangeOpts) -> Raw
         r.extra = r.received[2 + n..].to_vec();
         r.closed = false;
         if opts.check_eof {
-            loop {
-                match read_until(s, &mut buf, deadline) {
-                    ReadOutcome::Data(n) => {
-                        r.received.extend_from_slice(&buf[..n]);
-                        r.extra.extend_from_slice(&buf[..n]);
-                    }
-                    ReadOutcome::Eof | ReadOutcome::Error => {
-                        r.closed = true;
-                        break;
-                    }
-                    ReadOutcome::TimedOut => {
-                        r.timed_out = true;
-                        break;
-                    }
-                }
+            while let Some(n) = r.read_more(s, &mut buf, deadline) {
+                r.extra.extend_from_slice(&buf[..n]);
             }
         }
     }
@@ -1002,15 +1070,7 @@ pub fn exchange(socket: &Path, bytes: &[u8], opts: &ExchangeOpts) -> RawReply {
 /// 4-field request (like libsasl 2.1.28: one write, no half-close); returns the reply text,
 /// None when the server closed or timed out without a reply.
 pub fn auth(socket: &Path, user: &str, pass: &str, service: &str, realm: &str) -> Option<String> {
-    auth_bytes(
-        socket,
-        &[
-            user.as_bytes(),
-            pass.as_bytes(),
-            service.as_bytes(),
-            realm.as_bytes(),
-        ],
-    )
+    auth_strs(socket, &[user, pass, service, realm])
 }
 
 /// 5-field request (client address `ip;port` as the 5th field).
@@ -1022,16 +1082,13 @@ pub fn auth5(
     realm: &str,
     client_addr: &str,
 ) -> Option<String> {
-    auth_bytes(
-        socket,
-        &[
-            user.as_bytes(),
-            pass.as_bytes(),
-            service.as_bytes(),
-            realm.as_bytes(),
-            client_addr.as_bytes(),
-        ],
-    )
+    auth_strs(socket, &[user, pass, service, realm, client_addr])
+}
+
+/// Sends the given text fields as one request and returns the reply text.
+fn auth_strs(socket: &Path, fields: &[&str]) -> Option<String> {
+    let fields: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
+    auth_bytes(socket, &fields)
 }
 
 /// Sends the given fields as one request and returns the reply text.
@@ -1043,4 +1100,7 @@ pub fn auth_bytes(socket: &Path, fields: &[&[u8]]) -> Option<String> {
     exchange(socket, &request(fields), &opts).text()
 }
 
+pub mod clients;
+pub mod fakeimap;
+pub mod fixtures;
 pub mod postfix;

@@ -1,5 +1,6 @@
 //! Private Postfix (+ Debian's libsasl2) instance on 127.0.0.1 and a swaks driver, for the
-//! interop tier (`tests/interop.rs`). See `tests/lab/README.md` and lab-recipes §7/§8.
+//! interop tiers (`tests/interop.rs`, `tests/interop_pam.rs`). See `tests/lab/README.md` and
+//! lab-recipes §7/§8.
 //!
 //! * `config_directory`, `queue_directory`, `data_directory` and the log all live in one
 //!   [`TempDir`]; `/etc/postfix` and the host's spool are never used.
@@ -16,7 +17,8 @@
 //!   this on drop too, so a panicking test leaves no process behind, and a watchdog stops
 //!   the master if the test process is killed outright.
 
-use super::{CmdResult, DEFAULT_TIMEOUT, TempDir, run_command};
+use super::clients::{code_of, status_text};
+use super::{CmdResult, DEFAULT_TIMEOUT, Daemon, TempDir, proc_stat, run_command, signal};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write as _};
@@ -25,7 +27,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
+use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 /// Debian's `postfix` command (package `postfix`).
@@ -123,18 +125,6 @@ impl Watchdog {
     }
 }
 
-/// `(state, pgrp, starttime)` from `/proc/<pid>/stat`.
-fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((
-        f.first()?.chars().next()?,
-        f.get(2)?.parse().ok()?,
-        f.get(19)?.parse().ok()?,
-    ))
-}
-
 fn alive_as(pid: i32, start_time: u64) -> bool {
     matches!(proc_stat(pid), Some((st, _, t)) if st != 'Z' && st != 'X' && t == start_time)
 }
@@ -161,12 +151,6 @@ fn group_members(pgrp: i32, except: i32) -> Vec<(i32, u64)> {
         }
     }
     out
-}
-
-fn kill(pid: i32, sig: libc::c_int) {
-    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    }
 }
 
 /// Reserves `n` distinct free loopback ports (bind `127.0.0.1:0`), released on return.
@@ -530,7 +514,7 @@ impl Postfix {
             _ => Vec::new(),
         };
         if matches!(child.try_wait(), Ok(None)) {
-            kill(self.pid, libc::SIGTERM);
+            signal(self.pid, libc::SIGTERM);
         }
         let start = Instant::now();
         let mut exited = false;
@@ -554,7 +538,7 @@ impl Postfix {
         for &(p, t) in &members {
             if alive_as(p, t) {
                 eprintln!("postfix process {p} outlived its master; killing it");
-                kill(p, libc::SIGKILL);
+                signal(p, libc::SIGKILL);
             }
         }
     }
@@ -626,4 +610,115 @@ pub fn swaks(port: u16, mech: &str, user: &str, pass: &str) -> CmdResult {
         // No ~/.swaksrc or other per-user configuration.
         .env("HOME", home.path());
     run_command(c, None, SWAKS_TIMEOUT)
+}
+
+/// One row of a swaks table: (user, password, expected result).
+pub type SmtpCase = (&'static str, &'static str, SmtpAuth);
+
+/// Whether [`smtp_case`] also requires the EHLO reply to advertise `AUTH PLAIN LOGIN`.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Advert {
+    Required,
+    NotChecked,
+}
+
+/// Runs one swaks case through the listener `port`; returns a failure description.
+pub fn smtp_case(
+    port: u16,
+    mech: &str,
+    user: &str,
+    pass: &str,
+    want: SmtpAuth,
+    advert: Advert,
+) -> Option<String> {
+    let r = swaks(port, mech, user, pass);
+    let out = r.stdout_str();
+    let lines = server_lines(&out);
+    let advertised = lines.contains(&"250-AUTH PLAIN LOGIN");
+    let got_line = lines.iter().any(|l| *l == want.reply_line());
+    if code_of(&r) == Some(want.swaks_code())
+        && got_line
+        && (advertised || advert == Advert::NotChecked)
+    {
+        return None;
+    }
+    let want_advert = match advert {
+        Advert::Required => ", EHLO advertising `AUTH PLAIN LOGIN`",
+        Advert::NotChecked => "",
+    };
+    Some(format!(
+        "  - AUTH {mech} user={user:?}: want {:?} ({:?}, swaks exit {}){want_advert}\n      got swaks {}; advertised={advertised}; transcript:\n{}{}",
+        want,
+        want.reply_line(),
+        want.swaks_code(),
+        status_text(&r),
+        out.lines()
+            .map(|l| format!("        | {l}\n"))
+            .collect::<String>(),
+        r.stderr_str()
+    ))
+}
+
+/// The SASL mechanisms [`smtp_matrix`] tries.
+pub const SMTP_MECHS: [&str; 2] = ["PLAIN", "LOGIN"];
+
+/// All `cases` × [`SMTP_MECHS`] through the listener `port`; the failure descriptions.
+pub fn smtp_matrix(port: u16, cases: &[SmtpCase], advert: Advert) -> Vec<String> {
+    let mut failures = Vec::new();
+    for mech in SMTP_MECHS {
+        for &(user, pass, want) in cases {
+            failures.extend(smtp_case(port, mech, user, pass, want, advert));
+        }
+    }
+    failures
+}
+
+/// The interop tiers' side-by-side run: one instance with the listener `ours` in front of
+/// `ours`' socket and `upstream` in front of `upstream`'s, and [`smtp_matrix`] with `cases`
+/// through both at once. Returns the instance and a report of the failed cases with the
+/// daemon's log (empty when every case passed); `mech` names the daemons' mechanism in it.
+pub fn smtp_side_by_side(
+    ours: &Daemon,
+    upstream: &Daemon,
+    cases: &[SmtpCase],
+    advert: Advert,
+    mech: &str,
+) -> (Postfix, String) {
+    let pf = Postfix::start(&[
+        SmtpListener {
+            name: "ours".into(),
+            saslauthd_socket: ours.socket(),
+        },
+        SmtpListener {
+            name: "upstream".into(),
+            saslauthd_socket: upstream.socket(),
+        },
+    ]);
+    let (p_ours, p_up) = (pf.port("ours"), pf.port("upstream"));
+    let (f_ours, f_up) = thread::scope(|s| {
+        let a = s.spawn(|| smtp_matrix(p_ours, cases, advert));
+        let b = s.spawn(|| smtp_matrix(p_up, cases, advert));
+        (
+            a.join().expect("ours thread"),
+            b.join().expect("upstream thread"),
+        )
+    });
+    let mut report = String::new();
+    for (name, f, d) in [("ours", &f_ours, ours), ("upstream", &f_up, upstream)] {
+        if !f.is_empty() {
+            report.push_str(&format!(
+                "Postfix → {name} saslauthd -a {mech}: {} of {} swaks cases failed:\n{}\n--- {name} daemon log ---\n{}\n",
+                f.len(),
+                SMTP_MECHS.len() * cases.len(),
+                f.join("\n"),
+                d.log()
+            ));
+        }
+    }
+    (pf, report)
+}
+
+/// The passwords `cases` send (none may appear in our daemon's log).
+pub fn smtp_passwords(cases: &[SmtpCase]) -> Vec<&'static str> {
+    cases.iter().map(|c| c.1).collect()
 }

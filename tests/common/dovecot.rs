@@ -1,0 +1,321 @@
+//! A private Dovecot for the `-a rimap` tests (lab-recipes §5): IMAP (with STARTTLS) and
+//! IMAPS on free ports of 127.0.0.1 and ::1 only, a self-signed certificate for
+//! `localhost`, `127.0.0.1` and `::1`, passwd-file users hashed with `doveadm pw`.
+//! Everything lives in a temp dir; `/etc/dovecot` is neither read nor changed (`-c` names
+//! our file and nothing includes the system's). Started with `setsid`, stopped by its PID
+//! (and its own process group's leftovers, by PID); every wait is bounded.
+//!
+//! Dovecot's failure delay and anvil's auth penalty are turned off so that failures do not
+//! slow later logins from 127.0.0.1 down (timings would be noisy otherwise).
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::{Gid, Group, Pid, Uid, User};
+
+use crate::common::{CmdResult, DEFAULT_TIMEOUT, TempDir, run_command};
+
+pub const DOVECOT: &str = "/usr/sbin/dovecot";
+pub const DOVEADM: &str = "/usr/bin/doveadm";
+
+/// Users of the lab: (login, password).
+pub const USERS: &[(&str, &str)] = &[
+    ("dimap", "Dove-Lab-pw1"),
+    ("dquote", "q\"uo\\te d pw"),
+    // Double quote, backslash, space and UTF-8: goes out as an IMAP literal.
+    ("dutf", "pä ss \"q\\ €"),
+];
+
+pub struct Dovecot {
+    dir: TempDir,
+    child: Option<Child>,
+    pid: i32,
+    pub imap_port: u16,
+    pub imaps_port: u16,
+}
+
+impl Dovecot {
+    /// Starts a private Dovecot; panics (with its log) if it does not listen within 10 s.
+    pub fn start() -> Dovecot {
+        assert!(
+            Path::new(DOVECOT).exists() && Path::new(DOVEADM).exists(),
+            "{DOVECOT} or {DOVEADM} is missing: install dovecot-imapd (scripts/test.sh does, \
+             behind a policy-rc.d so that it does not start on port 143)"
+        );
+        let dir = TempDir::new("dovecot");
+        let imap_port = free_port();
+        let imaps_port = loop {
+            let port = free_port();
+            if port != imap_port {
+                break port;
+            }
+        };
+        write_lab(dir.path(), imap_port, imaps_port);
+        let log = fs::File::create(dir.join("dovecot.out")).expect("create dovecot.out");
+        let child = Command::new("setsid")
+            .arg(DOVECOT)
+            .arg("-F")
+            .arg("-c")
+            .arg(dir.join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dovecot");
+        let pid = child.id() as i32;
+        let mut lab = Dovecot {
+            dir,
+            child: Some(child),
+            pid,
+            imap_port,
+            imaps_port,
+        };
+        lab.wait_listening();
+        lab
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/cert.pem")
+    }
+
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for name in ["dovecot.out", "dovecot.log"] {
+            out.push_str(&fs::read_to_string(self.dir.join(name)).unwrap_or_default());
+        }
+        out
+    }
+
+    fn wait_listening(&mut self) {
+        let started = Instant::now();
+        let addrs: Vec<SocketAddr> = [self.imap_port, self.imaps_port]
+            .iter()
+            .flat_map(|&port| {
+                [
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+                ]
+            })
+            .collect();
+        loop {
+            let up = addrs
+                .iter()
+                .all(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok());
+            if up {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .unwrap_or(true);
+            if exited || started.elapsed() > DEFAULT_TIMEOUT {
+                let log = self.log();
+                self.stop();
+                panic!("dovecot did not listen on {addrs:?} in time\n--- log ---\n{log}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the master, SIGKILL after 10 s; then its process group's leftovers.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        let started = Instant::now();
+        while !matches!(child.try_wait(), Ok(Some(_))) {
+            if started.elapsed() > DEFAULT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        // Children of the master (auth, imap-login, ...) share its process group.
+        let started = Instant::now();
+        loop {
+            let left = group_members(self.pid);
+            if left.is_empty() || started.elapsed() > DEFAULT_TIMEOUT {
+                break;
+            }
+            for pid in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                // Reap it if it became our child (the test process may be a subreaper).
+                let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PIDs of live processes in process group `pgrp`.
+fn group_members(pgrp: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() != Some(&"Z")
+                && fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgrp)
+        })
+        .collect()
+}
+
+/// A port free on both 127.0.0.1 and ::1 (released again; Dovecot binds it right after).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = v4.local_addr().expect("local addr").port();
+        if TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
+}
+
+fn checked(result: CmdResult, what: &str) -> String {
+    assert!(
+        result.status.is_some_and(|s| s.success()),
+        "{what} failed: {result:?}\n{}",
+        result.output()
+    );
+    result.stdout_str()
+}
+
+/// Writes a self-signed `cert.pem` and `key.pem` into `dir`, for `localhost`, 127.0.0.1
+/// and ::1 (IP SANs, so clients can verify a server reached by address).
+pub fn self_signed_certificate(dir: &Path) {
+    let mut openssl = Command::new("openssl");
+    openssl.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+    ]);
+    openssl.args(["-subj", "/CN=localhost"]);
+    openssl.args([
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+    ]);
+    openssl.arg("-keyout").arg(dir.join("key.pem"));
+    openssl.arg("-out").arg(dir.join("cert.pem"));
+    checked(
+        run_command(openssl, None, DEFAULT_TIMEOUT),
+        "openssl req (self-signed certificate)",
+    );
+}
+
+/// Certificate, users, homes and `dovecot.conf` under `dir`.
+fn write_lab(dir: &Path, imap_port: u16, imaps_port: u16) {
+    let d = dir.display();
+    for sub in ["tls", "home", "run", "state"] {
+        fs::create_dir_all(dir.join(sub)).expect("create lab dir");
+    }
+    self_signed_certificate(&dir.join("tls"));
+    fs::set_permissions(dir.join("tls/key.pem"), fs::Permissions::from_mode(0o600))
+        .expect("chmod key");
+    fs::set_permissions(dir.join("tls/cert.pem"), fs::Permissions::from_mode(0o644))
+        .expect("chmod cert");
+
+    let nobody = User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("user nobody");
+    let dovecot_group = Group::from_name("dovecot")
+        .ok()
+        .flatten()
+        .expect("group dovecot (created by the dovecot-core package)");
+    let mut users = String::new();
+    for (login, password) in USERS {
+        let mut pw = Command::new(DOVEADM);
+        pw.args(["pw", "-s", "SHA512-CRYPT", "-p", password]);
+        let hash = checked(run_command(pw, None, DEFAULT_TIMEOUT), "doveadm pw");
+        users.push_str(&format!("{login}:{}::::::\n", hash.trim()));
+        let home = dir.join("home").join(login);
+        fs::create_dir_all(&home).expect("create home");
+        nix::unistd::chown(&home, Some(nobody.uid), Some(nobody.gid)).expect("chown home");
+    }
+    let users_file = dir.join("users");
+    fs::write(&users_file, users).expect("write users");
+    nix::unistd::chown(&users_file, Some(Uid::from_raw(0)), Some(dovecot_group.gid))
+        .expect("chgrp users");
+    fs::set_permissions(&users_file, fs::Permissions::from_mode(0o640)).expect("chmod users");
+
+    let dh = Path::new("/usr/share/dovecot/dh.pem");
+    let ssl_dh = if dh.exists() {
+        format!("ssl_dh = <{}\n", dh.display())
+    } else {
+        String::new()
+    };
+    let (uid, gid): (Uid, Gid) = (nobody.uid, nobody.gid);
+    let instance = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let conf = format!(
+        "instance_name = {instance}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap
+listen = 127.0.0.1, ::1
+ssl = yes
+ssl_cert = <{d}/tls/cert.pem
+ssl_key = <{d}/tls/key.pem
+{ssl_dh}ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_failure_delay = 0
+first_valid_uid = 100
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT username_format=%u {d}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/users
+  default_fields = uid={uid} gid={gid} home={d}/home/%u
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1, ::1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1, ::1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+"
+    );
+    fs::write(dir.join("dovecot.conf"), conf).expect("write dovecot.conf");
+}

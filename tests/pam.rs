@@ -1,0 +1,451 @@
+//! Integration tests of `-a pam`: our daemon with the real libpam and Debian's modules
+//! (pam_unix, pam_access, pam_exec, pam_echo, pam_deny), in a private mount namespace where
+//! `tests/fixtures/pam.d` is bind-mounted over `/etc/pam.d` next to the fixture users (see
+//! tests/common/mod.rs). The host's `/etc` is never touched; everything needs root.
+//!
+//! Fixture services: `sasl-unix` (pam_unix, `nodelay`), `sasl-slow` (pam_unix with its real
+//! fail delay), `sasl-access` (pam_access on PAM_RHOST, rules in `sasl-access.conf`),
+//! `sasl-chatty` (modules that send info and error messages first), `smtp`, and `other`
+//! (pam_deny) for every other name.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use common::fixtures::*;
+use common::*;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A wrong password for every fixture user.
+const WRONG_PW: &str = "Wrong-pam-pw-0815";
+
+const AUTH_ERROR: &str = "NO PAM auth error";
+const ACCT_ERROR: &str = "NO PAM acct error";
+const NOT_ALLOWED: &str = "NO PAM service not allowed";
+
+/// Every fixture password and [`WRONG_PW`]: none may appear in a daemon log.
+fn secrets() -> Vec<&'static str> {
+    [FIXTURE_PASSWORDS, &[WRONG_PW]].concat()
+}
+
+/// pam_unix asks for a 2 s fail delay; libpam randomises it to [1.0 s, 3.0 s).
+const MIN_FAIL_DELAY: Duration = Duration::from_secs(1);
+const MAX_FAIL_DELAY: Duration = Duration::from_secs(3);
+
+/// Our daemon (`-a pam -d` + `extra`) with the fixture pam.d.
+fn start(extra: &[&str]) -> PamDaemon {
+    PamDaemon::start(&ours_bin("saslauthd"), extra)
+}
+
+/// 4-field request; asserts the reply.
+fn expect(lab: &PamDaemon, user: &str, pass: &str, service: &str, want: &str) {
+    let got = auth(&lab.daemon.socket(), user, pass, service, "");
+    assert_eq!(
+        got.as_deref(),
+        Some(want),
+        "user {user:?} service {service:?}\n--- log ---\n{}",
+        lab.daemon.log()
+    );
+}
+
+/// 5-field request (client address); asserts the reply.
+fn expect5(lab: &PamDaemon, user: &str, pass: &str, service: &str, addr: &str, want: &str) {
+    let got = auth5(&lab.daemon.socket(), user, pass, service, "", addr);
+    assert_eq!(
+        got.as_deref(),
+        Some(want),
+        "user {user:?} service {service:?} client address {addr:?}\n--- log ---\n{}",
+        lab.daemon.log()
+    );
+}
+
+fn assert_log_has(lab: &PamDaemon, needle: &str) {
+    assert!(
+        lab.daemon.wait_for_log(needle, Duration::from_secs(2)),
+        "the log lacks {needle:?}\n--- log ---\n{}",
+        lab.daemon.log()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// pam_unix
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn good_passwords_are_ok() {
+    let lab = start(&[]);
+    expect(&lab, "suser", SUSER_PW, "sasl-unix", "OK");
+    expect(&lab, "yuser", YUSER_PW, "sasl-unix", "OK");
+    expect(&lab, "special", SPECIAL_PW, "sasl-unix", "OK");
+    // The login is used as-is: without -r the realm is ignored.
+    let got = auth(
+        &lab.daemon.socket(),
+        "suser",
+        SUSER_PW,
+        "sasl-unix",
+        "example.org",
+    );
+    assert_eq!(got.as_deref(), Some("OK"));
+    assert_log_has(
+        &lab,
+        "auth success: [user=suser] [service=sasl-unix] [realm=] [mech=pam]",
+    );
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn wrong_password_is_pam_auth_error() {
+    let lab = start(&[]);
+    expect(&lab, "suser", WRONG_PW, "sasl-unix", AUTH_ERROR);
+    expect(&lab, "special", "pä ss \"q\\ ", "sasl-unix", AUTH_ERROR);
+    assert_log_has(
+        &lab,
+        "auth_pam: pam_authenticate failed: Authentication failure",
+    );
+    assert_log_has(
+        &lab,
+        "auth failure: [user=suser] [service=sasl-unix] [realm=] [mech=pam] [reason=PAM auth error]",
+    );
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn unknown_user_and_locked_account_are_refused() {
+    let lab = start(&[]);
+    expect(&lab, "nosuchuser", SUSER_PW, "sasl-unix", AUTH_ERROR);
+    assert_log_has(
+        &lab,
+        "auth_pam: pam_authenticate failed: User not known to the underlying authentication module",
+    );
+    expect(&lab, "locked", LOCKED_PW, "sasl-unix", AUTH_ERROR);
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn expired_account_and_password_are_pam_acct_error() {
+    let lab = start(&[]);
+    expect(&lab, "expired", EXPIRED_PW, "sasl-unix", ACCT_ERROR);
+    assert_log_has(
+        &lab,
+        "auth_pam: pam_acct_mgmt failed: User account has expired",
+    );
+    expect(&lab, "pwexpired", PWEXPIRED_PW, "sasl-unix", ACCT_ERROR);
+    // Expiry is only revealed to someone who knows the password.
+    expect(&lab, "expired", WRONG_PW, "sasl-unix", AUTH_ERROR);
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn realm_is_appended_under_dash_r() {
+    let lab = start(&["-r"]);
+    let got = auth(
+        &lab.daemon.socket(),
+        "user",
+        REALM_PW,
+        "sasl-unix",
+        "example.org",
+    );
+    assert_eq!(got.as_deref(), Some("OK"), "{}", lab.daemon.log());
+    assert_log_has(
+        &lab,
+        "auth success: [user=user@example.org] [service=sasl-unix] [realm=example.org] [mech=pam]",
+    );
+    lab.daemon.finish(&secrets());
+}
+
+// ---------------------------------------------------------------------------------------------
+// PAM_RHOST
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn client_address_reaches_pam_access_as_rhost() {
+    let lab = start(&[]);
+    // sasl-access.conf: `- : ALL : 192.0.2.66`, then `+ : ALL : ALL`.
+    expect5(
+        &lab,
+        "suser",
+        SUSER_PW,
+        "sasl-access",
+        "192.0.2.66;41234",
+        ACCT_ERROR,
+    );
+    assert_log_has(&lab, "auth_pam: pam_acct_mgmt failed: Permission denied");
+    assert_log_has(
+        &lab,
+        "[service=sasl-access] [realm=] [remote=192.0.2.66;41234] [mech=pam] [reason=PAM acct error]",
+    );
+    expect5(
+        &lab,
+        "suser",
+        SUSER_PW,
+        "sasl-access",
+        "198.51.100.7;41235",
+        "OK",
+    );
+    // Only the part before ';' is the host.
+    expect5(
+        &lab,
+        "suser",
+        SUSER_PW,
+        "sasl-access",
+        "192.0.2.66",
+        ACCT_ERROR,
+    );
+    expect5(
+        &lab,
+        "suser",
+        SUSER_PW,
+        "sasl-access",
+        "192.0.2.660;1",
+        "OK",
+    );
+    // No address (4 fields, or an empty 5th field): no PAM_RHOST, allowed.
+    expect(&lab, "suser", SUSER_PW, "sasl-access", "OK");
+    expect5(&lab, "suser", SUSER_PW, "sasl-access", ";25", "OK");
+    // The address does not replace the password check.
+    expect5(
+        &lab,
+        "suser",
+        WRONG_PW,
+        "sasl-access",
+        "198.51.100.7;1",
+        AUTH_ERROR,
+    );
+    lab.daemon.finish(&secrets());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn info_and_error_messages_before_the_password_prompt_do_not_break_the_stack() {
+    let lab = start(&[]);
+    expect(&lab, "suser", SUSER_PW, "sasl-chatty", "OK");
+    // pam_exec sent both through our conversation (pam_echo stays quiet under PAM_SILENT).
+    assert_log_has(&lab, "PAM conversation: info message: Hello from pam_exec");
+    assert_log_has(
+        &lab,
+        "PAM conversation: error message: /bin/false failed: exit code 1",
+    );
+    assert_log_has(
+        &lab,
+        "PAM conversation: answering the prompt \"Password: \" with the password",
+    );
+    expect(&lab, "suser", WRONG_PW, "sasl-chatty", AUTH_ERROR);
+    lab.daemon.finish(&secrets());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services and the service policy
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_service_falls_to_other_which_denies() {
+    let lab = start(&[]);
+    for service in ["imap", "no-such-service", "", "SASL-UNIX/../nothing"] {
+        expect(&lab, "suser", SUSER_PW, service, AUTH_ERROR);
+    }
+    // PAM itself lower-cases the name and drops any path.
+    expect(&lab, "suser", SUSER_PW, "SASL-Unix", "OK");
+    expect(&lab, "suser", SUSER_PW, "../../x/sasl-unix", "OK");
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn allow_list_refuses_services_outside_it() {
+    let lab = start(&["--pam-services", "sasl-unix,smtp"]);
+    assert_log_has(&lab, "pam: service policy: allowed: sasl-unix,smtp");
+    expect(&lab, "suser", SUSER_PW, "sasl-unix", "OK");
+    expect(&lab, "suser", SUSER_PW, "smtp", "OK");
+    expect(&lab, "suser", SUSER_PW, "SMTP", "OK");
+    // sasl-access exists and would say OK: the policy refuses it before PAM runs.
+    for service in ["sasl-access", "su", "imap", ""] {
+        expect(&lab, "suser", SUSER_PW, service, NOT_ALLOWED);
+    }
+    assert_log_has(
+        &lab,
+        "pam: service \"su\" refused by the service policy (allowed: sasl-unix,smtp) [user=suser]",
+    );
+    assert_log_has(
+        &lab,
+        "auth failure: [user=suser] [service=su] [realm=] [mech=pam] [reason=PAM service not allowed]",
+    );
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn service_map_and_fallback_service() {
+    let lab = start(&[
+        "--pam-services",
+        "imap,pop,smtp,sieve",
+        "--pam-service-map",
+        "imap=sasl-unix,pop=sasl-access",
+        "--pam-service",
+        "smtp",
+    ]);
+    // imap → sasl-unix; pop → sasl-access (RHOST rules apply); smtp, sieve → smtp.
+    expect(&lab, "suser", SUSER_PW, "imap", "OK");
+    expect5(&lab, "suser", SUSER_PW, "pop", "192.0.2.66;110", ACCT_ERROR);
+    expect5(&lab, "suser", SUSER_PW, "pop", "198.51.100.7;110", "OK");
+    expect(&lab, "suser", SUSER_PW, "sieve", "OK");
+    expect(&lab, "suser", WRONG_PW, "sieve", AUTH_ERROR);
+    // Targets are not names a client may send.
+    expect(&lab, "suser", SUSER_PW, "sasl-unix", NOT_ALLOWED);
+    assert_log_has(&lab, "pam: service \"imap\" mapped to \"sasl-unix\"");
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn forced_service_without_allow_list_takes_every_name() {
+    let lab = start(&["--pam-service", "sasl-unix"]);
+    for service in ["imap", "su", "", "other"] {
+        expect(&lab, "suser", SUSER_PW, service, "OK");
+    }
+    lab.daemon.finish(&secrets());
+}
+
+#[test]
+fn pam_options_are_usage_errors_without_dash_a_pam_or_when_malformed() {
+    require_root();
+    for args in [
+        &["-a", "shadow", "--pam-services", "smtp", "-d"][..],
+        &["-a", "pam", "--pam-services", "smtp,,imap", "-d"][..],
+        &["-a", "pam", "--pam-service-map", "imap", "-d"][..],
+        &["-a", "pam", "--pam-service", "a/b", "-d"][..],
+    ] {
+        let tmp = TempDir::new("pam-usage");
+        let mut full = vec!["-m", tmp.path().to_str().unwrap()];
+        full.extend_from_slice(args);
+        let r = run_plain(&ours_bin("saslauthd"), &full, None);
+        assert_eq!(r.code(), 1, "{args:?}: {}", r.output());
+        assert!(
+            r.stderr_str().contains("--pam-service"),
+            "{args:?}: {}",
+            r.output()
+        );
+        assert!(!tmp.join("mux").exists(), "{args:?} started anyway");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The verification pool and slow failures
+// ---------------------------------------------------------------------------------------------
+
+/// The log line each verification writes when pam_unix asks for the password, i.e. once it
+/// holds a pool slot and is about to fail slowly.
+const PROMPTED: &str = "PAM conversation: answering the prompt";
+
+struct Timed {
+    reply: Option<String>,
+    /// From sending the request to its reply.
+    latency: Duration,
+    done: Instant,
+}
+
+fn timed_request(socket: PathBuf, user: &str, pass: &str, service: &str) -> Timed {
+    let opts = ExchangeOpts {
+        timeout: Duration::from_secs(30),
+        check_eof: false,
+        ..ExchangeOpts::default()
+    };
+    let r = exchange(
+        &socket,
+        &request(&[user.as_bytes(), pass.as_bytes(), service.as_bytes(), b""]),
+        &opts,
+    );
+    Timed {
+        reply: r.text(),
+        latency: r.elapsed,
+        done: Instant::now(),
+    }
+}
+
+/// Sends `slow` wrong-password requests to `sasl-slow` at once, waits until `in_flight` of
+/// them are being verified (plus a moment for the rest to queue), then sends a good request
+/// to `sasl-unix`. Returns (the slow ones, the good one).
+fn slow_failures_then_a_good_request(
+    lab: &PamDaemon,
+    slow: usize,
+    in_flight: usize,
+) -> (Vec<Timed>, Timed) {
+    let socket = lab.daemon.socket();
+    let started = Instant::now();
+    let slow_threads: Vec<_> = (0..slow)
+        .map(|_| {
+            let socket = socket.clone();
+            thread::spawn(move || timed_request(socket, "suser", WRONG_PW, "sasl-slow"))
+        })
+        .collect();
+    while lab.daemon.log().matches(PROMPTED).count() < in_flight {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{in_flight} slow verifications did not start\n--- log ---\n{}",
+            lab.daemon.log()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The others (if any) are read and queued for a slot by now.
+    thread::sleep(Duration::from_millis(100));
+    let good = timed_request(socket, "suser", SUSER_PW, "sasl-unix");
+    let slow: Vec<Timed> = slow_threads
+        .into_iter()
+        .map(|t| t.join().expect("slow request thread"))
+        .collect();
+    for s in &slow {
+        assert_eq!(s.reply.as_deref(), Some(AUTH_ERROR), "{}", lab.daemon.log());
+        // The fail delay was real.
+        assert!(
+            s.latency >= MIN_FAIL_DELAY,
+            "a slow failure took {:?}",
+            s.latency
+        );
+    }
+    assert_eq!(good.reply.as_deref(), Some("OK"), "{}", lab.daemon.log());
+    (slow, good)
+}
+
+/// The bound (README, "-a pam"): with P slots and S verifications in flight, a new request
+/// starts at once when S < P, otherwise after at most ⌈(S−P+1)/P⌉ fail delays. Here P = 16
+/// (pam's default, no `-n`) and S = 8: the good request must not wait for any slow one, so
+/// it is answered before the first slow failure is (each takes at least 1 s) and in well
+/// under that second.
+#[test]
+fn eight_slow_failures_do_not_delay_another_request_with_the_default_pool() {
+    let lab = start(&[]);
+    let (slow, good) = slow_failures_then_a_good_request(&lab, 8, 8);
+    let first_slow = slow.iter().map(|s| s.done).min().unwrap();
+    assert!(
+        good.done < first_slow && good.latency < MIN_FAIL_DELAY,
+        "the good request waited for a slow one: {:?} (slow ones took {:?})\n--- log ---\n{}",
+        good.latency,
+        slow.iter().map(|s| s.latency).collect::<Vec<_>>(),
+        lab.daemon.log()
+    );
+    lab.daemon.finish(&secrets());
+}
+
+/// The same with `-n 2` and 4 slow failures: the good request is queued behind them (FIFO)
+/// and waits ⌈(4−2+1)/2⌉ = 2 fail delays at most — which shows the test above would catch a
+/// pool too small for its load.
+#[test]
+fn with_a_small_pool_requests_wait_for_slow_failures_within_the_bound() {
+    let lab = start(&["-n", "2"]);
+    let (slow, good) = slow_failures_then_a_good_request(&lab, 4, 2);
+    let before = slow.iter().filter(|s| s.done < good.done).count();
+    assert!(
+        good.latency >= MIN_FAIL_DELAY && before >= 2,
+        "with 2 slots and 4 slow failures the good request should wait (took {:?}, {before} slow \
+         ones answered before it)\n--- log ---\n{}",
+        good.latency,
+        lab.daemon.log()
+    );
+    assert!(
+        good.latency <= MAX_FAIL_DELAY * 2 + Duration::from_secs(1),
+        "waited {:?}: more than the bound of 2 fail delays",
+        good.latency
+    );
+    lab.daemon.finish(&secrets());
+}
