@@ -13,6 +13,7 @@ TEST_PACKAGES=(
     sasl2-bin libsasl2-modules postfix swaks                      # real peers
     libpam-modules libpam-modules-bin libpam-runtime               # PAM stacks in tests
     whois openssl procps                                           # lab tools
+    dovecot-imapd                                                  # rimap's IMAP server
     mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
 echo "== installing build and test dependencies"

@@ -31,7 +31,7 @@ pub const DEFAULT_CACHE_SIZE_KB: u64 = 963;
     args_override_self = true
 )]
 struct Cli {
-    /// Authentication mechanism (case-insensitive): pam, shadow
+    /// Authentication mechanism (case-insensitive): pam, rimap, shadow
     #[arg(short = 'a', value_name = "MECH")]
     mech: Option<String>,
     /// Enable the credential cache
@@ -53,10 +53,11 @@ struct Cli {
     #[arg(short = 'm', value_name = "DIR")]
     run_dir: Option<PathBuf>,
     /// Verifications run at once (0 or absent: the mechanism's default: one per CPU core for
-    /// shadow, 16 or one per core if more for pam)
+    /// shadow, 16 or one per core if more for pam, 32 or one per core if more for rimap)
     #[arg(short = 'n', value_name = "N", allow_negative_numbers = true)]
     workers: Option<i64>,
-    /// Option for the mechanism (the last one wins)
+    /// Option for the mechanism (the last one wins); -a rimap: the IMAP server, e.g.
+    /// host, host/port, host:port, [v6]:port, imaps://host[:port]
     #[arg(short = 'O', value_name = "OPTION")]
     mech_option: Option<String>,
     /// Verify `login@realm` when the request has a non-empty realm
@@ -95,6 +96,20 @@ struct Cli {
     /// -a pam: the PAM service for every name --pam-service-map does not rename
     #[arg(long = "pam-service", value_name = "NAME")]
     pam_service: Option<String>,
+    /// -a rimap: STARTTLS before LOGIN; fail if the server refuses it
+    #[arg(long = "rimap-starttls")]
+    rimap_starttls: bool,
+    /// -a rimap: the only trust anchors for the server certificate, PEM (default: the
+    /// system's)
+    #[arg(long = "rimap-ca-file", value_name = "PATH")]
+    rimap_ca_file: Option<PathBuf>,
+    /// -a rimap: the name the server certificate must carry (default: the host of -O)
+    #[arg(long = "rimap-tls-name", value_name = "NAME")]
+    rimap_tls_name: Option<String>,
+    /// -a rimap: one deadline in seconds for connect, TLS, greeting and login (default 10)
+    #[arg(long = "rimap-timeout", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    rimap_timeout: Option<u64>,
 }
 
 /// The credential cache settings (`-c`, `-s`, `-t`).
@@ -192,9 +207,11 @@ where
     }
     let mech = cli
         .mech
+        .clone()
         .ok_or_else(|| UsageError("no authentication mechanism specified (-a)".into()))?;
     let run_dir = cli
         .run_dir
+        .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
     if !run_dir.is_absolute() {
         return Err(UsageError("-m requires an absolute pathname".into()));
@@ -208,12 +225,7 @@ where
         }
         Some(n) => NonZeroUsize::new(n as usize),
     };
-    let mech_settings = mech_settings(
-        &mech,
-        cli.pam_services.as_deref(),
-        cli.pam_service_map.as_deref(),
-        cli.pam_service.as_deref(),
-    )?;
+    let mech_settings = mech_settings(&mech, &cli)?;
     let size_kb = positive(cli.cache_size_kb, DEFAULT_CACHE_SIZE_KB)
         .ok_or_else(|| UsageError("cache size must be positive and non zero".into()))?;
     let cache_timeout = positive(cli.cache_timeout, DEFAULT_CACHE_TIMEOUT_SECS)
@@ -250,23 +262,49 @@ fn positive(value: Option<i64>, default: u64) -> Option<u64> {
 
 /// The mechanism-specific long options, refused with any other mechanism (an allow-list
 /// that silently did nothing would be worse than an error).
-fn mech_settings(
-    mech: &str,
-    pam_services: Option<&str>,
-    pam_service_map: Option<&str>,
-    pam_service: Option<&str>,
-) -> Result<mech::Settings, UsageError> {
-    if !mech.eq_ignore_ascii_case("pam") {
-        if pam_services.is_some() || pam_service_map.is_some() || pam_service.is_some() {
-            return Err(UsageError(
-                "--pam-services, --pam-service-map and --pam-service need -a pam".into(),
-            ));
-        }
-        return Ok(mech::Settings::default());
+fn mech_settings(mech: &str, cli: &Cli) -> Result<mech::Settings, UsageError> {
+    let is_pam = mech.eq_ignore_ascii_case("pam");
+    let is_rimap = mech.eq_ignore_ascii_case("rimap");
+    if !is_pam
+        && (cli.pam_services.is_some()
+            || cli.pam_service_map.is_some()
+            || cli.pam_service.is_some())
+    {
+        return Err(UsageError(
+            "--pam-services, --pam-service-map and --pam-service need -a pam".into(),
+        ));
     }
-    let pam = mech::pam::ServicePolicy::from_options(pam_services, pam_service_map, pam_service)
+    if !is_rimap
+        && (cli.rimap_starttls
+            || cli.rimap_ca_file.is_some()
+            || cli.rimap_tls_name.is_some()
+            || cli.rimap_timeout.is_some())
+    {
+        return Err(UsageError(
+            "--rimap-starttls, --rimap-ca-file, --rimap-tls-name and --rimap-timeout need -a rimap"
+                .into(),
+        ));
+    }
+    let mut settings = mech::Settings::default();
+    if is_pam {
+        settings.pam = mech::pam::ServicePolicy::from_options(
+            cli.pam_services.as_deref(),
+            cli.pam_service_map.as_deref(),
+            cli.pam_service.as_deref(),
+        )
         .map_err(UsageError)?;
-    Ok(mech::Settings { pam })
+    }
+    if is_rimap {
+        settings.rimap = mech::rimap::Options {
+            starttls: cli.rimap_starttls,
+            ca_file: cli.rimap_ca_file.clone(),
+            tls_name: cli.rimap_tls_name.clone(),
+            timeout: cli
+                .rimap_timeout
+                .map_or(mech::rimap::DEFAULT_TIMEOUT, Duration::from_secs),
+        };
+    }
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -397,12 +435,47 @@ mod tests {
     }
 
     #[test]
+    fn rimap_options() {
+        let c = run(&["-a", "rimap", "-O", "imaps://127.0.0.1:10993"]);
+        assert_eq!(c.mech_settings.rimap, mech::rimap::Options::default());
+        assert_eq!(c.mech_settings.rimap.timeout, Duration::from_secs(10));
+        let c = run(&[
+            "-a",
+            "RIMAP",
+            "-O",
+            "mail.example.org",
+            "--rimap-starttls",
+            "--rimap-ca-file",
+            "/etc/ssl/mail-ca.pem",
+            "--rimap-tls-name",
+            "imap.example.org",
+            "--rimap-timeout",
+            "3",
+        ]);
+        assert_eq!(
+            c.mech_settings.rimap,
+            mech::rimap::Options {
+                starttls: true,
+                ca_file: Some(PathBuf::from("/etc/ssl/mail-ca.pem")),
+                tls_name: Some("imap.example.org".into()),
+                timeout: Duration::from_secs(3),
+            }
+        );
+        assert!(usage_error(&["-a", "shadow", "--rimap-starttls"]).contains("need -a rimap"));
+        assert!(usage_error(&["-a", "pam", "--rimap-timeout", "3"]).contains("need -a rimap"));
+        assert!(usage_error(&["-a", "pam", "--rimap-timeout", "10"]).contains("need -a rimap"));
+        assert!(usage_error(&["-a", "shadow", "--rimap-ca-file", "/x"]).contains("need -a rimap"));
+        assert!(usage_error(&["-a", "rimap", "--rimap-timeout", "0"]).contains("0"));
+        assert!(usage_error(&["-a", "rimap", "--pam-service", "smtp"]).contains("need -a pam"));
+    }
+
+    #[test]
     fn help_and_version() {
         let parse_one = |flag: &str| parse(["saslauthd", flag]).unwrap();
         match parse_one("-v") {
             Action::Version(text) => {
                 assert!(text.starts_with("saslauthd "));
-                assert!(text.contains("\nauthentication mechanisms: pam shadow\n\n"));
+                assert!(text.contains("\nauthentication mechanisms: pam rimap shadow\n\n"));
             }
             other => panic!("{other:?}"),
         }

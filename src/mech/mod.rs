@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod pam;
+pub mod rimap;
 pub mod shadow;
 
 use std::fmt;
@@ -49,17 +50,19 @@ pub fn cpu_cores() -> NonZeroUsize {
 pub struct Settings {
     /// `-a pam`: `--pam-services`, `--pam-service-map`, `--pam-service`.
     pub pam: pam::ServicePolicy,
+    /// `-a rimap`: `--rimap-starttls`, `--rimap-ca-file`, `--rimap-tls-name`,
+    /// `--rimap-timeout`.
+    pub rimap: rimap::Options,
 }
 
 /// Mechanisms this build offers, in upstream's table order.
-pub const AVAILABLE: &[&str] = &["pam", "shadow"];
+pub const AVAILABLE: &[&str] = &["pam", "rimap", "shadow"];
 /// Upstream mechanisms we know but do not offer (yet).
 const NOT_AVAILABLE: &[&str] = &[
     "sasldb",
     "dce",
     "getpwent",
     "kerberos5",
-    "rimap",
     "sia",
     "ldap",
     "httpform",
@@ -69,6 +72,12 @@ const NOT_AVAILABLE: &[&str] = &[
 pub enum MechError {
     Unknown(String),
     NotAvailable(String),
+    /// The mechanism's own setup failed (e.g. a malformed `-O`); upstream says
+    /// `failed to initialize mechanism NAME`.
+    Init {
+        name: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for MechError {
@@ -81,6 +90,9 @@ impl fmt::Display for MechError {
                  (available: {})",
                 AVAILABLE.join(" ")
             ),
+            MechError::Init { name, reason } => {
+                write!(f, "failed to initialize mechanism {name}: {reason}")
+            }
         }
     }
 }
@@ -97,6 +109,13 @@ pub fn create(
     let lower = name.to_ascii_lowercase();
     match lower.as_str() {
         "pam" => Ok(Arc::new(pam::Pam::new(option, settings.pam.clone()))),
+        "rimap" => match rimap::Rimap::new(option, &settings.rimap) {
+            Ok(rimap) => Ok(Arc::new(rimap)),
+            Err(reason) => Err(MechError::Init {
+                name: lower,
+                reason,
+            }),
+        },
         "shadow" => Ok(Arc::new(shadow::Shadow::new(option))),
         other if NOT_AVAILABLE.contains(&other) => Err(MechError::NotAvailable(lower)),
         _ => Err(MechError::Unknown(name.to_string())),
@@ -113,6 +132,25 @@ mod tests {
         assert_eq!(create("SHADOW", None, &none).unwrap().name(), "shadow");
         assert_eq!(create("Shadow", None, &none).unwrap().name(), "shadow");
         assert_eq!(create("PAM", None, &none).unwrap().name(), "pam");
+        let rimap = create("RIMAP", Some("127.0.0.1/10143"), &none).unwrap();
+        assert_eq!(rimap.name(), "rimap");
+    }
+
+    #[test]
+    fn rimap_setup_errors_are_init_errors() {
+        match create("rimap", None, &Settings::default()).err() {
+            Some(MechError::Init { name, reason }) => {
+                assert_eq!(name, "rimap");
+                assert!(reason.contains("no hostname"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let error = create("rimap", Some("a:b:c:d"), &Settings::default()).err();
+        assert!(
+            error
+                .map(|e| e.to_string())
+                .is_some_and(|e| e.starts_with("failed to initialize mechanism rimap: "))
+        );
     }
 
     #[test]

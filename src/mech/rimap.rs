@@ -1,0 +1,974 @@
+//! `-a rimap`: a password is good when a remote IMAP server accepts it in a `LOGIN`.
+//!
+//! `-O SERVER` names the server ([`address`] lists the forms). Per request: resolve the host
+//! (cached for [`RESOLVE_CACHE_TTL`]; never only at startup, so the daemon starts while DNS
+//! is down and works once it is back), connect to each address in turn until one answers,
+//! TLS from the first byte for `imaps://`, read the greeting, `STARTTLS` and a TLS handshake
+//! under `--rimap-starttls`, then `LOGIN`, then `LOGOUT` after the verdict. One deadline
+//! (`--rimap-timeout`, default 10 s) covers everything up to the verdict; `LOGOUT` gets at
+//! most [`LOGOUT_BOUND`] more. Certificates are always verified, against `--rimap-ca-file`
+//! or the system's trust store, for `--rimap-tls-name` or the host from `-O`; there is no way
+//! to turn that off. The realm, service and client address are ignored (under `-r` the login
+//! already carries the realm), as upstream.
+//!
+//! Replies are upstream's: `OK remote authentication successful`, `NO remote server rejected
+//! your credentials` (tagged `NO` to `LOGIN`), and the `NO [ALERT] ...` family for every
+//! other outcome (see [`text`]); the reason goes to the log. Differences: untagged responses
+//! before the tagged reply (`* CAPABILITY`, `* OK [ALERT] ...`) are skipped instead of being
+//! "unexpected"; a login or password with CR, LF or NUL is refused before connecting
+//! (upstream sends CR and LF raw, splitting the command in two); 8-bit and control bytes go
+//! in literals ([`quote`]); nothing logged ever holds the password.
+//!
+//! **Threads and runtimes.** `authenticate` is called on a thread of the daemon's blocking
+//! pool (`spawn_blocking`). It runs the IMAP exchange with `Runtime::block_on` on a runtime
+//! that this mechanism owns: multi-threaded with one worker thread, which drives the sockets
+//! and timers of every verification in flight, while each calling thread polls its own
+//! exchange. Its own blocking pool runs the `getaddrinfo` calls, so name lookups never take
+//! the daemon's verification threads. Why not the daemon's runtime through `Handle::block_on`:
+//! the daemon sizes its blocking pool to the verification pool, and lookups queued behind
+//! verifications waiting for those lookups would deadlock until the deadline. Why not a
+//! current-thread runtime: concurrent `block_on` calls would take turns driving one reactor.
+//! The runtime is built on the first request, not in `new` (the daemon edits its environment
+//! after creating the mechanism, before any thread exists), and is shut down without waiting
+//! when the mechanism is dropped (which may happen inside the daemon's runtime, where a
+//! blocking shutdown would panic).
+//!
+//! **async-imap and what is done by hand.** async-imap reads and parses every server
+//! response (greeting, STARTTLS, LOGIN, LOGOUT) and runs `STARTTLS` and `LOGOUT`. The `LOGIN`
+//! command is written by hand on the connection, because async-imap's `login` copies the
+//! password into `String`s and a `Vec` that are never wiped, takes only UTF-8, and cannot
+//! send literals; its unauthenticated client has no public way to send raw command bytes, so
+//! they go on the stream (`Connection::get_mut`) and the replies are read back through
+//! `read_response`. The command lives only in [`Password`] buffers, wiped on drop.
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod quote;
+pub mod transport;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use async_imap::Client;
+use async_imap::imap_proto::{Response, Status};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use self::address::{Host, PortSpec, ServerSpec};
+use self::transport::{Capped, MAX_SERVER_BYTES, Transport};
+use super::{Credentials, Mechanism};
+use crate::log::sanitize;
+use crate::protocol::Reply;
+use crate::secret::Password;
+use crate::{log_debug, log_info, log_warn};
+
+/// The reply texts (after `OK ` / `NO `).
+pub mod text {
+    pub const OK: &str = "remote authentication successful";
+    pub const REJECTED: &str = "remote server rejected your credentials";
+    pub const CANNOT_CONNECT: &str = "[ALERT] Couldn't contact remote authentication server";
+    pub const SYNC_ERROR: &str = "[ALERT] error synchronizing with remote authentication server";
+    pub const UNAVAILABLE: &str =
+        "[ALERT] The remote authentication server is currently unavailable";
+    pub const UNEXPECTED: &str = "[ALERT] Unexpected response from remote authentication server";
+    pub const INTERNAL: &str = "[ALERT] saslauthd internal error";
+    /// Ours: the login or password cannot be sent in an IMAP command.
+    pub const BAD_CHARACTER: &str = "CR, LF or NUL in the login or password";
+}
+
+/// `--rimap-timeout` default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `LOGOUT` may take after the verdict.
+pub const LOGOUT_BOUND: Duration = Duration::from_secs(2);
+/// How long a name lookup is reused. Failures are never cached.
+pub const RESOLVE_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Verifications at once without `-n` (or one per CPU core if more): each one mostly waits
+/// on the network (Dovecot delays a failure by 2 s).
+pub const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(32).unwrap();
+/// The tag of our `LOGIN` command (upstream's).
+const LOGIN_TAG: &str = "saslauthd";
+/// Threads for name lookups in the mechanism's runtime.
+const LOOKUP_THREADS: usize = 8;
+const SERVICES_FILE: &str = "/etc/services";
+
+/// Our `--rimap-*` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `--rimap-starttls`: STARTTLS before LOGIN, or fail.
+    pub starttls: bool,
+    /// `--rimap-ca-file`: the only trust anchors (default: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// `--rimap-tls-name`: the name the certificate must carry (default: the host).
+    pub tls_name: Option<String>,
+    /// `--rimap-timeout`: connect + TLS + greeting + login.
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            starttls: false,
+            ca_file: None,
+            tls_name: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// Clear text (upstream's only mode).
+    Plain,
+    /// STARTTLS after the greeting.
+    StartTls,
+    /// TLS from the first byte (`imaps://`).
+    Implicit,
+}
+
+impl fmt::Display for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Security::Plain => "clear text (no TLS)",
+            Security::StartTls => "STARTTLS",
+            Security::Implicit => "implicit TLS",
+        })
+    }
+}
+
+struct Tls {
+    connector: async_native_tls::TlsConnector,
+    /// The name the certificate is verified for.
+    name: String,
+    /// Where the trust anchors come from, for log lines.
+    anchors: String,
+}
+
+struct Resolved {
+    at: std::time::Instant,
+    addrs: Vec<IpAddr>,
+}
+
+pub struct Rimap {
+    host: Host,
+    port: u16,
+    security: Security,
+    tls: Option<Tls>,
+    timeout: Duration,
+    runtime: OnceLock<Runtime>,
+    cache: Mutex<Option<Resolved>>,
+}
+
+/// How a verification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    Rejected,
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    CannotConnect,
+    SyncError,
+    Unavailable,
+    Unexpected,
+    Internal,
+}
+
+impl Failure {
+    fn text(self) -> &'static str {
+        match self {
+            Failure::CannotConnect => text::CANNOT_CONNECT,
+            Failure::SyncError => text::SYNC_ERROR,
+            Failure::Unavailable => text::UNAVAILABLE,
+            Failure::Unexpected => text::UNEXPECTED,
+            Failure::Internal => text::INTERNAL,
+        }
+    }
+}
+
+/// Which step a response is read for (to pick the reply and say it in the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Greeting,
+    Login,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Greeting => "the greeting",
+            Step::Login => "the reply to LOGIN",
+        })
+    }
+}
+
+type ImapClient = Client<Capped>;
+
+impl Rimap {
+    /// Parses `-O` and our options, loads the CA file and checks the TLS setup; the error
+    /// is the reason startup fails.
+    pub fn new(option: Option<&str>, options: &Options) -> Result<Rimap, String> {
+        let option = option.ok_or("no hostname specified (-O host[/port])")?;
+        let ServerSpec {
+            host,
+            port,
+            implicit_tls,
+        } = address::parse_server(option)?;
+        let port = match port {
+            PortSpec::Number(port) => port,
+            PortSpec::Service(name) => {
+                let services = std::fs::read_to_string(SERVICES_FILE)
+                    .map_err(|e| format!("-O {option:?}: cannot read {SERVICES_FILE}: {e}"))?;
+                address::service_port(&services, &name).ok_or_else(|| {
+                    format!("-O {option:?}: unknown service {name:?} (not in {SERVICES_FILE})")
+                })?
+            }
+        };
+        let security = match (implicit_tls, options.starttls) {
+            (true, true) => {
+                return Err(
+                    "--rimap-starttls cannot be combined with imaps:// (TLS from the start)".into(),
+                );
+            }
+            (true, false) => Security::Implicit,
+            (false, true) => Security::StartTls,
+            (false, false) => Security::Plain,
+        };
+        if options.timeout.is_zero() {
+            return Err("--rimap-timeout must be at least 1 second".into());
+        }
+        let tls = match security {
+            Security::Plain => {
+                if options.ca_file.is_some() || options.tls_name.is_some() {
+                    return Err("--rimap-ca-file and --rimap-tls-name need TLS: use \
+                                imaps://HOST or --rimap-starttls"
+                        .into());
+                }
+                None
+            }
+            Security::StartTls | Security::Implicit => Some(tls_setup(&host, options)?),
+        };
+        match &tls {
+            Some(tls) => log_info!(
+                "rimap: verifying passwords with IMAP LOGIN at {host} port {port} over {security}, \
+                 certificate checked for \"{}\" against {}; timeout {} s",
+                tls.name,
+                tls.anchors,
+                options.timeout.as_secs()
+            ),
+            None => log_warn!(
+                "rimap: verifying passwords with IMAP LOGIN at {host} port {port} in clear text: \
+                 passwords cross the network unencrypted unless the server is local (use \
+                 imaps://HOST or --rimap-starttls); timeout {} s",
+                options.timeout.as_secs()
+            ),
+        }
+        Ok(Rimap {
+            host,
+            port,
+            security,
+            tls,
+            timeout: options.timeout,
+            runtime: OnceLock::new(),
+            cache: Mutex::new(None),
+        })
+    }
+
+    /// The mechanism's runtime, built on first use.
+    fn runtime(&self) -> io::Result<&Runtime> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(LOOKUP_THREADS)
+            .thread_name("saslauthd-rimap")
+            .enable_all()
+            .build()?;
+        if let Err(spare) = self.runtime.set(runtime) {
+            // Another request built one first.
+            spare.shutdown_background();
+        }
+        Ok(self.runtime.get().expect("the runtime was just set"))
+    }
+
+    /// `host[addr]:port` for log lines.
+    fn peer(&self, addr: SocketAddr) -> String {
+        match &self.host {
+            Host::Ip(_) => addr.to_string(),
+            Host::Name(name) => format!("{name}[{}]:{}", addr.ip(), addr.port()),
+        }
+    }
+
+    /// The addresses to try, from the cache or a fresh lookup.
+    async fn resolve(&self, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
+        let name = match &self.host {
+            Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, self.port)]),
+            Host::Name(name) => name,
+        };
+        if let Some(cached) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && cached.at.elapsed() < RESOLVE_CACHE_TTL
+        {
+            let port = self.port;
+            return Ok(cached
+                .addrs
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect());
+        }
+        let found = match timeout_at(
+            deadline,
+            tokio::net::lookup_host((name.as_str(), self.port)),
+        )
+        .await
+        {
+            Err(_) => return Err("no answer from the resolver in time".into()),
+            Ok(Err(error)) => return Err(error.to_string()),
+            Ok(Ok(found)) => found,
+        };
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for addr in found {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        if addrs.is_empty() {
+            return Err("no address".into());
+        }
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(Resolved {
+            at: std::time::Instant::now(),
+            addrs: addrs.iter().map(SocketAddr::ip).collect(),
+        });
+        Ok(addrs)
+    }
+
+    fn forget_addresses(&self) {
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Connects to the first address that answers; each attempt gets an equal share of
+    /// the time left.
+    async fn connect(&self, deadline: Instant) -> Option<(TcpStream, SocketAddr)> {
+        let addrs = match self.resolve(deadline).await {
+            Ok(addrs) => addrs,
+            Err(why) => {
+                log_warn!("rimap: cannot resolve {}: {why}", self.host);
+                return None;
+            }
+        };
+        for (i, &addr) in addrs.iter().enumerate() {
+            let left = addrs.len() - i;
+            let now = Instant::now();
+            if now >= deadline {
+                log_warn!(
+                    "rimap: connect to {}: no time left (timeout {} s)",
+                    self.peer(addr),
+                    self.timeout.as_secs()
+                );
+                break;
+            }
+            let share = (deadline - now) / left as u32;
+            match timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, addr));
+                }
+                Ok(Err(error)) => log_warn!("rimap: connect to {}: {error}", self.peer(addr)),
+                Err(_) => log_warn!(
+                    "rimap: connect to {}: no answer within {} ms",
+                    self.peer(addr),
+                    share.as_millis()
+                ),
+            }
+        }
+        // The server may have moved: look the name up again next time.
+        self.forget_addresses();
+        None
+    }
+
+    /// TLS handshake on `tcp`, within the deadline.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<Transport, Failure> {
+        let tls = self.tls.as_ref().ok_or(Failure::Internal)?;
+        match timeout_at(deadline, tls.connector.connect(tls.name.as_str(), tcp)).await {
+            Ok(Ok(stream)) => Ok(Transport::Tls(Box::new(stream))),
+            Ok(Err(error)) => {
+                log_warn!(
+                    "rimap: TLS handshake with {peer} failed (certificate checked for \"{}\" \
+                     against {}): {}",
+                    tls.name,
+                    tls.anchors,
+                    sanitize(error.to_string().as_bytes())
+                );
+                Err(Failure::CannotConnect)
+            }
+            Err(_) => {
+                log_warn!(
+                    "rimap: TLS handshake with {peer}: not done within the timeout ({} s)",
+                    self.timeout.as_secs()
+                );
+                Err(Failure::CannotConnect)
+            }
+        }
+    }
+
+    /// One verification: connect, greeting, STARTTLS, LOGIN, verdict, LOGOUT.
+    async fn verify(&self, command: &[Password], user: &str) -> Verdict {
+        let deadline = Instant::now() + self.timeout;
+        let Some((tcp, addr)) = self.connect(deadline).await else {
+            return Verdict::Failed(Failure::CannotConnect);
+        };
+        let peer = self.peer(addr);
+        let transport = match self.security {
+            Security::Implicit => match self.handshake(tcp, &peer, deadline).await {
+                Ok(transport) => transport,
+                Err(failure) => return Verdict::Failed(failure),
+            },
+            Security::Plain | Security::StartTls => Transport::Plain(tcp),
+        };
+        let mut client = Client::new(Capped::new(transport, MAX_SERVER_BYTES));
+        if let Err(failure) = self.greeting(&mut client, &peer, deadline).await {
+            return Verdict::Failed(failure);
+        }
+        if self.security == Security::StartTls {
+            client = match self.starttls(client, &peer, deadline).await {
+                Ok(client) => client,
+                Err(failure) => return Verdict::Failed(failure),
+            };
+        }
+        let verdict = self
+            .login(&mut client, command, &peer, user, deadline)
+            .await;
+        if matches!(verdict, Verdict::Accepted | Verdict::Rejected) {
+            // The server is in a known state: say goodbye properly (upstream does not wait
+            // for the answer; we wait briefly so a TLS session ends with close_notify).
+            let _ = timeout(LOGOUT_BOUND, async move {
+                let _ = client.run_command_and_check_ok("LOGOUT", None).await;
+                let _ = client.into_inner().shutdown().await;
+            })
+            .await;
+        }
+        verdict
+    }
+
+    async fn greeting(
+        &self,
+        client: &mut ImapClient,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        match self.next(client, Step::Greeting, peer, deadline).await? {
+            Line::Status {
+                status: Kind::Ok, ..
+            } => Ok(()),
+            Line::Status {
+                status: Kind::No | Kind::Bye,
+                text,
+            } => {
+                log_warn!("rimap: {peer} is unavailable: {text}");
+                Err(Failure::Unavailable)
+            }
+            Line::Status {
+                status: Kind::PreAuth,
+                ..
+            } => {
+                log_warn!(
+                    "rimap: {peer} greets with PREAUTH (already logged in, so it cannot check \
+                     a password); refusing"
+                );
+                Err(Failure::Unexpected)
+            }
+            other => {
+                log_warn!("rimap: unexpected greeting from {peer}: {}", other.text());
+                Err(Failure::Unexpected)
+            }
+        }
+    }
+
+    async fn starttls(
+        &self,
+        mut client: ImapClient,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<ImapClient, Failure> {
+        match timeout_at(deadline, client.run_command_and_check_ok("STARTTLS", None)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                log_warn!(
+                    "rimap: STARTTLS refused or failed at {peer}: {}",
+                    sanitize(error.to_string().as_bytes())
+                );
+                return Err(if client.get_ref().exceeded() {
+                    Failure::SyncError
+                } else {
+                    Failure::Unexpected
+                });
+            }
+            Err(_) => {
+                log_warn!(
+                    "rimap: no reply to STARTTLS from {peer} within the timeout ({} s)",
+                    self.timeout.as_secs()
+                );
+                return Err(Failure::Unexpected);
+            }
+        }
+        // Anything the server sent after its OK, still unencrypted, is dropped with the
+        // client's buffer (no STARTTLS injection). No new greeting follows the handshake.
+        let (transport, received) = client.into_inner().into_parts();
+        let Transport::Plain(tcp) = transport else {
+            return Err(Failure::Internal);
+        };
+        let tls = self.handshake(tcp, peer, deadline).await?;
+        Ok(Client::new(Capped::resume(tls, MAX_SERVER_BYTES, received)))
+    }
+
+    /// Sends the LOGIN command (with its literals) and reads until the tagged reply.
+    async fn login(
+        &self,
+        client: &mut ImapClient,
+        command: &[Password],
+        peer: &str,
+        user: &str,
+        deadline: Instant,
+    ) -> Verdict {
+        for (i, part) in command.iter().enumerate() {
+            let sent = timeout_at(deadline, async {
+                let stream = client.get_mut();
+                stream.write_all(part.as_bytes()).await?;
+                stream.flush().await
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    log_warn!("rimap: cannot send LOGIN to {peer}: {error}");
+                    return Verdict::Failed(Failure::Internal);
+                }
+                Err(_) => {
+                    log_warn!(
+                        "rimap: cannot send LOGIN to {peer} within the timeout ({} s)",
+                        self.timeout.as_secs()
+                    );
+                    return Verdict::Failed(Failure::Unexpected);
+                }
+            }
+            let literal_follows = i + 1 < command.len();
+            loop {
+                match self.next(client, Step::Login, peer, deadline).await {
+                    Err(failure) => return Verdict::Failed(failure),
+                    Ok(Line::Continue { .. }) if literal_follows => break,
+                    Ok(Line::Tagged { tag, status, text }) if tag == LOGIN_TAG => {
+                        return self.verdict(status, &text, peer, user);
+                    }
+                    Ok(line @ (Line::Continue { .. } | Line::Tagged { .. })) => {
+                        log_warn!(
+                            "rimap: unexpected response to LOGIN from {peer}: {}",
+                            line.text()
+                        );
+                        return Verdict::Failed(Failure::Unexpected);
+                    }
+                    Ok(untagged) => log_debug!(
+                        "rimap: skipping an untagged response from {peer}: {}",
+                        untagged.text()
+                    ),
+                }
+            }
+        }
+        // The last part always waits for the tagged reply above.
+        Verdict::Failed(Failure::Internal)
+    }
+
+    fn verdict(&self, status: Kind, text: &str, peer: &str, user: &str) -> Verdict {
+        match status {
+            Kind::Ok => Verdict::Accepted,
+            Kind::No => {
+                log_debug!("rimap: {peer} rejected the login of [user={user}]: {text}");
+                Verdict::Rejected
+            }
+            _ => {
+                log_warn!("rimap: unexpected response to LOGIN from {peer}: {text}");
+                Verdict::Failed(Failure::Unexpected)
+            }
+        }
+    }
+
+    /// The next response for `step`, with the failure (already logged) when there is none.
+    async fn next(
+        &self,
+        client: &mut ImapClient,
+        step: Step,
+        peer: &str,
+        deadline: Instant,
+    ) -> Result<Line, Failure> {
+        let error = match timeout_at(deadline, client.read_response()).await {
+            Ok(Ok(Some(response))) => return Ok(Line::from(response.parsed())),
+            Ok(Ok(None)) => {
+                log_warn!("rimap: {peer} closed the connection before {step}");
+                return Err(Failure::Unexpected);
+            }
+            Err(_) => {
+                log_warn!(
+                    "rimap: no complete {step} from {peer} within the timeout ({} s)",
+                    self.timeout.as_secs()
+                );
+                return Err(Failure::Unexpected);
+            }
+            Ok(Err(error)) => error,
+        };
+        if client.get_ref().exceeded() {
+            log_warn!(
+                "rimap: {peer} sent more than {MAX_SERVER_BYTES} bytes before the end of {step}"
+            );
+            return Err(match step {
+                Step::Greeting => Failure::SyncError,
+                Step::Login => Failure::Internal,
+            });
+        }
+        // async-imap reports a response it cannot parse as an error of kind `Other`.
+        let unparsable = error.kind() == io::ErrorKind::Other;
+        log_warn!(
+            "rimap: {} {step} from {peer}: {}",
+            if unparsable {
+                "cannot parse"
+            } else {
+                "error reading"
+            },
+            sanitize(error.to_string().as_bytes())
+        );
+        Err(match (unparsable, step) {
+            (true, _) => Failure::Unexpected,
+            (false, Step::Greeting) => Failure::SyncError,
+            (false, Step::Login) => Failure::Internal,
+        })
+    }
+}
+
+impl Drop for Rimap {
+    fn drop(&mut self) {
+        // Possibly inside the daemon's runtime, where waiting for threads would panic.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Mechanism for Rimap {
+    fn name(&self) -> &'static str {
+        "rimap"
+    }
+
+    fn default_concurrency(&self) -> NonZeroUsize {
+        DEFAULT_CONCURRENCY.max(super::cpu_cores())
+    }
+
+    fn authenticate(&self, credentials: &Credentials) -> Reply {
+        let user = sanitize(&credentials.login);
+        let command = match quote::login_command(
+            LOGIN_TAG,
+            &credentials.login,
+            credentials.password.as_bytes(),
+        ) {
+            Ok(command) => command,
+            Err(forbidden) => {
+                log_warn!(
+                    "rimap: the login or password of [user={user}] contains byte 0x{:02x} \
+                     (CR, LF or NUL), which no IMAP command can carry; not sent",
+                    forbidden.byte
+                );
+                return Reply::no(text::BAD_CHARACTER);
+            }
+        };
+        let runtime = match self.runtime() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                log_warn!("rimap: cannot start the I/O runtime: {error}");
+                return Reply::no(text::INTERNAL);
+            }
+        };
+        match runtime.block_on(self.verify(&command, &user)) {
+            Verdict::Accepted => Reply::Ok(Some(text::OK.to_string())),
+            Verdict::Rejected => Reply::no(text::REJECTED),
+            Verdict::Failed(failure) => Reply::no(failure.text()),
+        }
+    }
+}
+
+/// The TLS connector: TLS 1.2 or later, the CA file as the only trust anchors when given.
+fn tls_setup(host: &Host, options: &Options) -> Result<Tls, String> {
+    let name = match &options.tls_name {
+        Some(name) => {
+            let valid =
+                !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(format!(
+                    "--rimap-tls-name {name:?}: not a host name or address"
+                ));
+            }
+            name.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        }
+        None => host.tls_name(),
+    };
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    let anchors = match &options.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("--rimap-ca-file {}: {e}", path.display()))?;
+            let certificates = native_tls::Certificate::stack_from_pem(&pem)
+                .map_err(|e| format!("--rimap-ca-file {}: {e}", path.display()))?;
+            if certificates.is_empty() {
+                return Err(format!(
+                    "--rimap-ca-file {}: no PEM certificate in the file",
+                    path.display()
+                ));
+            }
+            builder.disable_built_in_roots(true);
+            for certificate in certificates {
+                builder.add_root_certificate(certificate);
+            }
+            format!("the CA file {}", path.display())
+        }
+        None => "the system's trust store".to_string(),
+    };
+    // Build once now so that a broken setup stops the daemon at startup.
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    Ok(Tls {
+        connector: async_native_tls::TlsConnector::from(builder),
+        name,
+        anchors,
+    })
+}
+
+/// The status of a server response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ok,
+    No,
+    Bad,
+    PreAuth,
+    Bye,
+}
+
+impl Kind {
+    fn of(status: &Status) -> Kind {
+        match status {
+            Status::Ok => Kind::Ok,
+            Status::No => Kind::No,
+            Status::Bad => Kind::Bad,
+            Status::PreAuth => Kind::PreAuth,
+            Status::Bye => Kind::Bye,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Ok => "OK",
+            Kind::No => "NO",
+            Kind::Bad => "BAD",
+            Kind::PreAuth => "PREAUTH",
+            Kind::Bye => "BYE",
+        }
+    }
+}
+
+/// A server response, reduced to what a verification needs; `text` is the whole response
+/// in one line for the log (escaped and cut by `sanitize`).
+#[derive(Debug)]
+enum Line {
+    /// `* OK ...`, `* NO ...`, `* BYE ...`, `* PREAUTH ...` (the greeting, or untagged).
+    Status { status: Kind, text: String },
+    /// `TAG OK|NO|BAD ...`
+    Tagged {
+        tag: String,
+        status: Kind,
+        text: String,
+    },
+    /// `+ ...`: go on with the literal.
+    Continue { text: String },
+    /// Any other untagged response (`* CAPABILITY ...`).
+    Other { text: String },
+}
+
+impl Line {
+    fn text(&self) -> &str {
+        match self {
+            Line::Status { text, .. }
+            | Line::Tagged { text, .. }
+            | Line::Continue { text }
+            | Line::Other { text } => text,
+        }
+    }
+}
+
+impl From<&Response<'_>> for Line {
+    fn from(response: &Response<'_>) -> Line {
+        let outcome = |code: &Option<_>, information: &Option<std::borrow::Cow<'_, str>>| {
+            let mut out = String::new();
+            if let Some(code) = code {
+                out.push_str(&format!(" [{code:?}]"));
+            }
+            if let Some(information) = information {
+                out.push(' ');
+                out.push_str(information);
+            }
+            out
+        };
+        let clean = |line: String| sanitize(line.as_bytes());
+        match response {
+            Response::Data { status, outcome: o } => {
+                let status = Kind::of(status);
+                Line::Status {
+                    status,
+                    text: clean(format!(
+                        "* {}{}",
+                        status.name(),
+                        outcome(&o.code, &o.information)
+                    )),
+                }
+            }
+            Response::Done {
+                tag,
+                status,
+                outcome: o,
+            } => {
+                let status = Kind::of(status);
+                Line::Tagged {
+                    tag: tag.0.clone(),
+                    status,
+                    text: clean(format!(
+                        "{} {}{}",
+                        tag.0,
+                        status.name(),
+                        outcome(&o.code, &o.information)
+                    )),
+                }
+            }
+            Response::Continue(o) => Line::Continue {
+                text: clean(format!("+{}", outcome(&o.code, &o.information))),
+            },
+            other => Line::Other {
+                text: clean(format!("{other:?}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options::default()
+    }
+
+    #[test]
+    fn startup_errors() {
+        let err = |option: Option<&str>, options: &Options| match Rimap::new(option, options) {
+            Ok(_) => panic!("{option:?} {options:?} was accepted"),
+            Err(e) => e,
+        };
+        assert!(err(None, &options()).contains("no hostname"));
+        assert!(err(Some("host:0"), &options()).contains("1-65535"));
+        // "unknown service", or "cannot read /etc/services" where netbase is missing.
+        assert!(err(Some("host/no-such-service-xyz"), &options()).contains("service"));
+        let starttls = Options {
+            starttls: true,
+            ..options()
+        };
+        assert!(err(Some("imaps://host"), &starttls).contains("cannot be combined"));
+        let name = Options {
+            tls_name: Some("x".into()),
+            ..options()
+        };
+        assert!(err(Some("host"), &name).contains("need TLS"));
+        let missing = Options {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..options()
+        };
+        assert!(err(Some("imaps://host"), &missing).contains("/nonexistent/ca.pem"));
+        let bad_name = Options {
+            tls_name: Some("a b".into()),
+            ..options()
+        };
+        assert!(err(Some("imaps://host"), &bad_name).contains("--rimap-tls-name"));
+    }
+
+    #[test]
+    fn a_good_setup_starts_without_threads_or_connections() {
+        let rimap = Rimap::new(Some("imaps://[::1]:10993"), &options()).unwrap();
+        assert_eq!(rimap.security, Security::Implicit);
+        assert_eq!(rimap.port, 10993);
+        assert_eq!(rimap.tls.as_ref().unwrap().name, "::1");
+        assert!(rimap.runtime.get().is_none());
+        let rimap = Rimap::new(Some("localhost/imap2"), &options()).unwrap();
+        assert_eq!((rimap.port, rimap.security), (143, Security::Plain));
+        let starttls = Options {
+            starttls: true,
+            tls_name: Some("mail.example.org".into()),
+            ..options()
+        };
+        let rimap = Rimap::new(Some("127.0.0.1:10143"), &starttls).unwrap();
+        assert_eq!(rimap.security, Security::StartTls);
+        assert_eq!(rimap.tls.as_ref().unwrap().name, "mail.example.org");
+        assert!(rimap.default_concurrency() >= DEFAULT_CONCURRENCY);
+    }
+
+    fn credentials(login: &[u8], password: &[u8]) -> Credentials {
+        Credentials {
+            login: login.to_vec(),
+            password: Password::new(password.to_vec()),
+            service: b"imap".to_vec(),
+            realm: Vec::new(),
+            client_addr: None,
+        }
+    }
+
+    #[test]
+    fn line_breaks_are_refused_before_connecting() {
+        // Port 1 on loopback: nothing listens, but nothing must even be tried.
+        let rimap = Rimap::new(Some("127.0.0.1/1"), &options()).unwrap();
+        let reply = rimap.authenticate(&credentials(b"user", b"pw\r\nA2 LOGOUT"));
+        assert_eq!(reply, Reply::no(text::BAD_CHARACTER));
+        let reply = rimap.authenticate(&credentials(b"us\ner", b"pw"));
+        assert_eq!(reply, Reply::no(text::BAD_CHARACTER));
+        assert!(rimap.runtime.get().is_none(), "no connection was attempted");
+    }
+
+    #[test]
+    fn nothing_listening_is_cannot_connect() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let rimap = Rimap::new(Some(&format!("127.0.0.1/{port}")), &options()).unwrap();
+        let started = std::time::Instant::now();
+        let reply = rimap.authenticate(&credentials(b"user", b"pw"));
+        assert_eq!(reply, Reply::no(text::CANNOT_CONNECT));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Dropping the mechanism inside an async context must not panic.
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async move { drop(rimap) });
+    }
+}
