@@ -16,6 +16,8 @@ TEST_PACKAGES=(
     dovecot-imapd                                                  # rimap's IMAP server
     mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
+# apt-get update + apt-get install -y (apt_install in scripts/lib.sh), with
+# DEBIAN_FRONTEND=noninteractive and a temporary policy-rc.d so no daemon starts.
 echo "== installing build and test dependencies"
 apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_rust
