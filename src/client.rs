@@ -162,9 +162,11 @@ pub fn main() -> ExitCode {
 /// One connection: send the request, read the counted reply. Errors carry upstream's
 /// wording (`connect() : <reason>`, `size read failed`, `bad response from saslauthd`,
 /// ...); a reply shorter than two bytes is a transport error, as libsasl treats it.
+/// `connect` needs no deadline: on a Unix socket it succeeds at once (queued in the
+/// backlog) or fails at once; sending and receiving have one.
 fn exchange(socket: &Path, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
     let mut stream =
-        connect_with_timeout(socket, timeout).map_err(|e| format!("connect() : {}", strip(&e)))?;
+        UnixStream::connect(socket).map_err(|e| format!("connect() : {}", strip(&e)))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
@@ -195,12 +197,6 @@ fn failure(what: &str, error: &io::Error) -> String {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("{what}: timed out"),
         _ => format!("{what}: {}", strip(error)),
     }
-}
-
-fn connect_with_timeout(socket: &Path, _timeout: Duration) -> io::Result<UnixStream> {
-    // connect(2) on a Unix socket never waits for the server to accept: it either
-    // succeeds at once (queued in the backlog) or fails at once.
-    UnixStream::connect(socket)
 }
 
 /// `io::Error`'s text without the "(os error N)" suffix, like perror.

@@ -124,11 +124,6 @@ pub fn stop_stderr() {
     }
 }
 
-/// Whether debug lines are logged.
-pub fn verbose() -> bool {
-    LOGGER.get().is_some_and(|l| l.config.verbose)
-}
-
 fn connect(path: &std::path::Path) -> Option<UnixDatagram> {
     let socket = UnixDatagram::unbound().ok()?;
     socket.connect(path).ok()?;

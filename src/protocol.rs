@@ -14,9 +14,7 @@ use std::fmt;
 
 use crate::secret::Password;
 
-/// Upstream's per-field cap (`MAX_REQ_LEN`); ours defaults to [`DEFAULT_MAX_FIELD_LEN`].
-pub const UPSTREAM_MAX_FIELD_LEN: usize = 256;
-/// Default per-field limit: pam_unix accepts passwords of up to 1024 bytes.
+/// Default per-field limit (upstream's `MAX_REQ_LEN` is 256).
 pub const DEFAULT_MAX_FIELD_LEN: usize = 1024;
 /// The largest length a counted string can announce.
 pub const MAX_COUNTED_LEN: usize = u16::MAX as usize;
@@ -255,24 +253,12 @@ impl Reply {
         Reply::No(reason.into())
     }
 
-    pub fn is_ok(&self) -> bool {
-        matches!(self, Reply::Ok(_))
-    }
-
     /// The text carried on the wire.
     pub fn text(&self) -> String {
         match self {
             Reply::Ok(None) => "OK".to_string(),
             Reply::Ok(Some(text)) => format!("OK {text}"),
             Reply::No(reason) => format!("NO {reason}"),
-        }
-    }
-
-    /// The reason after `NO `, as upstream logs it.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Reply::No(reason) => Some(reason),
-            Reply::Ok(_) => None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -122,10 +123,9 @@ async fn serve_connection(
 }
 
 /// Past the connection cap: answer at once, within a short deadline, and close.
-async fn refuse_busy(stream: UnixStream) {
-    let mut connection = Connection::new(stream, 0);
-    let reply = Reply::no(text::BUSY);
-    let _ = tokio::time::timeout(Duration::from_secs(1), connection.write_reply(&reply)).await;
+async fn refuse_busy(mut stream: UnixStream) {
+    let reply = Reply::no(text::BUSY).encode();
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&reply)).await;
 }
 
 /// Logs a repeated condition at most once per second.
