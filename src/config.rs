@@ -87,6 +87,10 @@ struct Cli {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Requests waiting for a verification slot at once; more are answered `NO server busy`
+    #[arg(long = "max-queue", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_queue: u64,
     /// -a pam: the only service names clients may send, comma-separated (default: any)
     #[arg(long = "pam-services", value_name = "LIST")]
     pam_services: Option<String>,
@@ -141,6 +145,8 @@ pub struct Config {
     pub timeout: Duration,
     pub max_field_len: usize,
     pub max_connections: usize,
+    /// Requests allowed to wait for a verification slot (`--max-queue`).
+    pub max_queue: usize,
 }
 
 impl Config {
@@ -249,6 +255,7 @@ where
         timeout: Duration::from_secs(cli.timeout),
         max_field_len: cli.max_field_len as usize,
         max_connections: cli.max_connections as usize,
+        max_queue: cli.max_queue as usize,
     })))
 }
 
@@ -341,6 +348,8 @@ mod tests {
         let c = run(&["-a", "shadow"]);
         assert_eq!(c.run_dir, PathBuf::from(DEFAULT_RUN_DIR));
         assert_eq!(c.max_field_len, 1024);
+        assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_queue, 1024);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.cache.timeout, Duration::from_secs(28_800));
         assert_eq!(c.workers, None);
@@ -375,7 +384,10 @@ mod tests {
             "256",
             "--max-connections",
             "10",
+            "--max-queue",
+            "7",
         ]);
+        assert_eq!(c.max_queue, 7);
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert_eq!(c.max_field_len, 256);
         assert_eq!(c.max_connections, 10);

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::config::{self, Action, Config};
 use crate::log::{self, LogConfig};
 use crate::mech;
-use crate::server::handler::Handler;
+use crate::server::handler::{Handler, HandlerOptions};
 use crate::server::listener::{Server, serve};
 use crate::{log_err, log_info, log_warn, systemd};
 
@@ -210,7 +210,14 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             config.mech
         ));
         let server = Arc::new(Server {
-            handler: Handler::new(mechanism, config.realm_concat, workers.get()),
+            handler: Handler::new(
+                mechanism,
+                HandlerOptions {
+                    realm_concat: config.realm_concat,
+                    workers: workers.get(),
+                    max_queue: config.max_queue,
+                },
+            ),
             timeout: config.timeout,
             max_field_len: config.max_field_len,
             max_connections: config.max_connections,

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod hash;
 pub mod log;
 pub mod mech;

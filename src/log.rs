@@ -14,7 +14,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Syslog severities we use.
@@ -181,6 +181,24 @@ pub fn sanitize(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Logs a repeated condition (overload, say) at most once per second, at LOG_ERR.
+#[derive(Default)]
+pub struct RateLimitedLog {
+    last_second: AtomicU64,
+}
+
+impl RateLimitedLog {
+    pub fn log(&self, message: impl FnOnce() -> String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.last_second.swap(now, Ordering::Relaxed) != now {
+            write(Level::Err, format_args!("{}", message()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -17,6 +16,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::connection::{Connection, ReadError};
 use super::handler::Handler;
+use super::peer::PeerCredentials;
+use crate::log::RateLimitedLog;
 use crate::protocol::{Reply, text};
 use crate::{log_debug, log_err};
 
@@ -85,6 +86,7 @@ async fn serve_connection(
     _slot: OwnedSemaphorePermit,
     stop: watch::Receiver<bool>,
 ) {
+    let peer = PeerCredentials::of(&stream);
     let mut connection = Connection::new(stream, server.max_field_len);
     let incoming = match tokio::time::timeout(server.timeout, connection.read_request()).await {
         Ok(Ok(incoming)) => incoming,
@@ -104,7 +106,7 @@ async fn serve_connection(
             return;
         }
     };
-    let reply = server.handler.handle(incoming).await;
+    let reply = server.handler.handle(incoming, peer).await;
     match tokio::time::timeout(server.timeout, connection.write_reply(&reply)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
@@ -126,22 +128,4 @@ async fn serve_connection(
 async fn refuse_busy(mut stream: UnixStream) {
     let reply = Reply::no(text::BUSY).encode();
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&reply)).await;
-}
-
-/// Logs a repeated condition at most once per second.
-#[derive(Default)]
-struct RateLimitedLog {
-    last_second: AtomicU64,
-}
-
-impl RateLimitedLog {
-    fn log(&self, message: impl FnOnce() -> String) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if self.last_second.swap(now, Ordering::Relaxed) != now {
-            log_err!("{}", message());
-        }
-    }
 }
