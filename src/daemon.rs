@@ -27,12 +27,13 @@ use nix::sys::stat::{Mode, umask};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::cache::CredentialCache;
 use crate::config::{self, Action, Config};
 use crate::log::{self, LogConfig};
 use crate::mech;
-use crate::server::handler::{Handler, HandlerOptions};
+use crate::server::handler::{Handler, HandlerOptions, state_slots};
 use crate::server::listener::{Server, serve};
-use crate::{log_err, log_info, log_warn, systemd};
+use crate::{log_debug, log_err, log_info, systemd};
 
 /// Set in the environment of the detached copy; its value is unused.
 pub const DETACHED_ENV: &str = "SASLAUTHD_RS_DETACHED";
@@ -174,19 +175,30 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     )
     .map_err(|e| StartupError::new(e.to_string()))?;
     // The verification pool: `-n N`, else the mechanism's default (pam waits more than it
-    // computes, so it asks for more than shadow's one per core).
+    // computes, so it asks for more than shadow's one per core), capped by memory.
     let workers = config
         .workers
-        .unwrap_or_else(|| mechanism.default_concurrency());
+        .unwrap_or_else(|| mech::default_pool_size(mechanism.as_ref()));
+    log_debug!("verification pool: {workers} at once");
     // Before any thread exists: this edits the environment.
     let inherited = systemd::inherited_listener()
         .map_err(|e| StartupError::new(format!("unusable socket from the service manager: {e}")))?;
-    if config.cache.enabled {
-        log_warn!("the credential cache (-c) is not implemented yet; running without it");
-    }
+    let cache = if config.cache.enabled {
+        let cache = CredentialCache::new(&config.cache)
+            .map_err(|e| StartupError::new(format!("credential cache: no random key: {e}")))?;
+        log_debug!(
+            "credential cache: {} entries ({} KB), entries live {} seconds",
+            cache.capacity(),
+            config.cache.size_kb,
+            cache.ttl().as_secs()
+        );
+        Some(cache)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(workers.get() + 4)
+        .max_blocking_threads(workers.get() + state_slots() + 4)
         .thread_name("saslauthd")
         .build()
         .map_err(|e| StartupError::new(format!("cannot start the runtime: {e}")))?;
@@ -216,6 +228,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
                     realm_concat: config.realm_concat,
                     workers: workers.get(),
                     max_queue: config.max_queue,
+                    cache,
                 },
             ),
             timeout: config.timeout,
@@ -223,8 +236,14 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             max_connections: config.max_connections,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let serving = tokio::spawn(serve(listener, server, stop_rx));
-        let name = signals.wait().await;
+        let serving = tokio::spawn(serve(listener, Arc::clone(&server), stop_rx));
+        let name = signals
+            .wait(|| {
+                for line in server.handler.statistics() {
+                    log_info!("{line}");
+                }
+            })
+            .await;
         log_info!("{name} received: shutting down");
         systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
@@ -252,11 +271,13 @@ fn report_ready() -> Result<(), StartupError> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT stop the daemon; SIGHUP is logged (nothing is reloadable yet).
+/// SIGTERM and SIGINT stop the daemon; SIGUSR1 logs statistics; SIGHUP is logged
+/// (nothing is reloadable yet).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -268,15 +289,18 @@ impl Signals {
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,
             hup: install(SignalKind::hangup())?,
+            usr1: install(SignalKind::user_defined1())?,
         })
     }
 
-    async fn wait(mut self) -> &'static str {
+    /// Waits for a stop signal and returns its name; runs `statistics` on each SIGUSR1.
+    async fn wait(mut self, statistics: impl Fn()) -> &'static str {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return "SIGTERM",
                 _ = self.int.recv() => return "SIGINT",
                 _ = self.hup.recv() => log_info!("SIGHUP received: nothing to reload"),
+                _ = self.usr1.recv() => statistics(),
             }
         }
     }

@@ -7,6 +7,7 @@
 //! `unsafe` code lives only in [`sys`], the FFI wrappers; every other module forbids it.
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod digest;
 pub mod hash;
 pub mod log;
 pub mod mech;
+pub mod privileges;
 pub mod protocol;
 pub mod secret;
 pub mod server;

@@ -253,6 +253,10 @@ impl Reply {
         Reply::No(reason.into())
     }
 
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Reply::Ok(_))
+    }
+
     /// The text carried on the wire.
     pub fn text(&self) -> String {
         match self {

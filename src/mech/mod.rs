@@ -27,22 +27,103 @@ pub struct Credentials {
     pub client_addr: Option<Vec<u8>>,
 }
 
+/// What an account looked like when its password was verified, for the credential cache to
+/// compare on a later hit: the cache keeps only a keyed digest of it. Empty for mechanisms
+/// whose cached successes live by the TTL alone (rimap). Wiped on drop (shadow's holds the
+/// stored hash).
+#[derive(Debug, Default)]
+pub struct AccountState(Password);
+
+impl AccountState {
+    pub fn new(bytes: Vec<u8>) -> AccountState {
+        AccountState(Password::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 pub trait Mechanism: Send + Sync {
     /// The name given to `-a` and shown in log lines (`[mech=...]`).
     fn name(&self) -> &'static str;
     /// Verifies one set of credentials. May block.
     fn authenticate(&self, credentials: &Credentials) -> Reply;
+    /// [`Mechanism::authenticate`] for the credential cache: the reply, and the account's
+    /// state read in the same lookup that verified the password (so a change made between
+    /// the two can't be missed). The default has no state: cached successes then live by
+    /// the TTL alone.
+    fn authenticate_with_state(&self, credentials: &Credentials) -> (Reply, AccountState) {
+        (self.authenticate(credentials), AccountState::default())
+    }
+    /// On a cache hit (the password matches a cached success): the account's state now,
+    /// cheaply, without verifying the password again; `None` when the account can no
+    /// longer be vouched for (then the request is verified in full, which gives the exact
+    /// reply). The cache answers `OK` only if the state equals the one cached. May block.
+    fn current_state(&self, _credentials: &Credentials) -> Option<AccountState> {
+        Some(AccountState::default())
+    }
     /// Verifications run at once when `-n` is absent or 0. The default, one per CPU core,
     /// suits CPU-bound work (crypt); mechanisms that mostly wait (PAM's fail delays, the
     /// network) ask for more.
     fn default_concurrency(&self) -> NonZeroUsize {
         cpu_cores()
     }
+    /// Whether verifying needs root (the shadow database, pam_unix for other users);
+    /// `--user` refuses to drop privileges for such a mechanism.
+    fn needs_root(&self) -> bool {
+        true
+    }
 }
 
 /// The number of CPU cores this process may use (1 when unknown).
 pub fn cpu_cores() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Memory one verification may need: yescrypt at Debian's default cost uses 16 MiB.
+pub const VERIFICATION_MEMORY: u64 = 16 << 20;
+
+/// The verification pool without `-n`: the mechanism's default, but no more slots than
+/// half the memory available to us (the lower of the system's available memory and our
+/// cgroup's remaining allowance) can feed at [`VERIFICATION_MEMORY`] each.
+pub fn default_pool_size(mechanism: &dyn Mechanism) -> NonZeroUsize {
+    let wanted = mechanism.default_concurrency();
+    match available_memory() {
+        Some(bytes) => wanted.min(pool_for_memory(bytes)),
+        None => wanted,
+    }
+}
+
+fn pool_for_memory(available: u64) -> NonZeroUsize {
+    let slots = (available / 2) / VERIFICATION_MEMORY;
+    NonZeroUsize::new(usize::try_from(slots).unwrap_or(usize::MAX)).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Bytes of memory this process can still use, if known.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let system = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemAvailable:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib * 1024)?;
+    let read = |name: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{name}"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+    };
+    let cgroup = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(current)) => Some(max.saturating_sub(current)),
+        _ => None,
+    };
+    Some(cgroup.map_or(system, |allowed| allowed.min(system)))
 }
 
 /// Settings of our own long options that belong to one mechanism.
@@ -161,6 +242,15 @@ mod tests {
         assert_eq!(shadow.default_concurrency(), cpu_cores());
         assert!(pam.default_concurrency() >= pam::DEFAULT_CONCURRENCY);
         assert!(pam.default_concurrency() >= shadow.default_concurrency());
+    }
+
+    #[test]
+    fn the_pool_fits_in_half_the_available_memory() {
+        assert_eq!(pool_for_memory(0).get(), 1);
+        assert_eq!(pool_for_memory(64 << 20).get(), 2);
+        assert_eq!(pool_for_memory(24 << 30).get(), 768);
+        let shadow = create("shadow", None, &Settings::default()).unwrap();
+        assert!(default_pool_size(shadow.as_ref()) <= cpu_cores());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use std::ffi::CString;
 use std::num::NonZeroUsize;
 
-use super::{Credentials, Mechanism};
+use super::{AccountState, Credentials, Mechanism};
 use crate::log::sanitize;
 use crate::protocol::Reply;
 use crate::sys::pam::{Flags, Transaction};
@@ -71,6 +71,27 @@ impl Mechanism for Pam {
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {
+        let service = match self.service(credentials) {
+            Ok(service) => service,
+            Err(reply) => return reply,
+        };
+        verify(&service, credentials)
+    }
+
+    /// A cache hit still runs the account phase (`pam_acct_mgmt`), so an account that has
+    /// expired or been locked since is refused (by a full verification, which gives PAM's
+    /// exact reply). Cached successes otherwise live by the TTL.
+    fn current_state(&self, credentials: &Credentials) -> Option<AccountState> {
+        let service = self.service(credentials).ok()?;
+        let mut pam = open(&service, credentials).ok()?;
+        account(&mut pam, &credentials.login).ok()?;
+        Some(AccountState::default())
+    }
+}
+
+impl Pam {
+    /// The PAM service for the request's service name, under the service policy.
+    fn service<'a>(&self, credentials: &'a Credentials) -> Result<Cow<'a, [u8]>, Reply> {
         let Some(service) = self.policy.resolve(&credentials.service) else {
             log_warn!(
                 "pam: service \"{}\" refused by the service policy ({}) [user={}]",
@@ -78,7 +99,7 @@ impl Mechanism for Pam {
                 self.policy.describe(),
                 sanitize(&credentials.login)
             );
-            return Reply::no(SERVICE_NOT_ALLOWED);
+            return Err(Reply::no(SERVICE_NOT_ALLOWED));
         };
         if service.as_ref() != credentials.service.as_slice() {
             log_debug!(
@@ -87,23 +108,45 @@ impl Mechanism for Pam {
                 sanitize(&service)
             );
         }
-        verify(&service, credentials)
+        Ok(service)
     }
 }
 
 /// One PAM transaction for `credentials` against `service`.
 fn verify(service: &[u8], credentials: &Credentials) -> Reply {
     let login = credentials.login.as_slice();
+    let mut pam = match open(service, credentials) {
+        Ok(pam) => pam,
+        Err(reply) => return reply,
+    };
+    if let Err(error) = pam.authenticate(Flags::SILENT) {
+        log_debug!("auth_pam: pam_authenticate failed: {error}");
+        return Reply::no(AUTH_ERROR);
+    }
+    if !same_user(&pam, login, "pam_authenticate") {
+        return Reply::no(AUTH_ERROR);
+    }
+    match account(&mut pam, login) {
+        Ok(()) => Reply::ok(),
+        Err(reply) => reply,
+    }
+}
+
+/// `pam_start` for the login, with `PAM_RHOST` from the client address when there is one.
+fn open(service: &[u8], credentials: &Credentials) -> Result<Transaction, Reply> {
     // NUL bytes were refused with the request; stay closed anyway.
-    let (Ok(c_service), Ok(c_login)) = (CString::new(service), CString::new(login)) else {
+    let (Ok(c_service), Ok(c_login)) = (
+        CString::new(service),
+        CString::new(credentials.login.as_slice()),
+    ) else {
         log_debug!("auth_pam: pam_start failed: NUL byte in the service or login");
-        return Reply::no(START_ERROR);
+        return Err(Reply::no(START_ERROR));
     };
     let mut pam = match Transaction::start(&c_service, &c_login, &credentials.password) {
         Ok(pam) => pam,
         Err(error) => {
             log_debug!("auth_pam: pam_start failed: {error}");
-            return Reply::no(START_ERROR);
+            return Err(Reply::no(START_ERROR));
         }
     };
     if let Some(rhost) = credentials.client_addr.as_deref().and_then(remote_host) {
@@ -112,24 +155,22 @@ fn verify(service: &[u8], credentials: &Credentials) -> Reply {
             .and_then(|rhost| pam.set_rhost(&rhost).map_err(|e| e.to_string()));
         if let Err(error) = set {
             log_debug!("auth_pam: pam_set_item(PAM_RHOST) failed: {error}");
-            return Reply::no(START_ERROR);
+            return Err(Reply::no(START_ERROR));
         }
     }
-    if let Err(error) = pam.authenticate(Flags::SILENT) {
-        log_debug!("auth_pam: pam_authenticate failed: {error}");
-        return Reply::no(AUTH_ERROR);
-    }
-    if !same_user(&pam, login, "pam_authenticate") {
-        return Reply::no(AUTH_ERROR);
-    }
+    Ok(pam)
+}
+
+/// The account phase: `pam_acct_mgmt`, and `PAM_USER` still the login.
+fn account(pam: &mut Transaction, login: &[u8]) -> Result<(), Reply> {
     if let Err(error) = pam.acct_mgmt(Flags::SILENT) {
         log_debug!("auth_pam: pam_acct_mgmt failed: {error}");
-        return Reply::no(ACCT_ERROR);
+        return Err(Reply::no(ACCT_ERROR));
     }
-    if !same_user(&pam, login, "pam_acct_mgmt") {
-        return Reply::no(ACCT_ERROR);
+    if !same_user(pam, login, "pam_acct_mgmt") {
+        return Err(Reply::no(ACCT_ERROR));
     }
-    Reply::ok()
+    Ok(())
 }
 
 /// Whether `PAM_USER` is still `login` after `step`; logs when it is not. A module that

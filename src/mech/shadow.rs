@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::unistd::User;
 
-use super::{Credentials, Mechanism};
+use super::{AccountState, Credentials, Mechanism};
 use crate::protocol::Reply;
 use crate::sys::shadow::{ShadowEntry, getspnam};
 use crate::{hash, log_debug, log_warn};
@@ -46,23 +46,66 @@ impl Mechanism for Shadow {
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {
-        let Ok(login) = std::str::from_utf8(&credentials.login) else {
-            return Reply::no(INVALID_USERNAME);
-        };
-        match User::from_name(login) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Reply::no(INVALID_USERNAME),
-            Err(errno) => return Reply::no(format!("Username lookup failure: {}", errno.desc())),
+        match lookup(&credentials.login) {
+            Ok(entry) => check(&entry, credentials, today()),
+            Err(reply) => reply,
         }
-        let entry = match getspnam(login) {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Reply::no(INVALID_SHADOW_USERNAME),
-            Err(errno) => {
-                return Reply::no(format!("Username shadow lookup failure: {}", errno.desc()));
-            }
-        };
-        check(&entry, credentials, today())
     }
+
+    fn authenticate_with_state(&self, credentials: &Credentials) -> (Reply, AccountState) {
+        match lookup(&credentials.login) {
+            Ok(entry) => {
+                let today = today();
+                (check(&entry, credentials, today), state(&entry, today))
+            }
+            Err(reply) => (reply, AccountState::default()),
+        }
+    }
+
+    /// Two NSS lookups, no hashing: the entry's hash (so a password change or a lock),
+    /// ageing fields and today's expiry verdict must all be as they were.
+    fn current_state(&self, credentials: &Credentials) -> Option<AccountState> {
+        let entry = lookup(&credentials.login).ok()?;
+        Some(state(&entry, today()))
+    }
+}
+
+/// The passwd and shadow lookups; `Err` is the reply for a user that can't be verified.
+fn lookup(login: &[u8]) -> Result<ShadowEntry, Reply> {
+    let Ok(login) = std::str::from_utf8(login) else {
+        return Err(Reply::no(INVALID_USERNAME));
+    };
+    match User::from_name(login) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(Reply::no(INVALID_USERNAME)),
+        Err(errno) => {
+            return Err(Reply::no(format!(
+                "Username lookup failure: {}",
+                errno.desc()
+            )));
+        }
+    }
+    match getspnam(login) {
+        Ok(Some(entry)) => Ok(entry),
+        Ok(None) => Err(Reply::no(INVALID_SHADOW_USERNAME)),
+        Err(errno) => Err(Reply::no(format!(
+            "Username shadow lookup failure: {}",
+            errno.desc()
+        ))),
+    }
+}
+
+/// What the credential cache compares on a hit: everything `check` depends on besides the
+/// password. Any change (new hash, `!` lock, new ageing fields, an expiry that has come
+/// due) makes the cached success stale.
+fn state(entry: &ShadowEntry, today: i64) -> AccountState {
+    let mut bytes = entry.hash.as_bytes().to_vec();
+    bytes.push(0);
+    for field in [entry.last_change, entry.max_age, entry.expire] {
+        bytes.extend_from_slice(&field.to_be_bytes());
+    }
+    bytes.extend_from_slice(expiry(entry, today).unwrap_or("").as_bytes());
+    AccountState::new(bytes)
 }
 
 /// Days since 1970-01-01 (UTC), the unit of the shadow file.
@@ -184,6 +227,28 @@ mod tests {
         // Expiry is only revealed to someone who knows the password.
         e.expire = 1;
         assert_eq!(verdict(&e, "wrong"), "NO Incorrect password");
+    }
+
+    #[test]
+    fn state_changes_with_the_hash_a_lock_the_fields_and_expiry() {
+        let base = entry(HASH);
+        let of = |e: &ShadowEntry, today: i64| state(e, today).as_bytes().to_vec();
+        assert_eq!(of(&base, TODAY), of(&entry(HASH), TODAY));
+        assert_eq!(
+            of(&base, TODAY),
+            of(&base, TODAY + 1),
+            "no expiry: days don't matter"
+        );
+        assert_ne!(of(&base, TODAY), of(&entry(&format!("!{HASH}")), TODAY));
+        assert_ne!(of(&base, TODAY), of(&entry("$6$other$hash"), TODAY));
+        let mut expiring = entry(HASH);
+        expiring.expire = TODAY + 1;
+        assert_ne!(of(&base, TODAY), of(&expiring, TODAY));
+        assert_ne!(
+            of(&expiring, TODAY),
+            of(&expiring, TODAY + 1),
+            "expiry came due"
+        );
     }
 
     #[test]

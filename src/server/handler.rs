@@ -1,5 +1,6 @@
-//! Turns what a client sent into a reply: validation, `-r`, the mechanism on the bounded
-//! verification pool, and upstream's log lines.
+//! Turns what a client sent into a reply: validation, `-r`, the credential cache, the
+//! mechanism on the bounded verification pool (FIFO, with a cap on waiting requests), and
+//! upstream's log lines. (CACHE-WIRED)
 //!
 //! Fail closed: the only way to `OK` is the mechanism's own `Reply::Ok`; a refused request,
 //! a panicking or vanished verification all answer `NO`.
@@ -7,13 +8,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
 use super::connection::Incoming;
 use super::peer::PeerCredentials;
+use crate::cache::{CredentialCache, Lookup};
 use crate::log::{RateLimitedLog, sanitize};
-use crate::mech::{Credentials, Mechanism};
+use crate::mech::{AccountState, Credentials, Mechanism, cpu_cores};
 use crate::protocol::{Rejection, Reply, Request, text};
 use crate::{log_debug, log_err, log_info};
 
@@ -27,6 +30,10 @@ pub struct Handler {
     waiting: AtomicUsize,
     max_queue: usize,
     busy_log: RateLimitedLog,
+    /// `-c`. Cache hits check the account's state on their own slots (`state_pool`), so
+    /// they never wait behind crypt work.
+    cache: Option<CredentialCache>,
+    state_pool: Arc<Semaphore>,
 }
 
 /// How a [`Handler`] works, from the configuration.
@@ -37,6 +44,14 @@ pub struct HandlerOptions {
     pub workers: usize,
     /// `--max-queue`.
     pub max_queue: usize,
+    /// `-c`: the credential cache.
+    pub cache: Option<CredentialCache>,
+}
+
+/// Cache hits checking account state at once: they take microseconds (shadow: two NSS
+/// lookups), so a few per core keep the blocking pool small.
+pub fn state_slots() -> usize {
+    2 * cpu_cores().get()
 }
 
 /// The non-secret parts of a request, made safe for log lines.
@@ -49,19 +64,24 @@ struct Subject {
 }
 
 impl Subject {
+    /// Upstream's fields, in upstream's order.
     fn fields(&self) -> String {
         let remote = match &self.remote {
             Some(remote) => format!(" [remote={remote}]"),
             None => String::new(),
         };
-        let peer = match &self.peer {
-            Some(peer) => format!(" {peer}"),
-            None => String::new(),
-        };
         format!(
-            "[user={}] [service={}] [realm={}]{remote}{peer}",
+            "[user={}] [service={}] [realm={}]{remote}",
             self.user, self.service, self.realm
         )
+    }
+
+    /// Ours, after upstream's so that parsers of upstream's lines keep working.
+    fn peer(&self) -> String {
+        match &self.peer {
+            Some(peer) => format!(" {peer}"),
+            None => String::new(),
+        }
     }
 }
 
@@ -74,6 +94,8 @@ impl Handler {
             waiting: AtomicUsize::new(0),
             max_queue: options.max_queue,
             busy_log: RateLimitedLog::default(),
+            cache: options.cache,
+            state_pool: Arc::new(Semaphore::new(state_slots())),
         }
     }
 
@@ -93,7 +115,7 @@ impl Handler {
             self.log_rejection(&rejection, Some(&request.login));
             return rejection.reply();
         }
-        let credentials = self.credentials(request);
+        let credentials = Arc::new(self.credentials(request));
         let subject = Subject {
             user: sanitize(&credentials.login),
             service: sanitize(&credentials.service),
@@ -101,17 +123,51 @@ impl Handler {
             remote: credentials.client_addr.as_deref().map(sanitize),
             peer,
         };
-        let reply = self.run_mechanism(credentials).await;
+        let (reply, from_cache) = self.decide(credentials).await;
         let mech = self.mechanism.name();
+        let cached = if from_cache { " [cache=hit]" } else { "" };
         match &reply {
-            Reply::Ok(_) => log_debug!("auth success: {} [mech={mech}]", subject.fields()),
-            Reply::No(reason) => log_info!(
-                "auth failure: {} [mech={mech}] [reason={}]",
+            Reply::Ok(_) => log_debug!(
+                "auth success: {} [mech={mech}]{cached}{}",
                 subject.fields(),
-                sanitize(reason.as_bytes())
+                subject.peer()
+            ),
+            Reply::No(reason) => log_info!(
+                "auth failure: {} [mech={mech}] [reason={}]{}",
+                subject.fields(),
+                sanitize(reason.as_bytes()),
+                subject.peer()
             ),
         }
         reply
+    }
+
+    /// The verdict, from the credential cache when it holds a success for these
+    /// credentials and the account is unchanged (true), else from the mechanism.
+    async fn decide(&self, credentials: Arc<Credentials>) -> (Reply, bool) {
+        let Some(cache) = &self.cache else {
+            return (self.verify_fully(credentials, false).await.0, false);
+        };
+        if let Lookup::Candidate(check) = cache.lookup(&credentials, Instant::now()) {
+            // A cache hit waits for a state slot, never behind crypt work.
+            let mechanism = Arc::clone(&self.mechanism);
+            let job_credentials = Arc::clone(&credentials);
+            let current = self
+                .run_blocking(&self.state_pool, move || {
+                    mechanism.current_state(&job_credentials)
+                })
+                .await
+                .ok()
+                .flatten();
+            if cache.confirm(&check, current.as_ref()) {
+                return (Reply::ok(), true);
+            }
+        }
+        let (reply, state) = self.verify_fully(Arc::clone(&credentials), true).await;
+        if reply.is_ok() {
+            cache.insert(&credentials, &state, Instant::now());
+        }
+        (reply, false)
     }
 
     /// The credentials a mechanism sees: under `-r`, `login@realm` for a non-empty realm
@@ -137,10 +193,15 @@ impl Handler {
         }
     }
 
-    /// Runs the mechanism on the blocking pool once a verification slot is free; past
-    /// `--max-queue` waiting requests, answers `NO server busy` at once instead.
-    async fn run_mechanism(&self, credentials: Credentials) -> Reply {
-        let Some(place) = QueuePlace::take(&self.waiting, self.max_queue) else {
+    /// Runs the mechanism once a verification slot is free (with the account state when
+    /// `with_state`, for the cache); past `--max-queue` waiting requests, answers
+    /// `NO server busy` at once instead.
+    async fn verify_fully(
+        &self,
+        credentials: Arc<Credentials>,
+        with_state: bool,
+    ) -> (Reply, AccountState) {
+        let Some(_place) = QueuePlace::take(&self.waiting, self.max_queue) else {
             self.busy_log.log(|| {
                 format!(
                     "verification queue full ({} waiting); answering: NO {}",
@@ -148,35 +209,67 @@ impl Handler {
                     text::BUSY
                 )
             });
-            return Reply::no(text::BUSY);
-        };
-        let acquired = Arc::clone(&self.pool).acquire_owned().await;
-        drop(place);
-        let Ok(permit) = acquired else {
-            return Reply::no(text::INTERNAL_FAILURE);
+            return (Reply::no(text::BUSY), AccountState::default());
         };
         let mechanism = Arc::clone(&self.mechanism);
-        let task = tokio::task::spawn_blocking(move || {
-            let reply = mechanism.authenticate(&credentials);
-            drop(permit);
-            reply
-        });
-        match task.await {
-            Ok(reply) => reply,
-            Err(error) => {
-                let how = if error.is_panic() {
-                    "panicked"
+        let verified = self
+            .run_blocking(&self.pool, move || {
+                if with_state {
+                    mechanism.authenticate_with_state(&credentials)
                 } else {
-                    "was cancelled"
-                };
-                log_err!(
-                    "{}: mechanism {} {how}",
-                    text::INTERNAL_FAILURE,
-                    self.mechanism.name()
-                );
-                Reply::no(text::INTERNAL_FAILURE)
-            }
+                    (
+                        mechanism.authenticate(&credentials),
+                        AccountState::default(),
+                    )
+                }
+            })
+            .await;
+        verified.unwrap_or_else(|reply| (reply, AccountState::default()))
+    }
+
+    /// Runs `job` on the blocking thread pool once `slots` has a permit (FIFO). A job that
+    /// panics or vanishes is `NO internal mechanism failure`.
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        slots: &Arc<Semaphore>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Reply> {
+        let Ok(permit) = Arc::clone(slots).acquire_owned().await else {
+            return Err(Reply::no(text::INTERNAL_FAILURE));
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            let out = job();
+            drop(permit);
+            out
+        });
+        task.await.map_err(|error| {
+            let how = if error.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
+            log_err!(
+                "{}: mechanism {} {how}",
+                text::INTERNAL_FAILURE,
+                self.mechanism.name()
+            );
+            Reply::no(text::INTERNAL_FAILURE)
+        })
+    }
+
+    /// Statistics lines for the administrator (logged on SIGUSR1).
+    pub fn statistics(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        match &self.cache {
+            Some(cache) => lines.push(cache.stats().to_string()),
+            None => lines.push("credential cache: off".to_string()),
         }
+        lines.push(format!(
+            "verification queue: {} waiting (limit {})",
+            self.waiting.load(Ordering::Relaxed),
+            self.max_queue
+        ));
+        lines
     }
 
     /// Upstream logs refused requests at LOG_ERR, without an `auth failure` line.

@@ -1,0 +1,298 @@
+//! Integration tests of the credential cache (`-c`, `-s`, `-t`): our daemon in a private
+//! mount namespace with the fixture users (see tests/common/mod.rs). Whether a reply came
+//! from the cache is read from the debug log (`[cache=hit]` on the success line) and from
+//! the statistics line SIGUSR1 writes. The fixture shadow file the daemon sees is the
+//! harness's copy, bind-mounted over /etc/shadow, so these tests edit that copy in place to
+//! change a password, lock or expire an account — the host's /etc is never touched.
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::fixtures::*;
+use common::*;
+
+const WRONG_PW: &str = "Wrong-cache-pw-4711";
+
+fn secrets() -> Vec<&'static str> {
+    [FIXTURE_PASSWORDS, &[WRONG_PW]].concat()
+}
+
+fn ours(args: &[&str]) -> Daemon {
+    Daemon::start(&ours_bin("saslauthd"), args)
+}
+
+fn expect(daemon: &Daemon, user: &str, pass: &str, service: &str, realm: &str, want: &str) {
+    let got = auth(&daemon.socket(), user, pass, service, realm);
+    assert_eq!(
+        got.as_deref(),
+        Some(want),
+        "user {user:?} service {service:?} realm {realm:?}\n--- log ---\n{}",
+        daemon.log()
+    );
+}
+
+/// Cache hits logged so far for `user`.
+fn hits(daemon: &Daemon, user: &str) -> usize {
+    let needle = format!("[user={user}]");
+    daemon
+        .log()
+        .lines()
+        .filter(|line| line.contains("auth success") && line.contains(&needle))
+        .filter(|line| line.contains("[cache=hit]"))
+        .count()
+}
+
+/// Sends SIGUSR1 and returns the statistics line it produces (the n-th such line).
+fn statistics(daemon: &Daemon, nth: usize) -> String {
+    daemon.signal(libc::SIGUSR1);
+    let found = || {
+        daemon
+            .log()
+            .lines()
+            .filter(|line| line.contains("credential cache:") && line.contains(" hits, "))
+            .nth(nth)
+            .map(str::to_string)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if let Some(line) = found() {
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "no statistics line after SIGUSR1\n--- log ---\n{}",
+        daemon.log()
+    );
+}
+
+/// The fixture shadow file this daemon sees.
+fn shadow_path(daemon: &Daemon) -> PathBuf {
+    daemon.dir().join("etc").join("shadow")
+}
+
+/// Rewrites `user`'s shadow line with `edit` (fields split on `:`), in place: the file is
+/// bind-mounted, so it must stay the same inode.
+fn edit_shadow(daemon: &Daemon, user: &str, edit: impl Fn(&mut Vec<String>)) {
+    let path = shadow_path(daemon);
+    let text = fs::read_to_string(&path).expect("read fixture shadow");
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(':').map(str::to_string).collect();
+            if fields.first().map(String::as_str) == Some(user) {
+                found = true;
+                edit(&mut fields);
+            }
+            fields.join(":")
+        })
+        .collect();
+    assert!(found, "{user} is not in the fixture shadow file");
+    fs::write(&path, lines.join("\n") + "\n").expect("rewrite fixture shadow in place");
+}
+
+/// The stored hash of `user` in the fixture shadow file.
+fn hash_of(daemon: &Daemon, user: &str) -> String {
+    let text = fs::read_to_string(shadow_path(daemon)).expect("read fixture shadow");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{user}:")))
+        .and_then(|rest| rest.split(':').next())
+        .expect("user in shadow")
+        .to_string()
+}
+
+#[test]
+fn second_success_is_a_hit_and_wrong_passwords_never_are() {
+    let daemon = ours(&["-a", "shadow", "-c"]);
+    expect(&daemon, "yuser", YUSER_PW, "smtp", "", "OK");
+    assert_eq!(
+        hits(&daemon, "yuser"),
+        0,
+        "the first success verifies in full"
+    );
+    expect(&daemon, "yuser", YUSER_PW, "smtp", "", "OK");
+    expect(&daemon, "yuser", YUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "yuser"), 2);
+    expect(
+        &daemon,
+        "yuser",
+        WRONG_PW,
+        "smtp",
+        "",
+        "NO Incorrect password",
+    );
+    // The wrong password didn't disturb the entry.
+    expect(&daemon, "yuser", YUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "yuser"), 3);
+    // Failures are never cached.
+    expect(
+        &daemon,
+        "suser",
+        WRONG_PW,
+        "smtp",
+        "",
+        "NO Incorrect password",
+    );
+    expect(
+        &daemon,
+        "suser",
+        WRONG_PW,
+        "smtp",
+        "",
+        "NO Incorrect password",
+    );
+    let line = statistics(&daemon, 0);
+    assert!(
+        line.contains("credential cache: 1 of ") && line.contains(" 3 hits, 4 misses (0 stale)"),
+        "{line}"
+    );
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn without_dash_c_nothing_is_cached() {
+    let daemon = ours(&["-a", "shadow"]);
+    for _ in 0..3 {
+        expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    }
+    assert_eq!(hits(&daemon, "muser"), 0);
+    daemon.signal(libc::SIGUSR1);
+    assert!(daemon.wait_for_log("credential cache: off", Duration::from_secs(5)));
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn entries_expire_after_dash_t_seconds() {
+    let daemon = ours(&["-a", "shadow", "-c", "-t", "1"]);
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 1);
+    std::thread::sleep(Duration::from_millis(1300));
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 1, "the expired entry was not used");
+    let line = statistics(&daemon, 0);
+    assert!(line.contains(" 1 expired"), "{line}");
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn the_size_bound_evicts_the_oldest_entry() {
+    // -s 1: 1024 bytes = 5 entries of 192 bytes. Six services make six entries.
+    let daemon = ours(&["-a", "shadow", "-c", "-s", "1"]);
+    let services: Vec<String> = (0..6).map(|i| format!("svc{i}")).collect();
+    for service in &services {
+        expect(&daemon, "muser", MUSER_PW, service, "", "OK");
+    }
+    expect(&daemon, "muser", MUSER_PW, "svc5", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 1, "the newest entry is there");
+    expect(&daemon, "muser", MUSER_PW, "svc0", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 1, "the oldest entry was evicted");
+    let line = statistics(&daemon, 0);
+    assert!(line.contains("credential cache: 5 of 5 entries"), "{line}");
+    assert!(line.contains(" evicted"), "{line}");
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn entries_are_per_service_and_per_realm_and_follow_dash_r() {
+    let daemon = ours(&["-a", "shadow", "-c", "-r"]);
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    expect(&daemon, "muser", MUSER_PW, "imap", "", "OK");
+    assert_eq!(
+        hits(&daemon, "muser"),
+        0,
+        "another service is another entry"
+    );
+    expect(&daemon, "muser", MUSER_PW, "imap", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 1);
+    // -r: the login verified (and cached) is user@example.org.
+    expect(&daemon, "user", REALM_PW, "smtp", "example.org", "OK");
+    expect(&daemon, "user", REALM_PW, "smtp", "example.org", "OK");
+    assert_eq!(hits(&daemon, "user@example.org"), 1);
+    expect(&daemon, "user", REALM_PW, "smtp", "", "NO Invalid username");
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn shadow_password_change_takes_effect_on_the_next_request() {
+    let daemon = ours(&["-a", "shadow", "-c"]);
+    expect(&daemon, "yuser", YUSER_PW, "smtp", "", "OK");
+    expect(&daemon, "yuser", YUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "yuser"), 1);
+    // yuser's password becomes suser's: give yuser suser's hash.
+    let new_hash = hash_of(&daemon, "suser");
+    edit_shadow(&daemon, "yuser", |fields| fields[1] = new_hash.clone());
+    expect(
+        &daemon,
+        "yuser",
+        YUSER_PW,
+        "smtp",
+        "",
+        "NO Incorrect password",
+    );
+    expect(&daemon, "yuser", SUSER_PW, "smtp", "", "OK");
+    expect(&daemon, "yuser", SUSER_PW, "smtp", "", "OK");
+    assert_eq!(
+        hits(&daemon, "yuser"),
+        2,
+        "the new password is cached in turn"
+    );
+    let line = statistics(&daemon, 0);
+    assert!(line.contains("(1 stale)"), "{line}");
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn shadow_lock_and_expiry_take_effect_on_the_next_request() {
+    let daemon = ours(&["-a", "shadow", "-c"]);
+    for user in ["yuser", "suser"] {
+        let pw = if user == "yuser" { YUSER_PW } else { SUSER_PW };
+        expect(&daemon, user, pw, "smtp", "", "OK");
+        expect(&daemon, user, pw, "smtp", "", "OK");
+        assert_eq!(hits(&daemon, user), 1);
+    }
+    // usermod -L: a `!` before the hash.
+    edit_shadow(&daemon, "yuser", |fields| {
+        fields[1] = format!("!{}", fields[1])
+    });
+    expect(
+        &daemon,
+        "yuser",
+        YUSER_PW,
+        "smtp",
+        "",
+        "NO Incorrect password",
+    );
+    // usermod -e 1970-01-02: the account expired long ago.
+    edit_shadow(&daemon, "suser", |fields| fields[7] = "1".to_string());
+    expect(&daemon, "suser", SUSER_PW, "smtp", "", "NO Account expired");
+    assert_eq!(hits(&daemon, "yuser"), 1);
+    assert_eq!(hits(&daemon, "suser"), 1);
+    daemon.finish(&secrets());
+}
+
+#[test]
+fn pam_account_expired_after_caching_is_refused() {
+    let lab = PamDaemon::start(&ours_bin("saslauthd"), &["-c"]);
+    let daemon = &lab.daemon;
+    expect(daemon, "suser", SUSER_PW, "sasl-unix", "", "OK");
+    expect(daemon, "suser", SUSER_PW, "sasl-unix", "", "OK");
+    assert_eq!(hits(daemon, "suser"), 1, "a PAM success is cached");
+    edit_shadow(daemon, "suser", |fields| fields[7] = "1".to_string());
+    expect(
+        daemon,
+        "suser",
+        SUSER_PW,
+        "sasl-unix",
+        "",
+        "NO PAM acct error",
+    );
+    assert_eq!(hits(daemon, "suser"), 1);
+    lab.daemon.assert_log_free_of(&secrets());
+}
