@@ -1,2 +1,507 @@
-//! Placeholder; the benchmark harness is being written.
-fn main() {}
+//! Side-by-side benchmark: our `saslauthd` against Debian's `/usr/sbin/saslauthd` (sasl2-bin)
+//! on the same fixture users, in one run, each daemon in a private mount namespace with the
+//! test fixtures over `/etc` (the integration tests' harness). Run it with
+//! `scripts/bench.sh [--duration SECS] [--warmup SECS] [--smoke] [--out PATH] [--only TEXT]`
+//! (root).
+//!
+//! Scenarios, each against a fresh daemon of each kind: cache hit (`-c`, one warming
+//! request first) at c = 1, 8, 64; yescrypt miss at c = 8, 64, 512 (peak RSS measured under
+//! the c = 512 load); sha512crypt miss at c = 8, 64. The report (a markdown table with the
+//! issue's targets marked met / not met) goes to stdout and to `target/bench/compare.md`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "compare/load.rs"]
+mod load;
+#[path = "compare/machine.rs"]
+mod machine;
+#[path = "compare/report.rs"]
+mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use common::fixtures::{SUSER_PW, YUSER_PW};
+use common::{Daemon, Options, UPSTREAM_SASLAUTHD, ours_bin, request};
+use load::{LoadResult, LoadSpec};
+use machine::{Machine, PeakRss};
+
+/// Per-request deadline of the load generator (fair-share latency at c=512 with yescrypt
+/// is about 5 s on 2 cores).
+const DEADLINE: Duration = Duration::from_secs(60);
+/// Client cap in `--smoke` runs.
+const SMOKE_MAX_CLIENTS: usize = 16;
+
+/// Command-line settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub smoke: bool,
+    pub out: PathBuf,
+    /// Run only the scenarios whose name (e.g. `yescrypt miss c=512`) contains one of these.
+    pub only: Vec<String>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench compare -- [--duration SECS] [--warmup SECS] \
+                     [--smoke] [--out PATH] [--only TEXT]...
+  --duration SECS  measured time per scenario and daemon (default 10; --smoke: 1)
+  --warmup SECS    unmeasured time before it (default 2; --smoke: 0.2)
+  --smoke          very short run with at most 16 clients, for CI (numbers not meaningful)
+  --out PATH       where to write the markdown report (default target/bench/compare.md)
+  --only TEXT      run only the scenarios whose name contains TEXT (repeatable), e.g.
+                   --only 'cache hit' --only 'yescrypt miss c=512'";
+
+fn parse_secs(flag: &str, v: Option<String>) -> Result<Duration, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: not a number: {v:?}"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        return Err(format!("{flag}: must be in (0, 3600]: {v}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_args() -> Result<Settings, String> {
+    let mut duration = None;
+    let mut warmup = None;
+    let mut smoke = false;
+    let mut out = None;
+    let mut only = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            // `cargo bench` appends --bench to the arguments of every bench binary.
+            "--bench" => {}
+            "--smoke" => smoke = true,
+            "--duration" => duration = Some(parse_secs("--duration", args.next())?),
+            "--warmup" => warmup = Some(parse_secs("--warmup", args.next())?),
+            "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a value")?)),
+            "--only" => only.push(args.next().ok_or("--only needs a value")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let (d, w) = if smoke { (1.0, 0.2) } else { (10.0, 2.0) };
+    Ok(Settings {
+        duration: duration.unwrap_or(Duration::from_secs_f64(d)),
+        warmup: warmup.unwrap_or(Duration::from_secs_f64(w)),
+        smoke,
+        out: out.unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/compare.md")
+        }),
+        only,
+    })
+}
+
+/// Which load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Both daemons with `-c`, the cache warmed with one request, `yuser`'s password.
+    CacheHit,
+    /// No cache, `yuser` (`$y$`).
+    YescryptMiss,
+    /// No cache, `suser` (`$6$`).
+    Sha512Miss,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::CacheHit => "cache hit",
+            Kind::YescryptMiss => "yescrypt miss",
+            Kind::Sha512Miss => "sha512crypt miss",
+        }
+    }
+
+    fn user_password(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::CacheHit | Kind::YescryptMiss => ("yuser", YUSER_PW),
+            Kind::Sha512Miss => ("suser", SUSER_PW),
+        }
+    }
+}
+
+/// One scenario: a load kind at a client count (as the issue asks; capped by `--smoke`).
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub kind: Kind,
+    pub clients: usize,
+    /// Measure peak RSS under this load.
+    pub rss: bool,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        kind: Kind::CacheHit,
+        clients: 1,
+        rss: false,
+    },
+    Scenario {
+        kind: Kind::CacheHit,
+        clients: 8,
+        rss: false,
+    },
+    Scenario {
+        kind: Kind::CacheHit,
+        clients: 64,
+        rss: false,
+    },
+    Scenario {
+        kind: Kind::YescryptMiss,
+        clients: 8,
+        rss: false,
+    },
+    Scenario {
+        kind: Kind::YescryptMiss,
+        clients: 64,
+        rss: false,
+    },
+    Scenario {
+        kind: Kind::YescryptMiss,
+        clients: 512,
+        rss: true,
+    },
+    Scenario {
+        kind: Kind::Sha512Miss,
+        clients: 8,
+        rss: false,
+    },
+    Scenario {
+        kind: Kind::Sha512Miss,
+        clients: 64,
+        rss: false,
+    },
+];
+
+/// Which daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Ours,
+    Upstream,
+}
+
+impl Which {
+    pub fn label(self) -> &'static str {
+        match self {
+            Which::Ours => "ours",
+            Which::Upstream => "upstream",
+        }
+    }
+
+    fn program(self) -> PathBuf {
+        match self {
+            Which::Ours => ours_bin("saslauthd"),
+            Which::Upstream => PathBuf::from(UPSTREAM_SASLAUTHD),
+        }
+    }
+
+    /// Mechanism and defaults (`-m <rundir>` is added by the harness).
+    pub fn args(self, cache: bool) -> Vec<&'static str> {
+        let mut a = match self {
+            Which::Ours => vec!["-a", "shadow"],
+            Which::Upstream => vec!["-a", "shadow", "-n", "5"],
+        };
+        if cache {
+            a.push("-c");
+        }
+        a
+    }
+}
+
+/// Peak RSS figures of one daemon under the RSS scenario's load, in KiB.
+#[derive(Clone, Debug)]
+pub struct RssFigures {
+    /// VmHWM summed over the daemon's processes right after start-up, before any request.
+    pub base_kib: u64,
+    /// VmHWM summed over the daemon's processes after the load.
+    pub peak: PeakRss,
+}
+
+/// One daemon's result for one scenario.
+#[derive(Clone, Debug)]
+pub struct Side {
+    pub load: LoadResult,
+    /// CPU time (user + system) the daemon's processes used during the load.
+    pub cpu: Duration,
+    /// CPU time the load generator (this process) used during the load.
+    pub client_cpu: Duration,
+    pub rss: Option<RssFigures>,
+    /// Lines the daemon logged that the reader should know about (e.g. `-c` unsupported).
+    pub notes: Vec<String>,
+}
+
+/// Both daemons' results for one scenario.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    /// Clients actually used (capped by `--smoke`).
+    pub clients: usize,
+    pub ours: Result<Side, String>,
+    pub upstream: Result<Side, String>,
+}
+
+fn rss_now(d: &Daemon) -> PeakRss {
+    PeakRss::of(&machine::process_family(d.pid()))
+}
+
+/// Starts a fresh daemon, runs one scenario against it, stops it.
+fn run_side(which: Which, sc: Scenario, clients: usize, s: &Settings) -> Result<Side, String> {
+    let cache = sc.kind == Kind::CacheHit;
+    let args = which.args(cache);
+    let opts = Options {
+        foreground: false,
+        ..Options::default()
+    };
+    let mut d = Daemon::try_start_with(&which.program(), &args, opts).map_err(|f| {
+        format!(
+            "{} did not start: {} ({:?}); log: {}",
+            which.label(),
+            f.reason,
+            f.status,
+            f.log.trim()
+        )
+    })?;
+    let base_kib = rss_now(&d).total_kib();
+    let (user, password) = sc.kind.user_password();
+    let req = request(&[user.as_bytes(), password.as_bytes(), b"imap", b""]);
+    // One request first: it checks the daemon answers OK and, with -c, fills the cache.
+    let first = load::single(&d.socket(), &req, DEADLINE)
+        .map_err(|e| format!("{}: first request failed: {e}", which.label()))?;
+    if first != "OK" {
+        return Err(format!(
+            "{}: first request answered {first:?}, not \"OK\"",
+            which.label()
+        ));
+    }
+    let spec = LoadSpec {
+        socket: d.socket(),
+        request: req,
+        expected: b"OK".to_vec(),
+        clients,
+        warmup: s.warmup,
+        duration: s.duration,
+        deadline: DEADLINE,
+    };
+    let ticks = machine::clock_ticks();
+    let cpu_before = machine::cpu_time(&machine::process_family(d.pid()), ticks);
+    let own_before = machine::own_cpu_time();
+    let result = load::run(&spec).map_err(|e| format!("{}: load: {e}", which.label()));
+    let client_cpu = machine::own_cpu_time().saturating_sub(own_before);
+    let cpu =
+        machine::cpu_time(&machine::process_family(d.pid()), ticks).saturating_sub(cpu_before);
+    let rss = sc.rss.then(|| RssFigures {
+        base_kib,
+        peak: rss_now(&d),
+    });
+    let mut notes = Vec::new();
+    for line in d.log().lines() {
+        if line.contains("not implemented") {
+            notes.push(line.trim().to_string());
+        }
+    }
+    if !d.running() {
+        notes.push(format!(
+            "{} was no longer running after the load",
+            which.label()
+        ));
+    }
+    d.stop();
+    Ok(Side {
+        load: result?,
+        cpu,
+        client_cpu,
+        rss,
+        notes,
+    })
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` passes --bench; `cargo test --all-targets` (scripts/test.sh) runs bench
+    // binaries without it, with libtest's arguments: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("compare: not run (no --bench: this is `cargo test`); run scripts/bench.sh");
+        return ExitCode::SUCCESS;
+    }
+    let settings = match parse_args() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "compare: run me as root (scripts/bench.sh): the daemons run in a private mount \
+             namespace with the fixture users bind-mounted over /etc"
+        );
+        return ExitCode::from(2);
+    }
+    if !Path::new(UPSTREAM_SASLAUTHD).exists() {
+        eprintln!("compare: {UPSTREAM_SASLAUTHD} is missing: apt-get install sasl2-bin");
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let machine = Machine::probe();
+    eprintln!(
+        "compare: {} cores, {}; {} s per scenario after {} s warm-up{}",
+        machine.cores,
+        machine.cpu_model,
+        settings.duration.as_secs_f64(),
+        settings.warmup.as_secs_f64(),
+        if settings.smoke { " (smoke)" } else { "" }
+    );
+
+    // One verification's CPU time, single-threaded, with the fixture hashes.
+    let min_cpu = if settings.smoke {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(2)
+    };
+    let crypt = (|| -> Result<report::CryptCost, String> {
+        let (yescrypt, y_runs) =
+            machine::crypt_cpu_time(YUSER_PW, &machine::fixture_hash("yuser")?, 5, min_cpu)?;
+        let (sha512crypt, s_runs) =
+            machine::crypt_cpu_time(SUSER_PW, &machine::fixture_hash("suser")?, 20, min_cpu)?;
+        Ok(report::CryptCost {
+            yescrypt,
+            y_runs,
+            sha512crypt,
+            s_runs,
+        })
+    })();
+    let crypt = match crypt {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "compare: one verification: yescrypt {:.2} ms, sha512crypt {:.3} ms (CPU time)",
+        crypt.yescrypt.as_secs_f64() * 1e3,
+        crypt.sha512crypt.as_secs_f64() * 1e3
+    );
+
+    let mut outcomes = Vec::new();
+    for (i, &sc) in SCENARIOS.iter().enumerate() {
+        let clients = if settings.smoke {
+            sc.clients.min(SMOKE_MAX_CLIENTS)
+        } else {
+            sc.clients
+        };
+        let name = format!("{} c={clients}", sc.kind.label());
+        if !settings.only.is_empty() && !settings.only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
+        // Alternate which daemon goes first, so slow drifts in background load even out.
+        let order = if i % 2 == 0 {
+            [Which::Ours, Which::Upstream]
+        } else {
+            [Which::Upstream, Which::Ours]
+        };
+        let mut ours = Err("not run".to_string());
+        let mut upstream = Err("not run".to_string());
+        for which in order {
+            let t = Instant::now();
+            let r = run_side(which, sc, clients, &settings);
+            match &r {
+                Ok(side) => eprintln!(
+                    "compare: {} c={clients} {}: {:.1} req/s, p99 {:.2} ms, {} errors ({:.1} s)",
+                    sc.kind.label(),
+                    which.label(),
+                    side.load.rps(),
+                    side.load
+                        .percentile(99.0)
+                        .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+                    side.load.errors.total(),
+                    t.elapsed().as_secs_f64()
+                ),
+                Err(e) => eprintln!(
+                    "compare: {} c={clients} {}: FAILED: {e}",
+                    sc.kind.label(),
+                    which.label()
+                ),
+            }
+            match which {
+                Which::Ours => ours = r,
+                Which::Upstream => upstream = r,
+            }
+        }
+        outcomes.push(Outcome {
+            scenario: sc,
+            clients,
+            ours,
+            upstream,
+        });
+    }
+
+    // Ours' memory apart from yescrypt's scratch: its peak under the same number of clients
+    // with sha512crypt (a few KiB per verification), the "base" of the RSS target.
+    let rss_base = outcomes.iter().find(|o| o.scenario.rss).map(|o| {
+        let sc = Scenario {
+            kind: Kind::Sha512Miss,
+            clients: o.clients,
+            rss: true,
+        };
+        let short = Settings {
+            duration: settings.duration.min(Duration::from_secs(3)),
+            warmup: settings.warmup.min(Duration::from_secs(1)),
+            ..settings.clone()
+        };
+        let r = run_side(Which::Ours, sc, o.clients, &short).and_then(|side| {
+            side.rss
+                .map(|f| f.peak.total_kib())
+                .ok_or_else(|| "no RSS figures".to_string())
+        });
+        match &r {
+            Ok(kib) => eprintln!(
+                "compare: RSS base: ours' peak under sha512crypt c={}: {kib} KiB",
+                o.clients
+            ),
+            Err(e) => eprintln!("compare: RSS base run failed: {e}"),
+        }
+        r
+    });
+
+    let text = report::render(&report::Report {
+        machine: &machine,
+        settings: &settings,
+        crypt: &crypt,
+        outcomes: &outcomes,
+        rss_base: rss_base.as_ref(),
+        elapsed: started.elapsed(),
+    });
+    println!("{text}");
+    if let Some(dir) = settings.out.parent()
+        && let Err(e) = fs::create_dir_all(dir)
+    {
+        eprintln!("compare: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = fs::write(&settings.out, &text) {
+        eprintln!("compare: cannot write {}: {e}", settings.out.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "compare: report written to {} ({:.0} s)",
+        settings.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    // A scenario that could not run at all is a failure of the harness (CI's smoke run).
+    let failed = outcomes
+        .iter()
+        .any(|o| o.ours.is_err() || o.upstream.is_err())
+        || matches!(rss_base, Some(Err(_)));
+    if failed {
+        eprintln!("compare: some scenarios failed to run (see the report)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
