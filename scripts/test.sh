@@ -33,5 +33,16 @@ cargo clippy --all-targets -- -D warnings
 echo "== unit tests of the pure-Rust hash fallback (--features pure-rust-hash)"
 cargo clippy --lib --features pure-rust-hash -- -D warnings
 cargo test --lib --features pure-rust-hash
-echo "== cargo test"
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# The suite runs with the secrets scan on (tests/common/secrets.rs): our daemons log all
+# they can (-d, else -V, syslog captured in daemon mode), and the harness keeps every log of
+# ours and every password it sends here. tests/secrets_scan.rs then searches the logs.
+secrets_dir="$PWD/target/secrets-scan"
+rm -rf "$secrets_dir"
+mkdir -p "$secrets_dir"
+chmod 700 "$secrets_dir"
+echo "== cargo test (verbose daemons; logs and passwords kept in $secrets_dir)"
+SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+echo "== secrets scan: no password or stored hash in any log of ours"
+SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --test secrets_scan -- --ignored
+echo "== benchmark smoke run (ours vs upstream, 1 s per scenario; no assertion on the numbers)"
+cargo bench --bench compare -- --smoke --out target/bench/compare-smoke.md

@@ -21,8 +21,16 @@ fn compute(password: &Password, stored: &[u8]) -> Option<Password> {
     crate::sys::crypt::crypt(password, stored)
 }
 
+/// The longest password libxcrypt hashes (CRYPT_MAX_PASSPHRASE_SIZE, 512, counts the NUL).
+pub const MAX_PASSWORD_LEN: usize = 511;
+
 #[cfg(feature = "pure-rust-hash")]
 fn compute(password: &Password, stored: &[u8]) -> Option<Password> {
+    // libxcrypt refuses longer passwords; pwhash would hash them (and, for DES and bcrypt,
+    // which read only the first 8 or 72 bytes, accept them). Keep the system's verdict.
+    if password.len() > MAX_PASSWORD_LEN {
+        return None;
+    }
     // pwhash verifies rather than hashes; map its verdict onto "the stored hash itself".
     let stored_str = std::str::from_utf8(stored).ok()?;
     let password = std::str::from_utf8(password.as_bytes()).ok()?;
@@ -64,6 +72,15 @@ mod tests {
     #[test]
     fn nul_in_password_never_matches() {
         assert!(!verify(&pw("Sasl-Lab-pw1\0junk"), SHA512.as_bytes()));
+    }
+
+    #[test]
+    fn passwords_longer_than_libxcrypt_takes_never_match() {
+        // DES reads 8 bytes: the same first 8 with any tail match, up to the limit only.
+        let des = "abJnggxhB/yWI"; // crypt("password", "ab")
+        let at_limit = format!("password{}", "x".repeat(MAX_PASSWORD_LEN - 8));
+        assert!(verify(&pw(&at_limit), des.as_bytes()));
+        assert!(!verify(&pw(&format!("{at_limit}x")), des.as_bytes()));
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! * Every daemon gets its own process group, because upstream
 //!   `saslauthd -d` ends with `kill(0, SIGTERM)`. It is stopped by its recorded PID only.
 //! * Every wait is bounded; nothing here can hang a test forever.
+//! * With `SASLAUTHD_TEST_SECRETS_DIR` set (`scripts/test.sh` sets it), our daemons run
+//!   verbose, their logs are kept and every password sent is recorded, for
+//!   `tests/secrets_scan.rs` (see [`secrets`]).
 #![allow(dead_code)]
 #![forbid(unsafe_code)]
 
@@ -154,12 +157,26 @@ pub fn namespaced_command(
     program: &Path,
     args: &[&OsStr],
 ) -> Command {
-    if binds.is_empty() {
+    namespaced_command_with_dev_log(binds, None, program, args)
+}
+
+/// [`namespaced_command`], and with `dev_log = Some((empty dir, socket))` a private `/dev`
+/// whose `/dev/log` is `socket` (see [`secrets::DEV_LOG_SCRIPT`]).
+fn namespaced_command_with_dev_log(
+    binds: &[(PathBuf, PathBuf)],
+    dev_log: Option<(&Path, &Path)>,
+    program: &Path,
+    args: &[&OsStr],
+) -> Command {
+    if binds.is_empty() && dev_log.is_none() {
         let mut c = Command::new(program);
         c.args(args);
         return c;
     }
     let mut script = String::from("set -e\n");
+    if dev_log.is_some() {
+        script.push_str(secrets::DEV_LOG_SCRIPT);
+    }
     for _ in binds {
         script.push_str("mount --bind \"$1\" \"$2\"\nshift 2\n");
     }
@@ -168,6 +185,9 @@ pub fn namespaced_command(
     c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
         .arg(script)
         .arg("sh");
+    if let Some((new_dev, socket)) = dev_log {
+        c.arg(new_dev).arg(socket);
+    }
     for (src, dst) in binds {
         c.arg(src).arg(dst);
     }
@@ -283,6 +303,7 @@ impl CmdResult {
 /// Runs `cmd` with stdin from `stdin` (empty when None), stdout/stderr to files, in its own
 /// session, for at most `timeout` (then SIGKILLs its process group and returns status None).
 pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> CmdResult {
+    secrets::record_command(&cmd, stdin);
     let dir = TempDir::new("cmd");
     let inp = dir.join("stdin");
     fs::write(&inp, stdin.unwrap_or(b"")).expect("write stdin file");
@@ -314,12 +335,16 @@ pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) ->
         sleep(POLL);
     };
     let elapsed = start.elapsed();
-    CmdResult {
+    let result = CmdResult {
         status,
         stdout: fs::read(&out).unwrap_or_default(),
         stderr: fs::read(&err).unwrap_or_default(),
         elapsed,
+    };
+    if secrets::enabled() && secrets::runs_ours(&cmd) {
+        secrets::keep_log("command", &[&result.stdout[..], &result.stderr].concat());
     }
+    result
 }
 
 /// Runs `program args…` with the fixtures bind-mounted over `/etc` (needs root).
@@ -402,6 +427,10 @@ pub struct Daemon {
     /// Exit status of the starter in daemon mode.
     starter_status: Option<ExitStatus>,
     stopped: bool,
+    /// Secrets scan on and this is our daemon: its logs are still to be kept ([`secrets`]).
+    logs_to_keep: bool,
+    /// Secrets scan, our daemon in daemon mode: its syslog lines (`/dev/log`).
+    syslog: Option<secrets::SyslogCapture>,
 }
 
 impl Daemon {
@@ -456,12 +485,30 @@ impl Daemon {
         if opts.foreground && opts.dash_d {
             full.push(OsStr::new("-d"));
         }
+        // Secrets scan: our daemons log everything they can (`-d` above; otherwise `-V`, unless
+        // a wrapper such as `setpriv` runs ours: then the test passes its own flags), and in
+        // daemon mode, once stderr is /dev/null, to a syslog socket the harness reads.
+        let keep_logs = secrets::enabled()
+            && std::iter::once(program.as_os_str())
+                .chain(args.iter().map(OsStr::new))
+                .any(|word| secrets::is_ours(Path::new(word)));
+        if keep_logs && secrets::is_ours(program) && !(opts.foreground && opts.dash_d) {
+            full.push(OsStr::new("-V"));
+        }
+        let syslog = (keep_logs && !opts.foreground).then(|| {
+            fs::create_dir(dir.join("dev")).expect("create dir for the private /dev");
+            secrets::SyslogCapture::start(&dir.join("syslog.sock"), &dir.join("syslog.log"))
+        });
         full.extend(args.iter().map(OsStr::new));
 
         if !opts.foreground {
             become_subreaper();
         }
-        let mut cmd = namespaced_command(&binds, program, &full);
+        let dev_log = syslog
+            .as_ref()
+            .map(|capture| (dir.join("dev"), capture.socket_path().to_path_buf()));
+        let dev_log = dev_log.as_ref().map(|(d, s)| (d.as_path(), s.as_path()));
+        let mut cmd = namespaced_command_with_dev_log(&binds, dev_log, program, &full);
         let log = fs::File::create(&log_path).expect("create daemon.log");
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -483,11 +530,14 @@ impl Daemon {
             foreground: opts.foreground,
             starter_status: None,
             stopped: false,
+            logs_to_keep: keep_logs,
+            syslog,
         };
 
         let fail = |mut d: Daemon, status: Option<ExitStatus>, reason: String| {
             d.kill_now();
             d.stopped = true;
+            d.keep_logs();
             let log = d.log();
             let dir = d.dir.take().expect("temp dir");
             Err(StartFailure {
@@ -622,9 +672,34 @@ impl Daemon {
         self.starter_status
     }
 
-    /// Everything the daemon (and in daemon mode its starter) wrote to stdout/stderr.
+    /// Everything the daemon (and in daemon mode its starter) wrote to stdout/stderr, then
+    /// what it sent to syslog when the harness captured that (secrets scan, daemon mode).
     pub fn log(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
+        String::from_utf8_lossy(&self.log_bytes()).into_owned()
+    }
+
+    fn log_bytes(&self) -> Vec<u8> {
+        let mut log = fs::read(&self.log_path).unwrap_or_default();
+        if let Some(capture) = &self.syslog {
+            log.extend_from_slice(b"--- syslog ---\n");
+            log.extend(fs::read(capture.log_path()).unwrap_or_default());
+        }
+        log
+    }
+
+    /// Secrets scan: once the daemon is gone, keeps copies of its logs (once).
+    fn keep_logs(&mut self) {
+        if let Some(capture) = self.syslog.as_mut() {
+            capture.stop();
+        }
+        if !self.logs_to_keep || self.dir.is_none() {
+            return;
+        }
+        self.logs_to_keep = false;
+        secrets::keep_log_file("daemon", &self.log_path);
+        if let Some(capture) = &self.syslog {
+            secrets::keep_log_file("syslog", capture.log_path());
+        }
     }
 
     pub fn log_path(&self) -> &Path {
@@ -647,7 +722,7 @@ impl Daemon {
 
     /// Panics (showing the log) if the log contains any of `secrets`.
     pub fn assert_log_free_of<S: AsRef<[u8]>>(&self, secrets: &[S]) {
-        let log = fs::read(&self.log_path).unwrap_or_default();
+        let log = self.log_bytes();
         for s in secrets {
             let s = s.as_ref();
             if s.is_empty() {
@@ -806,16 +881,16 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.stopped || self.pid <= 0 {
-            return;
-        }
-        if self.running() {
-            signal(self.pid, libc::SIGTERM);
-            if self.wait_exit(Duration::from_secs(3)).is_some() {
-                return;
+        if !self.stopped && self.pid > 0 {
+            let exited = self.running() && {
+                signal(self.pid, libc::SIGTERM);
+                self.wait_exit(Duration::from_secs(3)).is_some()
+            };
+            if !exited {
+                self.kill_now();
             }
         }
-        self.kill_now();
+        self.keep_logs();
     }
 }
 
@@ -1006,6 +1081,7 @@ fn read_until(s: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> ReadOutc
 /// Sends `bytes` on an already connected stream (per `opts`), then reads one counted reply.
 /// The stream stays open (unless half-closed per `opts`) so the caller can keep using it.
 pub fn exchange_on(s: &mut UnixStream, bytes: &[u8], opts: &ExchangeOpts) -> RawReply {
+    secrets::record_frame(bytes);
     let connected = Instant::now();
     let mut r = RawReply::default();
     let chunk = if opts.chunk == 0 {
@@ -1104,3 +1180,4 @@ pub mod clients;
 pub mod fakeimap;
 pub mod fixtures;
 pub mod postfix;
+pub mod secrets;
