@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::CacheConfig;
 use crate::digest::{Digest, KeyedHasher};
-use crate::mech::{AccountState, Credentials};
+use crate::mech::{AccountState, Credentials, StateVersion};
 
-/// Memory budgeted per entry: the digests and times (~120 bytes), the hash table's
+/// Memory budgeted per entry: the digests and times (~160 bytes), the hash table's
 /// overhead, and the eviction queue's slot, rounded up.
-pub const ENTRY_BYTES: u64 = 192;
+pub const ENTRY_BYTES: u64 = 256;
 
 /// One cached success. Nothing in it can be turned back into a password.
 struct Entry {
@@ -34,6 +34,8 @@ struct Entry {
     secret: Digest,
     /// Digest of (identity, account state) at the time of the success.
     state: Digest,
+    /// Digest of the state's version when it was last read, if it had one.
+    version: Option<Digest>,
     stored_at: Instant,
     /// Insertion number, to match eviction-queue slots with the entry they were made for.
     serial: u64,
@@ -61,6 +63,7 @@ pub enum Lookup {
 pub struct StateCheck {
     identity: Digest,
     state: Digest,
+    version: Option<Digest>,
 }
 
 /// Counters, for the SIGUSR1 statistics line.
@@ -133,11 +136,18 @@ impl CredentialCache {
                 self.expired.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Some(entry) => entry.secret.matches(&secret).then_some(entry.state),
+            Some(entry) => entry
+                .secret
+                .matches(&secret)
+                .then_some((entry.state, entry.version)),
         };
         drop(table);
         match found {
-            Some(state) => Lookup::Candidate(StateCheck { identity, state }),
+            Some((state, version)) => Lookup::Candidate(StateCheck {
+                identity,
+                state,
+                version,
+            }),
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 Lookup::Miss
@@ -145,16 +155,44 @@ impl CredentialCache {
         }
     }
 
-    /// Settles a candidate: a hit if the account's current state is the recorded one;
-    /// otherwise (or with no state: the account can't be vouched for) the entry is removed
-    /// and the caller verifies in full.
-    pub fn confirm(&self, check: &StateCheck, current: Option<&AccountState>) -> bool {
+    /// The fast way to settle a candidate: a hit if the state's version is the one
+    /// recorded (so the state can't have changed). `false` decides nothing: the caller
+    /// reads the state and calls [`CredentialCache::confirm`].
+    pub fn confirm_version(&self, check: &StateCheck, current: Option<&StateVersion>) -> bool {
+        let hit = match (&check.version, current) {
+            (Some(recorded), Some(current)) => {
+                recorded.matches(&self.version_digest(&check.identity, current))
+            }
+            _ => false,
+        };
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Settles a candidate: a hit if the account's current state is the recorded one (the
+    /// entry then records `version`, read before that state); otherwise (or with no state:
+    /// the account can't be vouched for) the entry is removed and the caller verifies in
+    /// full.
+    pub fn confirm(
+        &self,
+        check: &StateCheck,
+        current: Option<&AccountState>,
+        version: Option<&StateVersion>,
+    ) -> bool {
         let hit = current.is_some_and(|state| {
             self.state_digest(&check.identity, state)
                 .matches(&check.state)
         });
         if hit {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            let version = version.map(|v| self.version_digest(&check.identity, v));
+            if let Some(entry) = self.lock().entries.get_mut(&check.identity)
+                && entry.state == check.state
+            {
+                entry.version = version;
+            }
         } else {
             self.stale.fetch_add(1, Ordering::Relaxed);
             self.misses.fetch_add(1, Ordering::Relaxed);
@@ -170,11 +208,19 @@ impl CredentialCache {
         hit
     }
 
-    /// Records a success with the account state read when it was verified.
-    pub fn insert(&self, credentials: &Credentials, state: &AccountState, now: Instant) {
+    /// Records a success with the account state read when it was verified, and that
+    /// state's version (taken before the read).
+    pub fn insert(
+        &self,
+        credentials: &Credentials,
+        state: &AccountState,
+        version: Option<&StateVersion>,
+        now: Instant,
+    ) {
         let identity = self.identity(credentials);
         let entry_secret = self.secret(credentials);
         let entry_state = self.state_digest(&identity, state);
+        let entry_version = version.map(|v| self.version_digest(&identity, v));
         let mut table = self.lock();
         let serial = table.next_serial;
         table.next_serial += 1;
@@ -183,6 +229,7 @@ impl CredentialCache {
             Entry {
                 secret: entry_secret,
                 state: entry_state,
+                version: entry_version,
                 stored_at: now,
                 serial,
             },
@@ -237,6 +284,12 @@ impl CredentialCache {
     fn state_digest(&self, identity: &Digest, state: &AccountState) -> Digest {
         self.hasher
             .digest("cache state", &[identity.as_bytes(), state.as_bytes()])
+    }
+
+    fn version_digest(&self, identity: &Digest, version: &StateVersion) -> Digest {
+        let bytes: Vec<u8> = version.0.iter().flat_map(|v| v.to_be_bytes()).collect();
+        self.hasher
+            .digest("cache state version", &[identity.as_bytes(), &bytes])
     }
 
     /// The table stays consistent under a panic elsewhere (every update is one step), so a
@@ -311,9 +364,13 @@ mod tests {
     /// A full hit: candidate, and the state still matches.
     fn hit(cache: &CredentialCache, c: &Credentials, current: &str, now: Instant) -> bool {
         match cache.lookup(c, now) {
-            Lookup::Candidate(check) => cache.confirm(&check, Some(&state(current))),
+            Lookup::Candidate(check) => cache.confirm(&check, Some(&state(current)), None),
             Lookup::Miss => false,
         }
+    }
+
+    fn version(n: i64) -> StateVersion {
+        StateVersion(vec![n, 7])
     }
 
     #[test]
@@ -322,7 +379,7 @@ mod tests {
         let now = Instant::now();
         let alice = creds("alice", "pw1", "smtp", "");
         assert_eq!(cache.lookup(&alice, now), Lookup::Miss);
-        cache.insert(&alice, &state("s1"), now);
+        cache.insert(&alice, &state("s1"), None, now);
         assert!(hit(&cache, &alice, "s1", now));
         let wrong = creds("alice", "pw2", "smtp", "");
         assert_eq!(cache.lookup(&wrong, now), Lookup::Miss);
@@ -336,7 +393,7 @@ mod tests {
     fn identity_includes_service_and_realm() {
         let cache = cache(10);
         let now = Instant::now();
-        cache.insert(&creds("alice", "pw", "smtp", ""), &state("s"), now);
+        cache.insert(&creds("alice", "pw", "smtp", ""), &state("s"), None, now);
         assert!(!hit(&cache, &creds("alice", "pw", "imap", ""), "s", now));
         assert!(!hit(
             &cache,
@@ -353,7 +410,7 @@ mod tests {
         assert!(hit(&cache, &creds("alice", "pw", "smtp", ""), "s", now));
         // -r: the login the mechanism sees carries the realm; that is the key.
         let concatenated = creds("alice@example.org", "pw", "smtp", "example.org");
-        cache.insert(&concatenated, &state("s"), now);
+        cache.insert(&concatenated, &state("s"), None, now);
         assert!(hit(&cache, &concatenated, "s", now));
         assert!(!hit(
             &cache,
@@ -368,7 +425,7 @@ mod tests {
         let cache = cache(10);
         let start = Instant::now();
         let alice = creds("alice", "pw", "smtp", "");
-        cache.insert(&alice, &state("s"), start);
+        cache.insert(&alice, &state("s"), None, start);
         assert!(hit(
             &cache,
             &alice,
@@ -385,16 +442,41 @@ mod tests {
         let cache = cache(10);
         let now = Instant::now();
         let alice = creds("alice", "pw", "smtp", "");
-        cache.insert(&alice, &state("hash-1"), now);
+        cache.insert(&alice, &state("hash-1"), None, now);
         assert!(!hit(&cache, &alice, "hash-2", now));
         assert_eq!(cache.lookup(&alice, now), Lookup::Miss, "entry removed");
-        cache.insert(&alice, &state("hash-1"), now);
+        cache.insert(&alice, &state("hash-1"), None, now);
         let Lookup::Candidate(check) = cache.lookup(&alice, now) else {
             panic!("expected a candidate");
         };
-        assert!(!cache.confirm(&check, None));
+        assert!(!cache.confirm(&check, None, None));
         assert_eq!(cache.lookup(&alice, now), Lookup::Miss);
         assert_eq!(cache.stats().stale, 2);
+    }
+
+    #[test]
+    fn an_unchanged_version_settles_a_hit_without_the_state() {
+        let cache = cache(10);
+        let now = Instant::now();
+        let alice = creds("alice", "pw", "smtp", "");
+        cache.insert(&alice, &state("s1"), Some(&version(1)), now);
+        let candidate = || match cache.lookup(&alice, now) {
+            Lookup::Candidate(check) => check,
+            Lookup::Miss => panic!("expected a candidate"),
+        };
+        assert!(cache.confirm_version(&candidate(), Some(&version(1))));
+        assert!(!cache.confirm_version(&candidate(), Some(&version(2))));
+        assert!(!cache.confirm_version(&candidate(), None));
+        // The version moved on but the state is the same: a hit that records the new one.
+        assert!(cache.confirm(&candidate(), Some(&state("s1")), Some(&version(2))));
+        assert!(cache.confirm_version(&candidate(), Some(&version(2))));
+        // A changed state is stale whatever the version says.
+        assert!(!cache.confirm(&candidate(), Some(&state("s2")), Some(&version(2))));
+        assert_eq!(cache.lookup(&alice, now), Lookup::Miss);
+        // No version recorded: never settled by version.
+        cache.insert(&alice, &state("s1"), None, now);
+        assert!(!cache.confirm_version(&candidate(), Some(&StateVersion::default())));
+        assert_eq!(cache.stats().hits, 3);
     }
 
     #[test]
@@ -405,7 +487,7 @@ mod tests {
             .map(|i| creds(&format!("user{i}"), "pw", "smtp", ""))
             .collect();
         for user in &users {
-            cache.insert(user, &state("s"), now);
+            cache.insert(user, &state("s"), None, now);
         }
         assert!(!hit(&cache, &users[0], "s", now));
         assert!(!hit(&cache, &users[1], "s", now));
@@ -416,7 +498,7 @@ mod tests {
         assert_eq!((stats.entries, stats.evicted), (3, 2));
         // Re-inserting one user many times neither evicts others nor grows the queue.
         for _ in 0..1000 {
-            cache.insert(&users[4], &state("s"), now);
+            cache.insert(&users[4], &state("s"), None, now);
         }
         assert_eq!(cache.stats().entries, 3);
         assert!(cache.lock().order.len() <= 2 * 3 + 64 + 1);
@@ -425,11 +507,11 @@ mod tests {
 
     #[test]
     fn capacity_follows_the_size_in_kilobytes() {
-        assert_eq!(capacity_for(963), 963 * 1024 / 192);
+        assert_eq!(capacity_for(963), 963 * 1024 / 256);
         assert_eq!(capacity_for(0), 1);
         assert_eq!(
             capacity_for(u64::MAX),
-            usize::try_from(u64::MAX / 192).unwrap()
+            usize::try_from(u64::MAX / 256).unwrap()
         );
     }
 
@@ -441,7 +523,7 @@ mod tests {
         let cache = cache(10);
         let password = "Sasl-Lab-pw1-unique";
         let alice = creds("alice", password, "smtp", "");
-        cache.insert(&alice, &state("s"), Instant::now());
+        cache.insert(&alice, &state("s"), None, Instant::now());
         let stored = cache.stored_bytes();
         let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
         assert!(!contains(password.as_bytes()));
@@ -449,7 +531,7 @@ mod tests {
         assert!(!contains(&Sha256::digest(password.as_bytes())));
         // Another key gives other digests: the stored form is useless without this key.
         let other = CredentialCache::with_hasher(KeyedHasher::with_key([4; 32]), 10, TTL);
-        other.insert(&alice, &state("s"), Instant::now());
+        other.insert(&alice, &state("s"), None, Instant::now());
         assert_ne!(other.stored_bytes(), stored);
     }
 }

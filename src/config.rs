@@ -13,7 +13,10 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use crate::mech;
+use crate::privileges::RunAsSpec;
 use crate::protocol::{DEFAULT_MAX_FIELD_LEN, MAX_COUNTED_LEN};
+use crate::server::peer::{AccessSpec, Id, parse_id_list};
+use crate::server::throttle::{self, ThrottleSettings};
 
 pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
 pub const SOCKET_NAME: &str = "mux";
@@ -91,6 +94,22 @@ struct Cli {
     #[arg(long = "max-queue", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_queue: u64,
+    /// Failures a login (or client address) may have before its requests are delayed
+    #[arg(long = "throttle-free", value_name = "N", default_value_t = throttle::DEFAULT_FREE,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    throttle_free: u32,
+    /// First throttling delay in milliseconds; doubles with each further failure
+    #[arg(long = "throttle-delay", value_name = "MS", default_value_t = throttle::DEFAULT_DELAY_MS,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    throttle_delay: u64,
+    /// Longest throttling delay in milliseconds; 0 turns throttling off
+    #[arg(long = "throttle-max", value_name = "MS", default_value_t = throttle::DEFAULT_MAX_MS,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    throttle_max: u64,
+    /// Seconds without failures after which a login (or address) loses one failure
+    #[arg(long = "throttle-decay", value_name = "SECS", default_value_t = throttle::DEFAULT_DECAY_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    throttle_decay: u64,
     /// -a pam: the only service names clients may send, comma-separated (default: any)
     #[arg(long = "pam-services", value_name = "LIST")]
     pam_services: Option<String>,
@@ -114,6 +133,21 @@ struct Cli {
     #[arg(long = "rimap-timeout", value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     rimap_timeout: Option<u64>,
+    // Hardening (issue 7): who may connect, whom to run as.
+    /// Serve only peers with one of these uids (users or numbers, comma-separated); with
+    /// --allow-gid, a peer in either list is served; uid 0 is not implied
+    #[arg(long = "allow-uid", value_name = "LIST")]
+    allow_uid: Option<String>,
+    /// Serve only peers with one of these primary gids (groups or numbers,
+    /// comma-separated); supplementary groups are not seen
+    #[arg(long = "allow-gid", value_name = "LIST")]
+    allow_gid: Option<String>,
+    /// After binding the socket, drop root for good and run as USER (-a rimap only)
+    #[arg(long = "user", value_name = "USER")]
+    user: Option<String>,
+    /// With --user: the group to run as (default: USER's primary group)
+    #[arg(long = "group", value_name = "GROUP")]
+    group: Option<String>,
 }
 
 /// The credential cache settings (`-c`, `-s`, `-t`).
@@ -147,6 +181,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Requests allowed to wait for a verification slot (`--max-queue`).
     pub max_queue: usize,
+    /// `--allow-uid`, `--allow-gid` (names are looked up at startup).
+    pub access: AccessSpec,
+    /// `--user`, `--group`: whom to run as once the socket is bound.
+    pub run_as: Option<RunAsSpec>,
+    /// Brute-force throttling (`--throttle-*`).
+    pub throttle: ThrottleSettings,
 }
 
 impl Config {
@@ -236,6 +276,7 @@ where
         .ok_or_else(|| UsageError("cache size must be positive and non zero".into()))?;
     let cache_timeout = positive(cli.cache_timeout, DEFAULT_CACHE_TIMEOUT_SECS)
         .ok_or_else(|| UsageError("cache timeout must be positive".into()))?;
+    let (access, run_as) = hardening_options(&cli)?;
     let _ = cli.no_accept_lock;
     Ok(Action::Run(Box::new(Config {
         mech,
@@ -256,6 +297,14 @@ where
         max_field_len: cli.max_field_len as usize,
         max_connections: cli.max_connections as usize,
         max_queue: cli.max_queue as usize,
+        access,
+        run_as,
+        throttle: ThrottleSettings {
+            free: cli.throttle_free,
+            delay: Duration::from_millis(cli.throttle_delay),
+            max: Duration::from_millis(cli.throttle_max),
+            decay: Duration::from_secs(cli.throttle_decay),
+        },
     })))
 }
 
@@ -265,6 +314,34 @@ fn positive(value: Option<i64>, default: u64) -> Option<u64> {
         Some(v) if v > 0 => Some(v as u64),
         Some(_) => None,
     }
+}
+
+/// `--allow-uid`, `--allow-gid`, `--user` and `--group`, checked for syntax (names are
+/// looked up by the daemon at startup).
+fn hardening_options(cli: &Cli) -> Result<(AccessSpec, Option<RunAsSpec>), UsageError> {
+    let list = |option: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|list| parse_id_list(option, list))
+            .transpose()
+            .map_err(UsageError)
+    };
+    let access = AccessSpec {
+        uids: list("--allow-uid", &cli.allow_uid)?,
+        gids: list("--allow-gid", &cli.allow_gid)?,
+    };
+    let id = |option: &str, value: &str| {
+        Id::parse(value).map_err(|e| UsageError(format!("{option}: {e}")))
+    };
+    let run_as = match (&cli.user, &cli.group) {
+        (None, None) => None,
+        (None, Some(_)) => return Err(UsageError("--group needs --user".into())),
+        (Some(user), group) => Some(RunAsSpec {
+            user: id("--user", user)?,
+            group: group.as_deref().map(|g| id("--group", g)).transpose()?,
+        }),
+    };
+    Ok((access, run_as))
 }
 
 /// The mechanism-specific long options, refused with any other mechanism (an allow-list
@@ -394,6 +471,43 @@ mod tests {
     }
 
     #[test]
+    fn throttle_options() {
+        let c = run(&["-a", "shadow"]);
+        assert_eq!(c.throttle, ThrottleSettings::default());
+        assert!(c.throttle.enabled());
+        let c = run(&[
+            "-a",
+            "shadow",
+            "--throttle-free",
+            "0",
+            "--throttle-delay",
+            "100",
+            "--throttle-max",
+            "2000",
+            "--throttle-decay",
+            "30",
+        ]);
+        assert_eq!(
+            c.throttle,
+            ThrottleSettings {
+                free: 0,
+                delay: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+                decay: Duration::from_secs(30),
+            }
+        );
+        assert!(
+            !run(&["-a", "shadow", "--throttle-max", "0"])
+                .throttle
+                .enabled()
+        );
+        assert!(usage_error(&["-a", "shadow", "--throttle-delay", "0"]).contains("0"));
+        assert!(usage_error(&["-a", "shadow", "--throttle-max", "60001"]).contains("60001"));
+        assert!(usage_error(&["-a", "shadow", "--throttle-decay", "0"]).contains("0"));
+        assert!(usage_error(&["-a", "shadow", "--throttle-free", "-1"]).contains("-1"));
+    }
+
+    #[test]
     fn usage_errors() {
         assert!(usage_error(&[]).contains("no authentication mechanism"));
         assert!(usage_error(&["-a", "shadow", "-m", "run"]).contains("absolute"));
@@ -479,6 +593,57 @@ mod tests {
         assert!(usage_error(&["-a", "shadow", "--rimap-ca-file", "/x"]).contains("need -a rimap"));
         assert!(usage_error(&["-a", "rimap", "--rimap-timeout", "0"]).contains("0"));
         assert!(usage_error(&["-a", "rimap", "--pam-service", "smtp"]).contains("need -a pam"));
+    }
+
+    #[test]
+    fn hardening_options() {
+        let c = run(&["-a", "shadow"]);
+        assert_eq!(c.access, AccessSpec::default());
+        assert_eq!(c.run_as, None);
+        let c = run(&[
+            "-a",
+            "rimap",
+            "-O",
+            "127.0.0.1",
+            "--allow-uid",
+            "postfix,0",
+            "--allow-gid",
+            "sasl",
+            "--user",
+            "nobody",
+            "--group",
+            "65534",
+        ]);
+        assert_eq!(
+            c.access,
+            AccessSpec {
+                uids: Some(vec![Id::Name("postfix".into()), Id::Number(0)]),
+                gids: Some(vec![Id::Name("sasl".into())]),
+            }
+        );
+        assert_eq!(
+            c.run_as,
+            Some(RunAsSpec {
+                user: Id::Name("nobody".into()),
+                group: Some(Id::Number(65534)),
+            })
+        );
+        let c = run(&["-a", "rimap", "--user", "1000"]);
+        assert_eq!(
+            c.run_as,
+            Some(RunAsSpec {
+                user: Id::Number(1000),
+                group: None,
+            })
+        );
+        assert!(usage_error(&["-a", "shadow", "--allow-uid", ""]).contains("empty list"));
+        assert!(usage_error(&["-a", "shadow", "--allow-gid", "a,,b"]).contains("empty entry"));
+        assert!(usage_error(&["-a", "rimap", "--group", "mail"]).contains("--group needs --user"));
+        assert!(usage_error(&["-a", "rimap", "--user", "a b"]).starts_with("--user: "));
+        assert!(
+            usage_error(&["-a", "rimap", "--user", "x", "--group", "4294967295"])
+                .starts_with("--group: ")
+        );
     }
 
     #[test]

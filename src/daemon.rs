@@ -31,8 +31,10 @@ use crate::cache::CredentialCache;
 use crate::config::{self, Action, Config};
 use crate::log::{self, LogConfig};
 use crate::mech;
+use crate::privileges;
 use crate::server::handler::{Handler, HandlerOptions, state_slots};
 use crate::server::listener::{Server, serve};
+use crate::server::throttle::{Throttle, ThrottleSettings};
 use crate::{log_debug, log_err, log_info, systemd};
 
 /// Set in the environment of the detached copy; its value is unused.
@@ -168,18 +170,31 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
              lost. Run in the foreground (-f) to log to stderr."
         );
     }
+    privileges::forbid_core_dumps().map_err(StartupError::new)?;
     let mechanism = mech::create(
         &config.mech,
         config.mech_option.as_deref(),
         &config.mech_settings,
     )
     .map_err(|e| StartupError::new(e.to_string()))?;
+    // Hardening: names are looked up once, now; --user only with a mechanism that needs
+    // no root.
+    let run_as = privileges::plan_drop(config.run_as.as_ref(), mechanism.as_ref())
+        .map_err(StartupError::new)?;
+    let access = config
+        .access
+        .resolve(&privileges::user_id, &privileges::group_id)
+        .map_err(StartupError::new)?;
+    if !access.is_open() {
+        log_info!("peers allowed to connect: {access}");
+    }
     // The verification pool: `-n N`, else the mechanism's default (pam waits more than it
     // computes, so it asks for more than shadow's one per core), capped by memory.
     let workers = config
         .workers
         .unwrap_or_else(|| mech::default_pool_size(mechanism.as_ref()));
     log_debug!("verification pool: {workers} at once");
+    let max_connections = privileges::fit_open_files(config.max_connections, workers.get());
     // Before any thread exists: this edits the environment.
     let inherited = systemd::inherited_listener()
         .map_err(|e| StartupError::new(format!("unusable socket from the service manager: {e}")))?;
@@ -196,6 +211,9 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     } else {
         None
     };
+    let throttle = Throttle::new(config.throttle)
+        .map_err(|e| StartupError::new(format!("throttle: no random key: {e}")))?;
+    log_throttle(&config.throttle);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(workers.get() + state_slots() + 4)
@@ -207,6 +225,14 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         let (files, listener) = RunFiles::create(&config, inherited)?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
+        if let Some(run_as) = &run_as
+            && let Err(error) = privileges::drop_privileges(run_as)
+        {
+            files.remove();
+            return Err(StartupError::new(format!(
+                "cannot drop privileges: {error}"
+            )));
+        }
         if detached {
             report_ready()?;
         }
@@ -229,11 +255,13 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
                     workers: workers.get(),
                     max_queue: config.max_queue,
                     cache,
+                    throttle,
                 },
             ),
             timeout: config.timeout,
             max_field_len: config.max_field_len,
-            max_connections: config.max_connections,
+            max_connections,
+            access,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let serving = tokio::spawn(serve(listener, Arc::clone(&server), stop_rx));
@@ -252,6 +280,21 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         log_info!("master exited: {}", std::process::id());
         Ok(())
     })
+}
+
+/// The throttle's settings, at startup (debug).
+fn log_throttle(settings: &ThrottleSettings) {
+    if settings.enabled() {
+        log_debug!(
+            "throttle: {} free failures, then {} ms doubling up to {} ms; one failure forgotten per {} s",
+            settings.free,
+            settings.delay.as_millis(),
+            settings.max.as_millis(),
+            settings.decay.as_secs()
+        );
+    } else {
+        log_debug!("throttle: off");
+    }
 }
 
 /// Tells the starting process we listen, then lets go of its pipe and terminal.
@@ -347,16 +390,28 @@ impl RunFiles {
         Ok((files, listener))
     }
 
-    /// Removes the socket, then the pid file (while still holding its lock).
+    /// Removes the socket, then the pid file (while still holding its lock). After
+    /// `--user` the run directory is usually not ours to write: then both stay, which is
+    /// harmless (the next start replaces the stale socket and rewrites the pid file).
     fn remove(self) {
-        if let Some(socket_path) = &self.socket_path
-            && let Err(error) = fs::remove_file(socket_path)
-        {
-            log_err!("cannot remove {}: {error}", socket_path.display());
+        let remove = |path: &Path| match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error)
+                if error.kind() == std::io::ErrorKind::PermissionDenied
+                    && !nix::unistd::geteuid().is_root() =>
+            {
+                log_info!(
+                    "leaving {} behind: {error} (privileges were dropped); the next start \
+                     replaces it",
+                    path.display()
+                )
+            }
+            Err(error) => log_err!("cannot remove {}: {error}", path.display()),
+        };
+        if let Some(socket_path) = &self.socket_path {
+            remove(socket_path);
         }
-        if let Err(error) = fs::remove_file(&self.pid_path) {
-            log_err!("cannot remove {}: {error}", self.pid_path.display());
-        }
+        remove(&self.pid_path);
         drop(self.pid_file);
     }
 }
@@ -382,6 +437,8 @@ fn lock_pid_file(path: &Path) -> Result<Flock<File>, StartupError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        // A symbolic link planted in the run directory is never followed.
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| StartupError::new(format!("cannot open {}: {e}", path.display())))?;
     let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {

@@ -183,18 +183,18 @@ fn entries_expire_after_dash_t_seconds() {
 
 #[test]
 fn the_size_bound_evicts_the_oldest_entry() {
-    // -s 1: 1024 bytes = 5 entries of 192 bytes. Six services make six entries.
+    // -s 1: 1024 bytes = 4 entries of 256 bytes. Five services make five entries.
     let daemon = ours(&["-a", "shadow", "-c", "-s", "1"]);
-    let services: Vec<String> = (0..6).map(|i| format!("svc{i}")).collect();
+    let services: Vec<String> = (0..5).map(|i| format!("svc{i}")).collect();
     for service in &services {
         expect(&daemon, "muser", MUSER_PW, service, "", "OK");
     }
-    expect(&daemon, "muser", MUSER_PW, "svc5", "", "OK");
+    expect(&daemon, "muser", MUSER_PW, "svc4", "", "OK");
     assert_eq!(hits(&daemon, "muser"), 1, "the newest entry is there");
     expect(&daemon, "muser", MUSER_PW, "svc0", "", "OK");
     assert_eq!(hits(&daemon, "muser"), 1, "the oldest entry was evicted");
     let line = statistics(&daemon, 0);
-    assert!(line.contains("credential cache: 5 of 5 entries"), "{line}");
+    assert!(line.contains("credential cache: 4 of 4 entries"), "{line}");
     assert!(line.contains(" evicted"), "{line}");
     daemon.finish(&secrets());
 }
@@ -295,4 +295,42 @@ fn pam_account_expired_after_caching_is_refused() {
     );
     assert_eq!(hits(daemon, "suser"), 1);
     lab.daemon.assert_log_free_of(&secrets());
+}
+
+/// With settled files (no change in the last 2 s) a hit is vouched for by the files'
+/// identity and times alone, without a lookup; a change to /etc/shadow still counts on
+/// the very next request.
+#[test]
+fn changes_count_on_the_fast_path_too() {
+    let daemon = ours(&["-a", "shadow", "-c"]);
+    let settle = || std::thread::sleep(Duration::from_millis(2500));
+    settle();
+    for _ in 0..3 {
+        expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    }
+    assert_eq!(hits(&daemon, "muser"), 2);
+    edit_shadow(&daemon, "muser", |fields| {
+        fields[1] = format!("!{}", fields[1])
+    });
+    expect(
+        &daemon,
+        "muser",
+        MUSER_PW,
+        "smtp",
+        "",
+        "NO Incorrect password",
+    );
+    edit_shadow(&daemon, "muser", |fields| {
+        fields[1] = fields[1].trim_start_matches('!').to_string()
+    });
+    settle();
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 3);
+    // Another user's change (same file) makes muser's next hit read its entry again: still
+    // a hit, because muser's own entry is unchanged.
+    edit_shadow(&daemon, "suser", |fields| fields[7] = "1".to_string());
+    expect(&daemon, "muser", MUSER_PW, "smtp", "", "OK");
+    assert_eq!(hits(&daemon, "muser"), 4);
+    daemon.finish(&secrets());
 }

@@ -44,24 +44,49 @@ impl AccountState {
     }
 }
 
+/// A cheap fingerprint of everything an account's state is read from (shadow: the
+/// identity and times of /etc/passwd, /etc/shadow and /etc/nsswitch.conf, and the day).
+/// While it is unchanged, so is every account's state, and a cache hit needs no lookup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateVersion(pub Vec<i64>);
+
 pub trait Mechanism: Send + Sync {
     /// The name given to `-a` and shown in log lines (`[mech=...]`).
     fn name(&self) -> &'static str;
     /// Verifies one set of credentials. May block.
     fn authenticate(&self, credentials: &Credentials) -> Reply;
-    /// [`Mechanism::authenticate`] for the credential cache: the reply, and the account's
+    /// [`Mechanism::authenticate`] for the credential cache: the reply, the account's
     /// state read in the same lookup that verified the password (so a change made between
-    /// the two can't be missed). The default has no state: cached successes then live by
-    /// the TTL alone.
-    fn authenticate_with_state(&self, credentials: &Credentials) -> (Reply, AccountState) {
-        (self.authenticate(credentials), AccountState::default())
+    /// the two can't be missed), and the state's version taken before that lookup. The
+    /// default has an empty state and an empty version that never changes: cached
+    /// successes then live by the TTL alone.
+    fn authenticate_with_state(
+        &self,
+        credentials: &Credentials,
+    ) -> (Reply, AccountState, Option<StateVersion>) {
+        (
+            self.authenticate(credentials),
+            AccountState::default(),
+            Some(StateVersion::default()),
+        )
     }
-    /// On a cache hit (the password matches a cached success): the account's state now,
-    /// cheaply, without verifying the password again; `None` when the account can no
-    /// longer be vouched for (then the request is verified in full, which gives the exact
-    /// reply). The cache answers `OK` only if the state equals the one cached. May block.
-    fn current_state(&self, _credentials: &Credentials) -> Option<AccountState> {
-        Some(AccountState::default())
+    /// On a cache hit: the current [`StateVersion`], if the mechanism has one, read without
+    /// blocking (it runs on the accept loop's threads). Equal to the version cached with
+    /// the success: the hit stands without reading the state. `None` or different: the
+    /// state is read with [`Mechanism::current_state`].
+    fn state_version(&self, _credentials: &Credentials) -> Option<StateVersion> {
+        Some(StateVersion::default())
+    }
+    /// On a cache hit whose version changed: the account's state now, cheaply, without
+    /// verifying the password again (and its version, taken before the read); state `None`
+    /// when the account can no longer be vouched for (then the request is verified in full,
+    /// which gives the exact reply). The cache answers `OK` only if the state equals the
+    /// one cached. May block.
+    fn current_state(
+        &self,
+        _credentials: &Credentials,
+    ) -> (Option<AccountState>, Option<StateVersion>) {
+        (Some(AccountState::default()), Some(StateVersion::default()))
     }
     /// Verifications run at once when `-n` is absent or 0. The default, one per CPU core,
     /// suits CPU-bound work (crypt); mechanisms that mostly wait (PAM's fail delays, the

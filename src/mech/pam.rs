@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use std::ffi::CString;
 use std::num::NonZeroUsize;
 
-use super::{AccountState, Credentials, Mechanism};
+use super::{AccountState, Credentials, Mechanism, StateVersion};
 use crate::log::sanitize;
 use crate::protocol::Reply;
 use crate::sys::pam::{Flags, Transaction};
@@ -81,11 +81,31 @@ impl Mechanism for Pam {
     /// A cache hit still runs the account phase (`pam_acct_mgmt`), so an account that has
     /// expired or been locked since is refused (by a full verification, which gives PAM's
     /// exact reply). Cached successes otherwise live by the TTL.
-    fn current_state(&self, credentials: &Credentials) -> Option<AccountState> {
-        let service = self.service(credentials).ok()?;
-        let mut pam = open(&service, credentials).ok()?;
-        account(&mut pam, &credentials.login).ok()?;
-        Some(AccountState::default())
+    fn authenticate_with_state(
+        &self,
+        credentials: &Credentials,
+    ) -> (Reply, AccountState, Option<StateVersion>) {
+        (
+            self.authenticate(credentials),
+            AccountState::default(),
+            None,
+        )
+    }
+
+    /// No version: every hit runs the account phase.
+    fn state_version(&self, _credentials: &Credentials) -> Option<StateVersion> {
+        None
+    }
+
+    fn current_state(
+        &self,
+        credentials: &Credentials,
+    ) -> (Option<AccountState>, Option<StateVersion>) {
+        let account_ok = self.service(credentials).ok().is_some_and(|service| {
+            open(&service, credentials)
+                .is_ok_and(|mut pam| account(&mut pam, &credentials.login).is_ok())
+        });
+        (account_ok.then(AccountState::default), None)
     }
 }
 

@@ -677,6 +677,10 @@ impl Mechanism for Rimap {
         DEFAULT_CONCURRENCY.max(super::cpu_cores())
     }
 
+    fn needs_root(&self) -> bool {
+        false
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Reply {
         let user = sanitize(&credentials.login);
         let command = match quote::login_command(

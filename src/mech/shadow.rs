@@ -13,7 +13,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::unistd::User;
 
-use super::{AccountState, Credentials, Mechanism};
+mod files;
+
+use std::path::Path;
+
+use files::Files;
+
+use super::{AccountState, Credentials, Mechanism, StateVersion};
 use crate::protocol::Reply;
 use crate::sys::shadow::{ShadowEntry, getspnam};
 use crate::{hash, log_debug, log_warn};
@@ -26,7 +32,9 @@ pub const PASSWORD_EXPIRED: &str = "Password expired";
 const NIS_NO_PERMISSION: &str =
     "Insufficient permission to access NIS authentication database (saslauthd)";
 
-pub struct Shadow;
+pub struct Shadow {
+    files: Files,
+}
 
 impl Shadow {
     pub fn new(option: Option<&str>) -> Shadow {
@@ -36,7 +44,9 @@ impl Shadow {
         if !nix::unistd::geteuid().is_root() {
             log_warn!("shadow: not running as root; shadow lookups will likely fail");
         }
-        Shadow
+        Shadow {
+            files: Files::under(Path::new("/")),
+        }
     }
 }
 
@@ -52,21 +62,43 @@ impl Mechanism for Shadow {
         }
     }
 
-    fn authenticate_with_state(&self, credentials: &Credentials) -> (Reply, AccountState) {
+    fn authenticate_with_state(
+        &self,
+        credentials: &Credentials,
+    ) -> (Reply, AccountState, Option<StateVersion>) {
+        let today = today();
+        let version = self.files.version(today);
         match lookup(&credentials.login) {
             Ok(entry) => {
-                let today = today();
-                (check(&entry, credentials, today), state(&entry, today))
+                let reply = check(&entry, credentials, today);
+                let version =
+                    version.filter(|_| reply.is_ok() && self.files.holds(&credentials.login));
+                (reply, state(&entry, today), version)
             }
-            Err(reply) => (reply, AccountState::default()),
+            Err(reply) => (reply, AccountState::default(), None),
         }
+    }
+
+    /// Three `stat` calls: unchanged files mean unchanged accounts.
+    fn state_version(&self, _credentials: &Credentials) -> Option<StateVersion> {
+        self.files.version(today())
     }
 
     /// Two NSS lookups, no hashing: the entry's hash (so a password change or a lock),
     /// ageing fields and today's expiry verdict must all be as they were.
-    fn current_state(&self, credentials: &Credentials) -> Option<AccountState> {
-        let entry = lookup(&credentials.login).ok()?;
-        Some(state(&entry, today()))
+    fn current_state(
+        &self,
+        credentials: &Credentials,
+    ) -> (Option<AccountState>, Option<StateVersion>) {
+        let today = today();
+        let version = self.files.version(today);
+        match lookup(&credentials.login) {
+            Ok(entry) => {
+                let version = version.filter(|_| self.files.holds(&credentials.login));
+                (Some(state(&entry, today)), version)
+            }
+            Err(_) => (None, None),
+        }
     }
 }
 

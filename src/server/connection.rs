@@ -131,6 +131,26 @@ impl Connection {
         self.stream.flush().await
     }
 
+    /// Answers `reply` without reading a request (a refused peer, a busy server): writes
+    /// it within `limit`, then [`Connection::finish`]es, so the client's request is taken
+    /// (and wiped) and the client reads the reply and a clean end of stream, never a reset
+    /// or a broken pipe.
+    pub async fn refuse(
+        stream: UnixStream,
+        reply: &Reply,
+        limit: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let mut connection = Connection {
+            stream,
+            buffer: Zeroizing::new(Vec::new()),
+            max_field_len: 0,
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(limit, connection.write_reply(reply)).await {
+            connection.finish(limit, shutdown).await;
+        }
+    }
+
     /// Half-closes, then discards input until the client closes, `limit` passes or the
     /// server shuts down. libsasl reads the reply and closes, so this is normally instant.
     pub async fn finish(mut self, limit: Duration, mut shutdown: watch::Receiver<bool>) {

@@ -14,9 +14,10 @@ use tokio::sync::Semaphore;
 
 use super::connection::Incoming;
 use super::peer::PeerCredentials;
+use super::throttle::Throttle;
 use crate::cache::{CredentialCache, Lookup};
 use crate::log::{RateLimitedLog, sanitize};
-use crate::mech::{AccountState, Credentials, Mechanism, cpu_cores};
+use crate::mech::{AccountState, Credentials, Mechanism, StateVersion, cpu_cores};
 use crate::protocol::{Rejection, Reply, Request, text};
 use crate::{log_debug, log_err, log_info};
 
@@ -34,6 +35,8 @@ pub struct Handler {
     /// they never wait behind crypt work.
     cache: Option<CredentialCache>,
     state_pool: Arc<Semaphore>,
+    /// `--throttle-*`: penalised requests wait before verification (cache included).
+    throttle: Throttle,
 }
 
 /// How a [`Handler`] works, from the configuration.
@@ -46,6 +49,8 @@ pub struct HandlerOptions {
     pub max_queue: usize,
     /// `-c`: the credential cache.
     pub cache: Option<CredentialCache>,
+    /// `--throttle-*`.
+    pub throttle: Throttle,
 }
 
 /// Cache hits checking account state at once: they take microseconds (shadow: two NSS
@@ -96,6 +101,7 @@ impl Handler {
             busy_log: RateLimitedLog::default(),
             cache: options.cache,
             state_pool: Arc::new(Semaphore::new(state_slots())),
+            throttle: options.throttle,
         }
     }
 
@@ -123,7 +129,16 @@ impl Handler {
             remote: credentials.client_addr.as_deref().map(sanitize),
             peer,
         };
+        // Throttling: a penalised request waits here, on its own task, before any
+        // verification, right or wrong, so hanging up early tells a client nothing.
+        let attempt = self.throttle.attempt(&credentials);
+        self.throttle
+            .wait(&attempt, || {
+                format!("{}{}", subject.fields(), subject.peer())
+            })
+            .await;
         let (reply, from_cache) = self.decide(credentials).await;
+        self.throttle.record(&attempt, &reply, Instant::now());
         let mech = self.mechanism.name();
         let cached = if from_cache { " [cache=hit]" } else { "" };
         match &reply {
@@ -149,23 +164,27 @@ impl Handler {
             return (self.verify_fully(credentials, false).await.0, false);
         };
         if let Lookup::Candidate(check) = cache.lookup(&credentials, Instant::now()) {
-            // A cache hit waits for a state slot, never behind crypt work.
+            // The version check is a few stat calls, done here; reading the state (NSS,
+            // PAM) waits for a state slot, never behind crypt work.
+            let version = self.mechanism.state_version(&credentials);
+            if cache.confirm_version(&check, version.as_ref()) {
+                return (Reply::ok(), true);
+            }
             let mechanism = Arc::clone(&self.mechanism);
             let job_credentials = Arc::clone(&credentials);
-            let current = self
+            let (state, version) = self
                 .run_blocking(&self.state_pool, move || {
                     mechanism.current_state(&job_credentials)
                 })
                 .await
-                .ok()
-                .flatten();
-            if cache.confirm(&check, current.as_ref()) {
+                .unwrap_or((None, None));
+            if cache.confirm(&check, state.as_ref(), version.as_ref()) {
                 return (Reply::ok(), true);
             }
         }
-        let (reply, state) = self.verify_fully(Arc::clone(&credentials), true).await;
+        let (reply, state, version) = self.verify_fully(Arc::clone(&credentials), true).await;
         if reply.is_ok() {
-            cache.insert(&credentials, &state, Instant::now());
+            cache.insert(&credentials, &state, version.as_ref(), Instant::now());
         }
         (reply, false)
     }
@@ -200,7 +219,7 @@ impl Handler {
         &self,
         credentials: Arc<Credentials>,
         with_state: bool,
-    ) -> (Reply, AccountState) {
+    ) -> (Reply, AccountState, Option<StateVersion>) {
         let Some(_place) = QueuePlace::take(&self.waiting, self.max_queue) else {
             self.busy_log.log(|| {
                 format!(
@@ -209,7 +228,7 @@ impl Handler {
                     text::BUSY
                 )
             });
-            return (Reply::no(text::BUSY), AccountState::default());
+            return (Reply::no(text::BUSY), AccountState::default(), None);
         };
         let mechanism = Arc::clone(&self.mechanism);
         let verified = self
@@ -217,14 +236,12 @@ impl Handler {
                 if with_state {
                     mechanism.authenticate_with_state(&credentials)
                 } else {
-                    (
-                        mechanism.authenticate(&credentials),
-                        AccountState::default(),
-                    )
+                    let reply = mechanism.authenticate(&credentials);
+                    (reply, AccountState::default(), None)
                 }
             })
             .await;
-        verified.unwrap_or_else(|reply| (reply, AccountState::default()))
+        verified.unwrap_or_else(|reply| (reply, AccountState::default(), None))
     }
 
     /// Runs `job` on the blocking thread pool once `slots` has a permit (FIFO). A job that
@@ -264,6 +281,7 @@ impl Handler {
             Some(cache) => lines.push(cache.stats().to_string()),
             None => lines.push("credential cache: off".to_string()),
         }
+        lines.push(self.throttle.stats().to_string());
         lines.push(format!(
             "verification queue: {} waiting (limit {})",
             self.waiting.load(Ordering::Relaxed),

@@ -9,3 +9,4 @@ pub mod connection;
 pub mod handler;
 pub mod listener;
 pub mod peer;
+pub mod throttle;
