@@ -77,6 +77,11 @@ pub fn main() -> ExitCode {
         }
         Ok(Action::Run(config)) => {
             let detached = std::env::var_os(DETACHED_ENV).is_some();
+            if detached {
+                // Started through /proc/self/exe, the kernel named us "exe"; `pidof
+                // saslauthd`, `pkill saslauthd` and monitoring look for our own name.
+                let _ = nix::sys::prctl::set_name(c"saslauthd");
+            }
             // Under a service manager the pid it watches must be the serving one.
             if !config.foreground && !detached && !systemd::managed() {
                 return launch_detached(&args);

@@ -817,6 +817,9 @@ fn daemon_mode_returns_after_socket_listens() {
     let content = fs::read_to_string(d.pid_file()).expect("pid file");
     assert_eq!(content, format!("{}\n", d.pid()));
     assert!(pid_alive(d.pid()));
+    // Re-executed through /proc/self/exe, yet found by `pidof saslauthd`.
+    let comm = fs::read_to_string(format!("/proc/{}/comm", d.pid())).expect("comm");
+    assert_eq!(comm, "saslauthd\n");
     expect_reply(&d, "suser", SUSER_PW, "OK");
     let sock = d.socket();
     let pidf = d.pid_file();
