@@ -32,7 +32,7 @@ use crate::config::{self, Action, Config};
 use crate::log::{self, LogConfig};
 use crate::mech;
 use crate::privileges;
-use crate::server::handler::{Handler, HandlerOptions, state_slots};
+use crate::server::handler::{Handler, HandlerOptions};
 use crate::server::listener::{Server, serve};
 use crate::server::throttle::{Throttle, ThrottleSettings};
 use crate::{log_debug, log_err, log_info, systemd};
@@ -219,9 +219,22 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     let throttle = Throttle::new(config.throttle)
         .map_err(|e| StartupError::new(format!("throttle: no random key: {e}")))?;
     log_throttle(&config.throttle);
+    let handler = Handler::new(
+        mechanism,
+        HandlerOptions {
+            realm_concat: config.realm_concat,
+            workers: workers.get(),
+            max_queue: config.max_queue,
+            cache,
+            throttle,
+        },
+    )
+    .map_err(|e| StartupError::new(format!("cannot start the verification threads: {e}")))?;
+    // Verifications run on the handler's own threads; tokio's blocking pool is left for
+    // tokio's own needs.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(workers.get() + state_slots() + 4)
+        .max_blocking_threads(8)
         .thread_name("saslauthd")
         .build()
         .map_err(|e| StartupError::new(format!("cannot start the runtime: {e}")))?;
@@ -253,16 +266,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             config.mech
         ));
         let server = Arc::new(Server {
-            handler: Handler::new(
-                mechanism,
-                HandlerOptions {
-                    realm_concat: config.realm_concat,
-                    workers: workers.get(),
-                    max_queue: config.max_queue,
-                    cache,
-                    throttle,
-                },
-            ),
+            handler,
             timeout: config.timeout,
             max_field_len: config.max_field_len,
             max_connections,

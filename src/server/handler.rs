@@ -6,14 +6,13 @@
 //! a panicking or vanished verification all answer `NO`.
 #![forbid(unsafe_code)]
 
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-
-use tokio::sync::Semaphore;
 
 use super::connection::Incoming;
 use super::peer::PeerCredentials;
+use super::pool::WorkerPool;
 use super::throttle::Throttle;
 use crate::cache::{CredentialCache, Lookup};
 use crate::log::{RateLimitedLog, sanitize};
@@ -24,17 +23,15 @@ use crate::{log_debug, log_err, log_info};
 pub struct Handler {
     mechanism: Arc<dyn Mechanism>,
     realm_concat: bool,
-    /// One permit per verification allowed to run at once (`-n`). Tokio's semaphore is
-    /// FIFO, so waiting requests are served in arrival order.
-    pool: Arc<Semaphore>,
-    /// Requests waiting for a permit now, and how many may (`--max-queue`).
-    waiting: AtomicUsize,
+    /// The verification threads (`-n`), first come first served, at most `--max-queue`
+    /// requests waiting.
+    pool: WorkerPool,
     max_queue: usize,
     busy_log: RateLimitedLog,
-    /// `-c`. Cache hits check the account's state on their own slots (`state_pool`), so
-    /// they never wait behind crypt work.
+    /// `-c`. Cache hits that must read the account's state do it on threads of their own
+    /// (`state_pool`), so they never wait behind crypt work.
     cache: Option<CredentialCache>,
-    state_pool: Arc<Semaphore>,
+    state_pool: WorkerPool,
     /// `--throttle-*`: penalised requests wait before verification (cache included).
     throttle: Throttle,
 }
@@ -53,8 +50,8 @@ pub struct HandlerOptions {
     pub throttle: Throttle,
 }
 
-/// Cache hits checking account state at once: they take microseconds (shadow: two NSS
-/// lookups), so a few per core keep the blocking pool small.
+/// Cache hits reading account state at once: it takes microseconds (shadow: two NSS
+/// lookups) or a PAM account phase, so a few threads per core suffice.
 pub fn state_slots() -> usize {
     2 * cpu_cores().get()
 }
@@ -91,18 +88,18 @@ impl Subject {
 }
 
 impl Handler {
-    pub fn new(mechanism: Arc<dyn Mechanism>, options: HandlerOptions) -> Handler {
-        Handler {
+    /// Fails only if the pool threads can't be started.
+    pub fn new(mechanism: Arc<dyn Mechanism>, options: HandlerOptions) -> io::Result<Handler> {
+        Ok(Handler {
             mechanism,
             realm_concat: options.realm_concat,
-            pool: Arc::new(Semaphore::new(options.workers)),
-            waiting: AtomicUsize::new(0),
+            pool: WorkerPool::new("saslauthd-verify", options.workers, options.max_queue)?,
             max_queue: options.max_queue,
             busy_log: RateLimitedLog::default(),
+            state_pool: WorkerPool::new("saslauthd-state", state_slots(), options.max_queue)?,
             cache: options.cache,
-            state_pool: Arc::new(Semaphore::new(state_slots())),
             throttle: options.throttle,
-        }
+        })
     }
 
     /// The reply to what a client sent; `peer` is who sent it, for the log lines.
@@ -173,7 +170,7 @@ impl Handler {
             let mechanism = Arc::clone(&self.mechanism);
             let job_credentials = Arc::clone(&credentials);
             let (state, version) = self
-                .run_blocking(&self.state_pool, move || {
+                .run_on(&self.state_pool, move || {
                     mechanism.current_state(&job_credentials)
                 })
                 .await
@@ -220,19 +217,9 @@ impl Handler {
         credentials: Arc<Credentials>,
         with_state: bool,
     ) -> (Reply, AccountState, Option<StateVersion>) {
-        let Some(_place) = QueuePlace::take(&self.waiting, self.max_queue) else {
-            self.busy_log.log(|| {
-                format!(
-                    "verification queue full ({} waiting); answering: NO {}",
-                    self.max_queue,
-                    text::BUSY
-                )
-            });
-            return (Reply::no(text::BUSY), AccountState::default(), None);
-        };
         let mechanism = Arc::clone(&self.mechanism);
         let verified = self
-            .run_blocking(&self.pool, move || {
+            .run_on(&self.pool, move || {
                 if with_state {
                     mechanism.authenticate_with_state(&credentials)
                 } else {
@@ -244,29 +231,27 @@ impl Handler {
         verified.unwrap_or_else(|reply| (reply, AccountState::default(), None))
     }
 
-    /// Runs `job` on the blocking thread pool once `slots` has a permit (FIFO). A job that
-    /// panics or vanishes is `NO internal mechanism failure`.
-    async fn run_blocking<T: Send + 'static>(
+    /// Runs `job` on `pool` and waits for its result. A full queue is `NO server busy`
+    /// (logged at most once a second); a job that panics is `NO internal mechanism
+    /// failure`.
+    async fn run_on<T: Send + 'static>(
         &self,
-        slots: &Arc<Semaphore>,
+        pool: &WorkerPool,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Reply> {
-        let Ok(permit) = Arc::clone(slots).acquire_owned().await else {
-            return Err(Reply::no(text::INTERNAL_FAILURE));
+        let Ok(result) = pool.submit(job) else {
+            self.busy_log.log(|| {
+                format!(
+                    "verification queue full ({} waiting); answering: NO {}",
+                    self.max_queue,
+                    text::BUSY
+                )
+            });
+            return Err(Reply::no(text::BUSY));
         };
-        let task = tokio::task::spawn_blocking(move || {
-            let out = job();
-            drop(permit);
-            out
-        });
-        task.await.map_err(|error| {
-            let how = if error.is_panic() {
-                "panicked"
-            } else {
-                "was cancelled"
-            };
+        result.await.map_err(|_| {
             log_err!(
-                "{}: mechanism {} {how}",
+                "{}: mechanism {} panicked",
                 text::INTERNAL_FAILURE,
                 self.mechanism.name()
             );
@@ -284,7 +269,7 @@ impl Handler {
         lines.push(self.throttle.stats().to_string());
         lines.push(format!(
             "verification queue: {} waiting (limit {})",
-            self.waiting.load(Ordering::Relaxed),
+            self.pool.waiting(),
             self.max_queue
         ));
         lines
@@ -303,26 +288,5 @@ impl Handler {
                 log_err!("NUL byte in {field} [user={user}]; request refused")
             }
         }
-    }
-}
-
-/// A place in the verification queue, given back when dropped (also if the request's task
-/// is cancelled while waiting).
-struct QueuePlace<'a>(&'a AtomicUsize);
-
-impl<'a> QueuePlace<'a> {
-    fn take(waiting: &'a AtomicUsize, limit: usize) -> Option<QueuePlace<'a>> {
-        waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| QueuePlace(waiting))
-    }
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -9,4 +9,5 @@ pub mod connection;
 pub mod handler;
 pub mod listener;
 pub mod peer;
+pub mod pool;
 pub mod throttle;
