@@ -78,16 +78,6 @@ fn start(extra: &[&str]) -> Daemon {
     Daemon::start(&ours(), &args)
 }
 
-fn expect_reply(d: &Daemon, user: &str, pass: &str, want: &str) {
-    let got = auth(&d.socket(), user, pass, "imap", "");
-    assert_eq!(
-        got.as_deref(),
-        Some(want),
-        "user {user:?}: unexpected reply\n--- log ---\n{}",
-        d.log()
-    );
-}
-
 /// A fresh daemon answers one request (service `imap`, no realm) with `want`, then stops
 /// cleanly ([`Daemon::finish`]).
 fn expect_one_reply(user: &str, pass: &str, want: &str) {

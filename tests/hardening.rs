@@ -52,16 +52,6 @@ fn muser_request() -> Vec<u8> {
     request(&[b"muser", MUSER_PW.as_bytes(), b"imap", b""])
 }
 
-fn expect_reply(d: &Daemon, user: &str, pass: &str, want: &str) {
-    let got = auth(&d.socket(), user, pass, "imap", "");
-    assert_eq!(
-        got.as_deref(),
-        Some(want),
-        "user {user:?}: unexpected reply\n--- log ---\n{}",
-        d.log()
-    );
-}
-
 /// Raises this test process's soft open-file limit to at least `want` (within the hard
 /// limit, which root's tests have plenty of).
 fn raise_open_file_limit(want: u64) {

@@ -53,6 +53,19 @@ fn start(extra: &[&str]) -> Daemon {
     Daemon::start(&ours_bin("saslauthd"), &args)
 }
 
+/// Every failure counts (`--throttle-free 0`), 1 s first delay, capped at `max_ms`.
+fn start_counting_every_failure(max_ms: u32) -> Daemon {
+    let max = max_ms.to_string();
+    start(&[
+        "--throttle-free",
+        "0",
+        "--throttle-delay",
+        "1000",
+        "--throttle-max",
+        &max,
+    ])
+}
+
 /// One request (4 fields, or 5 with `addr`); the reply and the time from the last byte
 /// sent to the reply.
 fn timed(socket: &Path, user: &str, pass: &str, addr: Option<&str>) -> (String, Duration) {
@@ -164,14 +177,7 @@ fn a_burst_of_wrong_passwords_slows_that_user_as_designed_and_no_one_else() {
 #[test]
 fn repeating_the_same_wrong_password_does_not_escalate() {
     require_root();
-    let d = start(&[
-        "--throttle-free",
-        "0",
-        "--throttle-delay",
-        "1000",
-        "--throttle-max",
-        "8000",
-    ]);
+    let d = start_counting_every_failure(8000);
     let socket = d.socket();
     // A client retrying a stale password: one failure on record, however often.
     expect(
@@ -210,14 +216,7 @@ fn repeating_the_same_wrong_password_does_not_escalate() {
 #[test]
 fn a_correct_password_after_failures_waits_then_succeeds_and_resets() {
     require_root();
-    let d = start(&[
-        "--throttle-free",
-        "0",
-        "--throttle-delay",
-        "1000",
-        "--throttle-max",
-        "4000",
-    ]);
+    let d = start_counting_every_failure(4000);
     let socket = d.socket();
     expect(
         "wrong 0",
@@ -270,14 +269,7 @@ fn a_correct_password_after_failures_waits_then_succeeds_and_resets() {
 #[test]
 fn a_client_address_is_throttled_across_logins_and_only_that_address() {
     require_root();
-    let d = start(&[
-        "--throttle-free",
-        "0",
-        "--throttle-delay",
-        "1000",
-        "--throttle-max",
-        "4000",
-    ]);
+    let d = start_counting_every_failure(4000);
     let socket = d.socket();
     let (x, y) = ("192.0.2.10", "198.51.100.20");
     let x1 = format!("{x};4711");
@@ -324,14 +316,7 @@ fn a_client_address_is_throttled_across_logins_and_only_that_address() {
 #[test]
 fn throttle_max_zero_turns_throttling_off() {
     require_root();
-    let d = start(&[
-        "--throttle-free",
-        "0",
-        "--throttle-delay",
-        "1000",
-        "--throttle-max",
-        "0",
-    ]);
+    let d = start_counting_every_failure(0);
     let socket = d.socket();
     let started = Instant::now();
     for n in 0..12 {

@@ -80,19 +80,7 @@ impl Mechanism for Pam {
 
     /// A cache hit still runs the account phase (`pam_acct_mgmt`), so an account that has
     /// expired or been locked since is refused (by a full verification, which gives PAM's
-    /// exact reply). Cached successes otherwise live by the TTL.
-    fn authenticate_with_state(
-        &self,
-        credentials: &Credentials,
-    ) -> (Reply, AccountState, Option<StateVersion>) {
-        (
-            self.authenticate(credentials),
-            AccountState::default(),
-            None,
-        )
-    }
-
-    /// No version: every hit runs the account phase.
+    /// exact reply). Cached successes otherwise live by the TTL. So: no version, ever.
     fn state_version(&self, _credentials: &Credentials) -> Option<StateVersion> {
         None
     }

@@ -1145,6 +1145,17 @@ pub fn exchange(socket: &Path, bytes: &[u8], opts: &ExchangeOpts) -> RawReply {
 
 /// 4-field request (like libsasl 2.1.28: one write, no half-close); returns the reply text,
 /// None when the server closed or timed out without a reply.
+/// A 4-field request (service `imap`, no realm) to `d`; asserts the reply text.
+pub fn expect_reply(d: &Daemon, user: &str, pass: &str, want: &str) {
+    let got = auth(&d.socket(), user, pass, "imap", "");
+    assert_eq!(
+        got.as_deref(),
+        Some(want),
+        "user {user:?}: unexpected reply\n--- log ---\n{}",
+        d.log()
+    );
+}
+
 pub fn auth(socket: &Path, user: &str, pass: &str, service: &str, realm: &str) -> Option<String> {
     auth_strs(socket, &[user, pass, service, realm])
 }
