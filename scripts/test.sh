@@ -12,7 +12,7 @@ require_root
 TEST_PACKAGES=(
     sasl2-bin libsasl2-modules postfix swaks                      # real peers
     libpam-modules libpam-modules-bin libpam-runtime               # PAM stacks in tests
-    whois openssl procps                                           # lab tools
+    whois openssl procps python3 util-linux                        # lab tools (mkpasswd, crypt via ctypes, setpriv, prlimit)
     dovecot-imapd                                                  # rimap's IMAP server
     mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
