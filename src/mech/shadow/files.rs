@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use zeroize::Zeroizing;
+
 use crate::mech::StateVersion;
 
 /// A file changed less than this many seconds ago gives no version.
@@ -62,7 +64,8 @@ impl Files {
     /// for the blocking paths only.
     pub fn holds(&self, login: &[u8]) -> bool {
         let has_line = |path: &Path| {
-            fs::read(path).is_ok_and(|text| {
+            // /etc/shadow holds every user's hash: wipe the copy.
+            fs::read(path).map(Zeroizing::new).is_ok_and(|text| {
                 text.split(|&b| b == b'\n').any(|line| {
                     line.len() > login.len() && line.starts_with(login) && line[login.len()] == b':'
                 })
