@@ -183,20 +183,34 @@ pub fn sanitize(bytes: &[u8]) -> String {
     out
 }
 
-/// Logs a repeated condition (overload, say) at most once per second, at LOG_ERR.
-#[derive(Default)]
+/// Logs a repeated condition (overload, say) at most once per second, at LOG_ERR unless
+/// made with [`RateLimitedLog::at`].
 pub struct RateLimitedLog {
     last_second: AtomicU64,
+    level: Level,
+}
+
+impl Default for RateLimitedLog {
+    fn default() -> RateLimitedLog {
+        RateLimitedLog::at(Level::Err)
+    }
 }
 
 impl RateLimitedLog {
+    pub fn at(level: Level) -> RateLimitedLog {
+        RateLimitedLog {
+            last_second: AtomicU64::new(0),
+            level,
+        }
+    }
+
     pub fn log(&self, message: impl FnOnce() -> String) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         if self.last_second.swap(now, Ordering::Relaxed) != now {
-            write(Level::Err, format_args!("{}", message()));
+            write(self.level, format_args!("{}", message()));
         }
     }
 }

@@ -789,6 +789,16 @@ fn rimap_drops_privileges_and_keeps_serving() {
     let server = format!("127.0.0.1/{}", imap.port());
     let mut d = Daemon::start(&ours(), &["-a", "rimap", "-O", &server, "--user", "nobody"]);
     let pid = d.pid();
+    // The socket listens from the bind on; the drop follows it (connections wait in the
+    // backlog until then), so look once the daemon says it is done.
+    assert!(
+        d.wait_for_log(
+            "dropped privileges: running as uid 65534",
+            Duration::from_secs(5)
+        ),
+        "no drop logged\n--- log ---\n{}",
+        d.log()
+    );
     assert_eq!(proc_ids(pid, "Uid"), [NOBODY; 4]);
     assert_eq!(proc_ids(pid, "Gid"), [NOBODY; 4]);
     assert_eq!(proc_status_field(pid, "Groups").as_deref(), Some("65534"));

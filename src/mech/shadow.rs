@@ -27,6 +27,9 @@ use crate::{hash, log_debug, log_warn};
 pub const INVALID_USERNAME: &str = "Invalid username";
 pub const INVALID_SHADOW_USERNAME: &str = "Invalid shadow username";
 pub const INCORRECT_PASSWORD: &str = "Incorrect password";
+/// Prefixes of the replies for failed lookups (an NSS error, not a verdict on the user).
+pub const LOOKUP_FAILURE: &str = "Username lookup failure";
+pub const SHADOW_LOOKUP_FAILURE: &str = "Username shadow lookup failure";
 pub const ACCOUNT_EXPIRED: &str = "Account expired";
 pub const PASSWORD_EXPIRED: &str = "Password expired";
 const NIS_NO_PERMISSION: &str =
@@ -111,17 +114,14 @@ fn lookup(login: &[u8]) -> Result<ShadowEntry, Reply> {
         Ok(Some(_)) => {}
         Ok(None) => return Err(Reply::no(INVALID_USERNAME)),
         Err(errno) => {
-            return Err(Reply::no(format!(
-                "Username lookup failure: {}",
-                errno.desc()
-            )));
+            return Err(Reply::no(format!("{LOOKUP_FAILURE}: {}", errno.desc())));
         }
     }
     match getspnam(login) {
         Ok(Some(entry)) => Ok(entry),
         Ok(None) => Err(Reply::no(INVALID_SHADOW_USERNAME)),
         Err(errno) => Err(Reply::no(format!(
-            "Username shadow lookup failure: {}",
+            "{SHADOW_LOOKUP_FAILURE}: {}",
             errno.desc()
         ))),
     }

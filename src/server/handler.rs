@@ -1,6 +1,6 @@
 //! Turns what a client sent into a reply: validation, `-r`, the credential cache, the
 //! mechanism on the bounded verification pool (FIFO, with a cap on waiting requests), and
-//! upstream's log lines. (CACHE-WIRED)
+//! upstream's log lines.
 //!
 //! Fail closed: the only way to `OK` is the mechanism's own `Reply::Ok`; a refused request,
 //! a panicking or vanished verification all answer `NO`.
@@ -158,7 +158,7 @@ impl Handler {
     /// credentials and the account is unchanged (true), else from the mechanism.
     async fn decide(&self, credentials: Arc<Credentials>) -> (Reply, bool) {
         let Some(cache) = &self.cache else {
-            return (self.verify_fully(credentials, false).await.0, false);
+            return (self.verify_fully(credentials).await.0, false);
         };
         if let Lookup::Candidate(check) = cache.lookup(&credentials, Instant::now()) {
             // The version check is a few stat calls, done here; reading the state (NSS,
@@ -179,7 +179,7 @@ impl Handler {
                 return (Reply::ok(), true);
             }
         }
-        let (reply, state, version) = self.verify_fully(Arc::clone(&credentials), true).await;
+        let (reply, state, version) = self.verify_fully(Arc::clone(&credentials)).await;
         if reply.is_ok() {
             cache.insert(&credentials, &state, version.as_ref(), Instant::now());
         }
@@ -210,14 +210,14 @@ impl Handler {
     }
 
     /// Runs the mechanism once a verification slot is free (with the account state when
-    /// `with_state`, for the cache); past `--max-queue` waiting requests, answers
+    /// there is a cache to record it); past `--max-queue` waiting requests, answers
     /// `NO server busy` at once instead.
     async fn verify_fully(
         &self,
         credentials: Arc<Credentials>,
-        with_state: bool,
     ) -> (Reply, AccountState, Option<StateVersion>) {
         let mechanism = Arc::clone(&self.mechanism);
+        let with_state = self.cache.is_some();
         let verified = self
             .run_on(&self.pool, move || {
                 if with_state {

@@ -36,10 +36,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::digest::{Digest, KeyedHasher};
-use crate::log_info;
+use crate::log::{Level, RateLimitedLog};
 use crate::mech::Credentials;
 use crate::protocol::{Reply, text};
 
@@ -272,8 +272,8 @@ const NOT_VERDICTS: &[&str] = &[
     text::INTERNAL_FAILURE,
     crate::mech::pam::START_ERROR,
     "[ALERT]",
-    "Username lookup failure",
-    "Username shadow lookup failure",
+    crate::mech::shadow::LOOKUP_FAILURE,
+    crate::mech::shadow::SHADOW_LOOKUP_FAILURE,
 ];
 
 impl Outcome {
@@ -321,7 +321,7 @@ pub struct Throttle {
     delayed: AtomicU64,
     failures: AtomicU64,
     evicted: AtomicU64,
-    log: DelayLog,
+    log: RateLimitedLog,
 }
 
 impl Throttle {
@@ -350,7 +350,7 @@ impl Throttle {
             delayed: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
-            log: DelayLog::default(),
+            log: RateLimitedLog::at(Level::Info),
         }
     }
 
@@ -503,23 +503,6 @@ fn address_key(field: &[u8]) -> Option<(&'static [u8], Vec<u8>)> {
         Some(IpAddr::V6(v6)) => (b"ipv6/64", v6.octets()[..8].to_vec()),
         None => (b"name", host.to_vec()),
     })
-}
-
-/// At most one "delaying" line per second, at info level.
-#[derive(Default)]
-struct DelayLog {
-    last_second: AtomicU64,
-}
-
-impl DelayLog {
-    fn log(&self, message: impl FnOnce() -> String) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.last_second.swap(now, Ordering::Relaxed) != now {
-            log_info!("{}", message());
-        }
-    }
 }
 
 #[cfg(test)]
