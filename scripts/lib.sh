@@ -13,22 +13,27 @@ require_root() {
 BUILD_PACKAGES=(gcc libc6-dev libcrypt-dev libpam0g-dev libssl-dev pkg-config util-linux ca-certificates curl)
 
 # apt_install PKG...: apt-get update + install, with a temporary policy-rc.d so that
-# package scripts do not start daemons (Postfix, saslauthd) on public ports.
+# package scripts do not start daemons (Postfix, saslauthd) on public ports. Runs under a
+# lock, so that two runs at once can't remove each other's policy-rc.d mid-install.
 apt_install() {
-    local created=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        created=1
-    fi
-    local rc=0
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q || rc=$?
-    if [ "$rc" -eq 0 ]; then
-        apt-get install -y -q --no-install-recommends "$@" || rc=$?
-    fi
-    if [ "$created" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-    return "$rc"
+    (
+        exec 9>/run/lock/saslauthd-rs-apt.lock
+        flock 9
+        local created=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            created=1
+        fi
+        local rc=0
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=900 update -q || rc=$?
+        if [ "$rc" -eq 0 ]; then
+            apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends "$@" || rc=$?
+        fi
+        if [ "$created" -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+        exit "$rc"
+    )
 }
 
 # ensure_rust: cargo on PATH, or a stable toolchain from rustup (Debian 12's rustc is too

@@ -6,6 +6,7 @@
 //! verification pool, never on the accept loop.
 #![forbid(unsafe_code)]
 
+pub mod conf_file;
 pub mod pam;
 pub mod rimap;
 pub mod shadow;
