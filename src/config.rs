@@ -110,6 +110,11 @@ struct Cli {
     #[arg(long = "throttle-decay", value_name = "SECS", default_value_t = throttle::DEFAULT_DECAY_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     throttle_decay: u64,
+    /// Longest a verification may run, in seconds; mechanisms that talk to a server
+    /// (rimap) bound their backend calls by it, and the daemon answers NO soon after
+    #[arg(long = "verify-timeout", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    verify_timeout: Option<u64>,
     /// -a pam: the only service names clients may send, comma-separated (default: any)
     #[arg(long = "pam-services", value_name = "LIST")]
     pam_services: Option<String>,
@@ -129,7 +134,8 @@ struct Cli {
     /// -a rimap: the name the server certificate must carry (default: the host of -O)
     #[arg(long = "rimap-tls-name", value_name = "NAME")]
     rimap_tls_name: Option<String>,
-    /// -a rimap: one deadline in seconds for connect, TLS, greeting and login (default 10)
+    /// -a rimap: one deadline in seconds for connect, TLS, greeting and login (default:
+    /// --verify-timeout)
     #[arg(long = "rimap-timeout", value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     rimap_timeout: Option<u64>,
@@ -370,6 +376,9 @@ fn mech_settings(mech: &str, cli: &Cli) -> Result<mech::Settings, UsageError> {
         ));
     }
     let mut settings = mech::Settings::default();
+    if let Some(secs) = cli.verify_timeout {
+        settings.verify_timeout = Duration::from_secs(secs);
+    }
     if is_pam {
         settings.pam = mech::pam::ServicePolicy::from_options(
             cli.pam_services.as_deref(),
@@ -385,7 +394,7 @@ fn mech_settings(mech: &str, cli: &Cli) -> Result<mech::Settings, UsageError> {
             tls_name: cli.rimap_tls_name.clone(),
             timeout: cli
                 .rimap_timeout
-                .map_or(mech::rimap::DEFAULT_TIMEOUT, Duration::from_secs),
+                .map_or(settings.verify_timeout, Duration::from_secs),
         };
     }
     Ok(settings)

@@ -227,6 +227,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             max_queue: config.max_queue,
             cache,
             throttle,
+            verify_timeout: config.mech_settings.verify_timeout,
         },
     )
     .map_err(|e| StartupError::new(format!("cannot start the verification threads: {e}")))?;

@@ -25,6 +25,7 @@ pub mod text {
     pub const NULL_PASSWORD: &str = "NULL password received";
     pub const INTERNAL_FAILURE: &str = "internal mechanism failure";
     pub const BUSY: &str = "server busy";
+    pub const TIMED_OUT: &str = "verification timed out";
 }
 
 /// The fields of a request, in wire order.

@@ -14,6 +14,7 @@ pub mod shadow;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::protocol::Reply;
 use crate::secret::Password;
@@ -100,7 +101,21 @@ pub trait Mechanism: Send + Sync {
     fn needs_root(&self) -> bool {
         true
     }
+    /// How long one verification may take once a pool thread runs it; `None`: the general
+    /// `--verify-timeout`. Mechanisms that talk to a server bound their own backend calls
+    /// by the same deadline; the server answers `NO` shortly after it (see
+    /// [`DEADLINE_GRACE`]) whatever the mechanism is doing, so a hung library call can't
+    /// hold a client for longer.
+    fn verification_deadline(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// `--verify-timeout` default: the longest a verification may run.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after a mechanism's deadline the server stops waiting for it: a mechanism
+/// that enforces its own deadline answers first, with its own reason.
+pub const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
 /// The number of CPU cores this process may use (1 when unknown).
 pub fn cpu_cores() -> NonZeroUsize {
@@ -153,13 +168,26 @@ fn available_memory() -> Option<u64> {
 }
 
 /// Settings of our own long options that belong to one mechanism.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// `--verify-timeout`: the deadline of one verification (mechanisms that talk to a
+    /// server bound their backend calls by it).
+    pub verify_timeout: Duration,
     /// `-a pam`: `--pam-services`, `--pam-service-map`, `--pam-service`.
     pub pam: pam::ServicePolicy,
     /// `-a rimap`: `--rimap-starttls`, `--rimap-ca-file`, `--rimap-tls-name`,
     /// `--rimap-timeout`.
     pub rimap: rimap::Options,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            pam: pam::ServicePolicy::default(),
+            rimap: rimap::Options::default(),
+        }
+    }
 }
 
 /// Mechanisms this build offers, in upstream's table order.

@@ -83,8 +83,8 @@ pub mod text {
     pub const BAD_CHARACTER: &str = "CR, LF or NUL in the login or password";
 }
 
-/// `--rimap-timeout` default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--rimap-timeout` default: the general `--verify-timeout` default.
+pub const DEFAULT_TIMEOUT: Duration = super::DEFAULT_VERIFY_TIMEOUT;
 /// How long `LOGOUT` may take after the verdict.
 pub const LOGOUT_BOUND: Duration = Duration::from_secs(2);
 /// How long a name lookup is reused. Failures are never cached.
@@ -679,6 +679,10 @@ impl Mechanism for Rimap {
 
     fn needs_root(&self) -> bool {
         false
+    }
+
+    fn verification_deadline(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {

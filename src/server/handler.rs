@@ -8,15 +8,17 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use super::connection::Incoming;
 use super::peer::PeerCredentials;
 use super::pool::WorkerPool;
 use super::throttle::Throttle;
 use crate::cache::{CredentialCache, Lookup};
-use crate::log::{RateLimitedLog, sanitize};
-use crate::mech::{AccountState, Credentials, Mechanism, StateVersion, cpu_cores};
+use crate::log::{Level, RateLimitedLog, sanitize};
+use crate::mech::{AccountState, Credentials, DEADLINE_GRACE, Mechanism, StateVersion, cpu_cores};
 use crate::protocol::{Rejection, Reply, Request, text};
 use crate::{log_debug, log_err, log_info};
 
@@ -34,6 +36,10 @@ pub struct Handler {
     state_pool: WorkerPool,
     /// `--throttle-*`: penalised requests wait before verification (cache included).
     throttle: Throttle,
+    /// How long a verification may run before the request is answered `NO` anyway (the
+    /// mechanism's deadline, or `--verify-timeout`, plus [`DEADLINE_GRACE`]).
+    verification_limit: Duration,
+    timeout_log: RateLimitedLog,
 }
 
 /// How a [`Handler`] works, from the configuration.
@@ -48,6 +54,8 @@ pub struct HandlerOptions {
     pub cache: Option<CredentialCache>,
     /// `--throttle-*`.
     pub throttle: Throttle,
+    /// `--verify-timeout`, for mechanisms without a deadline of their own.
+    pub verify_timeout: Duration,
 }
 
 /// Cache hits reading account state at once: it takes microseconds (shadow: two NSS
@@ -91,7 +99,6 @@ impl Handler {
     /// Fails only if the pool threads can't be started.
     pub fn new(mechanism: Arc<dyn Mechanism>, options: HandlerOptions) -> io::Result<Handler> {
         Ok(Handler {
-            mechanism,
             realm_concat: options.realm_concat,
             pool: WorkerPool::new("saslauthd-verify", options.workers, options.max_queue)?,
             max_queue: options.max_queue,
@@ -99,6 +106,12 @@ impl Handler {
             state_pool: WorkerPool::new("saslauthd-state", state_slots(), options.max_queue)?,
             cache: options.cache,
             throttle: options.throttle,
+            verification_limit: mechanism
+                .verification_deadline()
+                .unwrap_or(options.verify_timeout)
+                + DEADLINE_GRACE,
+            timeout_log: RateLimitedLog::at(Level::Warning),
+            mechanism,
         })
     }
 
@@ -218,17 +231,40 @@ impl Handler {
     ) -> (Reply, AccountState, Option<StateVersion>) {
         let mechanism = Arc::clone(&self.mechanism);
         let with_state = self.cache.is_some();
-        let verified = self
-            .run_on(&self.pool, move || {
-                if with_state {
-                    mechanism.authenticate_with_state(&credentials)
-                } else {
-                    let reply = mechanism.authenticate(&credentials);
-                    (reply, AccountState::default(), None)
-                }
-            })
-            .await;
-        verified.unwrap_or_else(|reply| (reply, AccountState::default(), None))
+        let (started, has_started) = oneshot::channel();
+        let verified = self.run_on(&self.pool, move || {
+            let _ = started.send(());
+            if with_state {
+                mechanism.authenticate_with_state(&credentials)
+            } else {
+                let reply = mechanism.authenticate(&credentials);
+                (reply, AccountState::default(), None)
+            }
+        });
+        tokio::pin!(verified);
+        // Queue time doesn't count (the queue is capped): the clock starts when a thread
+        // takes the job. A job that never starts (queue full, panic) ends `verified` too.
+        tokio::select! {
+            result = &mut verified => {
+                return result.unwrap_or_else(|reply| (reply, AccountState::default(), None));
+            }
+            _ = has_started => {}
+        }
+        match tokio::time::timeout(self.verification_limit, verified).await {
+            Ok(result) => result.unwrap_or_else(|reply| (reply, AccountState::default(), None)),
+            Err(_) => {
+                self.timeout_log.log(|| {
+                    format!(
+                        "mechanism {} gave no verdict within {} ms; answering: NO {} \
+                         (its thread stays busy until the call returns)",
+                        self.mechanism.name(),
+                        self.verification_limit.as_millis(),
+                        text::TIMED_OUT
+                    )
+                });
+                (Reply::no(text::TIMED_OUT), AccountState::default(), None)
+            }
+        }
     }
 
     /// Runs `job` on `pool` and waits for its result. A full queue is `NO server busy`
@@ -287,6 +323,75 @@ impl Handler {
             Rejection::NulByte(field) => {
                 log_err!("NUL byte in {field} [user={user}]; request refused")
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Password;
+    use crate::server::throttle::ThrottleSettings;
+
+    /// A mechanism whose backend never answers in time.
+    struct Hanging {
+        deadline: Option<Duration>,
+    }
+
+    impl Mechanism for Hanging {
+        fn name(&self) -> &'static str {
+            "hanging"
+        }
+        fn authenticate(&self, _credentials: &Credentials) -> Reply {
+            std::thread::sleep(Duration::from_secs(3));
+            Reply::ok()
+        }
+        fn verification_deadline(&self) -> Option<Duration> {
+            self.deadline
+        }
+    }
+
+    fn handler(deadline: Option<Duration>, verify_timeout: Duration) -> Handler {
+        Handler::new(
+            Arc::new(Hanging { deadline }),
+            HandlerOptions {
+                realm_concat: false,
+                workers: 1,
+                max_queue: 4,
+                cache: None,
+                throttle: Throttle::new(ThrottleSettings::default()).unwrap(),
+                verify_timeout,
+            },
+        )
+        .unwrap()
+    }
+
+    fn request() -> Incoming {
+        Incoming::Request(Request {
+            login: b"user".to_vec(),
+            password: Password::new(b"secret".to_vec()),
+            service: b"imap".to_vec(),
+            realm: Vec::new(),
+            client_addr: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_verification_past_its_deadline_is_no() {
+        for (deadline, general) in [
+            (Some(Duration::from_millis(100)), Duration::from_secs(60)),
+            (None, Duration::from_millis(100)),
+        ] {
+            let handler = handler(deadline, general);
+            let started = Instant::now();
+            let reply = handler.handle(request(), None).await;
+            let took = started.elapsed();
+            assert_eq!(reply, Reply::no(text::TIMED_OUT));
+            assert!(
+                took >= Duration::from_millis(100) + DEADLINE_GRACE
+                    && took < Duration::from_millis(100) + DEADLINE_GRACE * 2,
+                "{took:?}"
+            );
         }
     }
 }
