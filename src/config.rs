@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+pub use crate::auth::cache::CacheConfig;
+use crate::auth::throttle::{self, ThrottleSettings};
 use crate::mech;
+use crate::peer::{AccessSpec, Id, parse_id_list};
 use crate::privileges::RunAsSpec;
 use crate::protocol::{DEFAULT_MAX_FIELD_LEN, MAX_COUNTED_LEN};
-use crate::server::peer::{AccessSpec, Id, parse_id_list};
-use crate::server::throttle::{self, ThrottleSettings};
 
 pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
 pub const SOCKET_NAME: &str = "mux";
@@ -154,14 +155,6 @@ struct Cli {
     /// With --user: the group to run as (default: USER's primary group)
     #[arg(long = "group", value_name = "GROUP")]
     group: Option<String>,
-}
-
-/// The credential cache settings (`-c`, `-s`, `-t`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheConfig {
-    pub enabled: bool,
-    pub size_kb: u64,
-    pub timeout: Duration,
 }
 
 /// Everything the daemon runs from.

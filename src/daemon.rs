@@ -27,14 +27,15 @@ use nix::sys::stat::{Mode, umask};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::cache::CredentialCache;
+use crate::auth::cache::CredentialCache;
+use crate::auth::throttle::{Throttle, ThrottleSettings};
+use crate::auth::{Authenticator, AuthenticatorOptions};
 use crate::config::{self, Action, Config};
+use crate::frontend::gate::Gate;
+use crate::frontend::mux::listener::{Server, serve};
 use crate::log::{self, LogConfig};
 use crate::mech;
 use crate::privileges;
-use crate::server::handler::{Handler, HandlerOptions};
-use crate::server::listener::{Server, serve};
-use crate::server::throttle::{Throttle, ThrottleSettings};
 use crate::{log_debug, log_err, log_info, systemd};
 
 /// Set in the environment of the detached copy; its value is unused.
@@ -219,9 +220,9 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     let throttle = Throttle::new(config.throttle)
         .map_err(|e| StartupError::new(format!("throttle: no random key: {e}")))?;
     log_throttle(&config.throttle);
-    let handler = Handler::new(
+    let authenticator = Authenticator::new(
         mechanism,
-        HandlerOptions {
+        AuthenticatorOptions {
             realm_concat: config.realm_concat,
             workers: workers.get(),
             max_queue: config.max_queue,
@@ -231,7 +232,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         },
     )
     .map_err(|e| StartupError::new(format!("cannot start the verification threads: {e}")))?;
-    // Verifications run on the handler's own threads; tokio's blocking pool is left for
+    // Verifications run on the authenticator's own threads; tokio's blocking pool is left for
     // tokio's own needs.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -266,18 +267,18 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             std::process::id(),
             config.mech
         ));
+        let authenticator = Arc::new(authenticator);
         let server = Arc::new(Server {
-            handler,
+            authenticator: Arc::clone(&authenticator),
+            gate: Arc::new(Gate::new(max_connections, access)),
             timeout: config.timeout,
             max_field_len: config.max_field_len,
-            max_connections,
-            access,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let serving = tokio::spawn(serve(listener, Arc::clone(&server), stop_rx));
         let name = signals
             .wait(|| {
-                for line in server.handler.statistics() {
+                for line in authenticator.statistics() {
                     log_info!("{line}");
                 }
             })

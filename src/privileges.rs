@@ -16,9 +16,9 @@
 use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
 use nix::unistd::{Gid, Group, Uid, User};
 
+use crate::frontend::gate::REFUSAL_SLOTS;
 use crate::mech::Mechanism;
-use crate::server::listener::REFUSAL_SLOTS;
-use crate::server::peer::Id;
+use crate::peer::Id;
 use crate::{log_info, log_warn};
 
 // ---------------------------------------------------------------------------------------

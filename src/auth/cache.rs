@@ -20,7 +20,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::CacheConfig;
 use crate::digest::{Digest, KeyedHasher};
 use crate::mech::{AccountState, Credentials, StateVersion};
 
@@ -77,6 +76,14 @@ pub struct CacheStats {
     pub stale: u64,
     pub expired: u64,
     pub evicted: u64,
+}
+
+/// The credential cache settings (`-c`, `-s`, `-t`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub size_kb: u64,
+    pub timeout: Duration,
 }
 
 pub struct CredentialCache {

@@ -1,14 +1,12 @@
-//! The accept loop: the peer policy, one task per connection under a cap, and graceful
-//! shutdown.
+//! The mux socket's accept loop: admission through the shared [`Gate`], one task per
+//! connection, and graceful shutdown.
 //!
 //! Each connection gets one deadline for its request, one for the reply and one for the
 //! post-reply drain, so idle or slow clients cost a task and a small buffer until their
-//! deadline, never a verification slot. A peer that `--allow-uid`/`--allow-gid` do not
-//! allow is answered `NO access denied` at once, and past `--max-connections` new
-//! clients are answered `NO server busy` at once; both refusals take no connection slot
-//! and run no mechanism, they reply, half-close and take what the client sends until it
-//! closes (at most [`REFUSAL_LIMIT`]), at most [`REFUSAL_SLOTS`] at a time: beyond that,
-//! a connection is closed without a reply.
+//! deadline, never a verification slot. A connection the gate refuses (a peer not
+//! allowed, `--max-connections` reached) is answered `NO access denied` or `NO server
+//! busy` at once, replying, half-closing and taking what the client sends until it closes
+//! (at most [`REFUSAL_LIMIT`]).
 //!
 //! On shutdown the loop stops accepting, then takes every connection already waiting in
 //! the listen backlog (without waiting for more) and serves those too; drains are cut
@@ -20,133 +18,55 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 
-use super::connection::{Connection, ReadError};
-use super::handler::Handler;
-use super::peer::{ACCESS_DENIED, AccessPolicy, PeerCredentials};
-use crate::log::RateLimitedLog;
-use crate::protocol::{Reply, text};
+use super::connection::{Connection, Incoming, ReadError};
+use crate::auth::{Authenticator, FrontEnd, Origin};
+use crate::frontend::gate::{Admission, ConnectionSlot, Gate, REFUSAL_LIMIT};
+use crate::peer::PeerCredentials;
+use crate::protocol::Reply;
 use crate::{log_debug, log_err, log_info};
 
-/// What every connection needs to be served.
+/// What every mux connection needs to be served.
 pub struct Server {
-    pub handler: Handler,
+    pub authenticator: Arc<Authenticator>,
+    /// Shared with the other front ends.
+    pub gate: Arc<Gate>,
     pub timeout: Duration,
     pub max_field_len: usize,
-    pub max_connections: usize,
-    /// Who may connect (`--allow-uid`, `--allow-gid`).
-    pub access: AccessPolicy,
 }
 
 /// Extra time in-flight requests get at shutdown beyond one I/O deadline.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Refusals (`NO access denied`, `NO server busy`) in progress at once.
-pub const REFUSAL_SLOTS: usize = 128;
-/// Deadline of a refusal's write, and of its drain after the half-close.
-pub const REFUSAL_LIMIT: Duration = Duration::from_secs(1);
 /// At shutdown, connections taken from the backlog beyond `--max-connections` (the
 /// kernel's backlog is at most `net.core.somaxconn`, 4096 by default); a bound for a
 /// flood that keeps arriving while the backlog is emptied.
 const BACKLOG_DRAIN_LIMIT: usize = 65536;
 
-/// The admission decisions for new connections, shared by the accept loop and the backlog
-/// drain at shutdown.
-struct Gate {
-    server: Arc<Server>,
-    stop: watch::Receiver<bool>,
-    slots: Arc<Semaphore>,
-    refusals: Arc<Semaphore>,
-    busy_log: RateLimitedLog,
-    denied_log: RateLimitedLog,
-    overflow_log: RateLimitedLog,
-}
-
-impl Gate {
-    fn new(server: Arc<Server>, stop: watch::Receiver<bool>) -> Gate {
-        Gate {
-            slots: Arc::new(Semaphore::new(server.max_connections)),
-            refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
-            server,
-            stop,
-            busy_log: RateLimitedLog::default(),
-            denied_log: RateLimitedLog::default(),
-            overflow_log: RateLimitedLog::default(),
+/// Serves, or refuses, one accepted connection (spawns a task either way).
+fn admit(server: &Arc<Server>, stream: UnixStream, stop: &watch::Receiver<bool>) {
+    let peer = PeerCredentials::of(&stream);
+    match server.gate.admit(peer.as_ref()) {
+        Admission::Serve(slot) => {
+            let server = Arc::clone(server);
+            tokio::spawn(serve_connection(stream, peer, server, slot, stop.clone()));
         }
-    }
-
-    /// Serves, or refuses, one accepted connection (spawns a task either way).
-    fn admit(&self, stream: UnixStream) {
-        let peer = PeerCredentials::of(&stream);
-        if !self.server.access.allows(peer.as_ref()) {
-            self.denied_log.log(|| {
-                let who = peer.map_or_else(|| "[peer unknown]".to_string(), |p| p.to_string());
-                format!(
-                    "access denied: {who} is not allowed to connect (allowed: {}); \
-                     answering: NO {ACCESS_DENIED}",
-                    self.server.access
-                )
+        Admission::Refuse(refusal) => {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let reply = Reply::no(refusal.reason);
+                Connection::refuse(stream, &reply, REFUSAL_LIMIT, stop).await;
+                drop(refusal.slot);
             });
-            self.refuse(stream, ACCESS_DENIED);
-            return;
         }
-        match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => {
-                let server = Arc::clone(&self.server);
-                let stop = self.stop.clone();
-                tokio::spawn(serve_connection(stream, peer, server, permit, stop));
-            }
-            Err(_) => {
-                self.busy_log.log(|| {
-                    format!(
-                        "connection limit ({}) reached; answering new clients: NO {}",
-                        self.server.max_connections,
-                        text::BUSY
-                    )
-                });
-                self.refuse(stream, text::BUSY);
-            }
-        }
-    }
-
-    /// Answers `NO reason` in a task of its own, if a refusal slot is free.
-    fn refuse(&self, stream: UnixStream, reason: &'static str) {
-        match Arc::clone(&self.refusals).try_acquire_owned() {
-            Ok(permit) => {
-                let stop = self.stop.clone();
-                tokio::spawn(async move {
-                    Connection::refuse(stream, &Reply::no(reason), REFUSAL_LIMIT, stop).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                self.overflow_log.log(|| {
-                    format!(
-                        "{REFUSAL_SLOTS} refusals in progress; closing new connections \
-                         without a reply"
-                    )
-                });
-            }
-        }
-    }
-
-    /// Waits (at most `limit`) until every connection and refusal has ended.
-    async fn wait_idle(&self, limit: Duration) -> bool {
-        let everyone = u32::try_from(self.server.max_connections).unwrap_or(u32::MAX);
-        let refusals = u32::try_from(REFUSAL_SLOTS).unwrap_or(u32::MAX);
-        let all_done = async {
-            let _connections = self.slots.acquire_many(everyone).await;
-            let _refusals = self.refusals.acquire_many(refusals).await;
-        };
-        tokio::time::timeout(limit, all_done).await.is_ok()
+        Admission::Close => {}
     }
 }
 
 /// Serves until `stop` turns true, then serves what waits in the backlog, finishes
 /// in-flight requests and returns.
 pub async fn serve(listener: UnixListener, server: Arc<Server>, stop: watch::Receiver<bool>) {
-    let gate = Gate::new(Arc::clone(&server), stop.clone());
     let mut stopping = stop.clone();
     loop {
         // Stop first: under a flood, accepting must not delay the shutdown (what is
@@ -157,7 +77,7 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>, stop: watch::Rec
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => gate.admit(stream),
+            Ok((stream, _)) => admit(&server, stream, &stop),
             Err(error) => {
                 // EMFILE and friends: log, back off briefly instead of spinning.
                 log_err!("socket accept failure: {error}");
@@ -165,13 +85,16 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>, stop: watch::Rec
             }
         }
     }
-    let limit = server.max_connections.saturating_add(BACKLOG_DRAIN_LIMIT);
-    let waiting = drain_backlog(listener, limit, |stream| gate.admit(stream));
+    let limit = server
+        .gate
+        .max_connections()
+        .saturating_add(BACKLOG_DRAIN_LIMIT);
+    let waiting = drain_backlog(listener, limit, |stream| admit(&server, stream, &stop));
     if waiting > 0 {
         log_info!("shutdown: serving {waiting} connections that were waiting to be accepted");
     }
     let limit = server.timeout * 2 + SHUTDOWN_GRACE;
-    if !gate.wait_idle(limit).await {
+    if !server.gate.wait_idle(limit).await {
         log_err!("shutdown: connections still open after {limit:?}; exiting anyway");
     }
 }
@@ -215,7 +138,7 @@ async fn serve_connection(
     stream: UnixStream,
     peer: Option<PeerCredentials>,
     server: Arc<Server>,
-    _slot: OwnedSemaphorePermit,
+    _slot: ConnectionSlot,
     stop: watch::Receiver<bool>,
 ) {
     let mut connection = Connection::new(stream, server.max_field_len);
@@ -237,7 +160,14 @@ async fn serve_connection(
             return;
         }
     };
-    let reply = server.handler.handle(incoming, peer).await;
+    let origin = Origin {
+        front_end: FrontEnd::Mux,
+        peer,
+    };
+    let reply = match incoming {
+        Incoming::Request(request) => server.authenticator.authenticate(request, &origin).await,
+        Incoming::Rejected(rejection) => server.authenticator.refuse(&rejection, None, &origin),
+    };
     match tokio::time::timeout(server.timeout, connection.write_reply(&reply)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {

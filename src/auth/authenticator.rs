@@ -1,9 +1,10 @@
-//! Turns what a client sent into a reply: validation, `-r`, the credential cache, the
-//! mechanism on the bounded verification pool (FIFO, with a cap on waiting requests), and
-//! upstream's log lines.
+//! Turns a request into a verdict, for every front end: validation, `-r`, throttling, the
+//! credential cache, the mechanism on the bounded verification pool (FIFO, with a cap on
+//! waiting requests and a deadline), and upstream's log lines (with the peer, and the
+//! socket when it is not `mux`).
 //!
 //! Fail closed: the only way to `OK` is the mechanism's own `Reply::Ok`; a refused request,
-//! a panicking or vanished verification all answer `NO`.
+//! a panicking, late or vanished verification all answer `NO`.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -12,17 +13,40 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::connection::Incoming;
-use super::peer::PeerCredentials;
+use super::cache::{CredentialCache, Lookup};
 use super::pool::WorkerPool;
 use super::throttle::Throttle;
-use crate::cache::{CredentialCache, Lookup};
 use crate::log::{Level, RateLimitedLog, sanitize};
 use crate::mech::{AccountState, Credentials, DEADLINE_GRACE, Mechanism, StateVersion, cpu_cores};
+use crate::peer::PeerCredentials;
 use crate::protocol::{Rejection, Reply, Request, text};
 use crate::{log_debug, log_err, log_info};
 
-pub struct Handler {
+/// The socket a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// `<rundir>/mux`, the saslauthd protocol.
+    Mux,
+}
+
+impl FrontEnd {
+    /// The `[via=…]` log field; none for `mux`, so upstream's line format is unchanged.
+    fn log_field(self) -> &'static str {
+        match self {
+            FrontEnd::Mux => "",
+        }
+    }
+}
+
+/// Where a request came from, for the log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub front_end: FrontEnd,
+    /// The connecting process (`SO_PEERCRED`), when the socket can tell.
+    pub peer: Option<PeerCredentials>,
+}
+
+pub struct Authenticator {
     mechanism: Arc<dyn Mechanism>,
     realm_concat: bool,
     /// The verification threads (`-n`), first come first served, at most `--max-queue`
@@ -42,8 +66,8 @@ pub struct Handler {
     timeout_log: RateLimitedLog,
 }
 
-/// How a [`Handler`] works, from the configuration.
-pub struct HandlerOptions {
+/// How an [`Authenticator`] works, from the configuration.
+pub struct AuthenticatorOptions {
     /// `-r`.
     pub realm_concat: bool,
     /// Verifications at once (`-n`, or the mechanism's default).
@@ -70,7 +94,7 @@ struct Subject {
     service: String,
     realm: String,
     remote: Option<String>,
-    peer: Option<PeerCredentials>,
+    origin: Origin,
 }
 
 impl Subject {
@@ -88,17 +112,26 @@ impl Subject {
 
     /// Ours, after upstream's so that parsers of upstream's lines keep working.
     fn peer(&self) -> String {
-        match &self.peer {
-            Some(peer) => format!(" {peer}"),
-            None => String::new(),
-        }
+        origin_fields(&self.origin)
     }
 }
 
-impl Handler {
+/// ` [peer uid=… gid=… pid=…]` and ` [via=…]`, as far as known.
+fn origin_fields(origin: &Origin) -> String {
+    let peer = match &origin.peer {
+        Some(peer) => format!(" {peer}"),
+        None => String::new(),
+    };
+    format!("{peer}{}", origin.front_end.log_field())
+}
+
+impl Authenticator {
     /// Fails only if the pool threads can't be started.
-    pub fn new(mechanism: Arc<dyn Mechanism>, options: HandlerOptions) -> io::Result<Handler> {
-        Ok(Handler {
+    pub fn new(
+        mechanism: Arc<dyn Mechanism>,
+        options: AuthenticatorOptions,
+    ) -> io::Result<Authenticator> {
+        Ok(Authenticator {
             realm_concat: options.realm_concat,
             pool: WorkerPool::new("saslauthd-verify", options.workers, options.max_queue)?,
             max_queue: options.max_queue,
@@ -115,21 +148,11 @@ impl Handler {
         })
     }
 
-    /// The reply to what a client sent; `peer` is who sent it, for the log lines.
-    pub async fn handle(&self, incoming: Incoming, peer: Option<PeerCredentials>) -> Reply {
-        match incoming {
-            Incoming::Rejected(rejection) => {
-                self.log_rejection(&rejection, None);
-                rejection.reply()
-            }
-            Incoming::Request(request) => self.verify(request, peer).await,
-        }
-    }
-
-    async fn verify(&self, request: Request, peer: Option<PeerCredentials>) -> Reply {
+    /// The verdict on `request`, which came from `origin`. Every front end maps its
+    /// client's credentials onto a saslauthd request, as libsasl would have sent them.
+    pub async fn authenticate(&self, request: Request, origin: &Origin) -> Reply {
         if let Err(rejection) = request.validate() {
-            self.log_rejection(&rejection, Some(&request.login));
-            return rejection.reply();
+            return self.refuse(&rejection, Some(&request.login), origin);
         }
         let credentials = Arc::new(self.credentials(request));
         let subject = Subject {
@@ -137,7 +160,7 @@ impl Handler {
             service: sanitize(&credentials.service),
             realm: sanitize(&credentials.realm),
             remote: credentials.client_addr.as_deref().map(sanitize),
-            peer,
+            origin: *origin,
         };
         // Throttling: a penalised request waits here, on its own task, before any
         // verification, right or wrong, so hanging up early tells a client nothing.
@@ -311,27 +334,31 @@ impl Handler {
         lines
     }
 
-    /// Upstream logs refused requests at LOG_ERR, without an `auth failure` line.
-    fn log_rejection(&self, rejection: &Rejection, login: Option<&[u8]>) {
+    /// Refuses a request that can't be verified (a front end's framing refused it, or
+    /// validation did): the reply, and a log line at LOG_ERR without an `auth failure`
+    /// line, as upstream logs them. `login` when it was read.
+    pub fn refuse(&self, rejection: &Rejection, login: Option<&[u8]>, origin: &Origin) -> Reply {
         let user = login.map(sanitize).unwrap_or_default();
+        let from = origin_fields(origin);
         match rejection {
-            Rejection::TooLong { field, len, limit } => {
-                log_err!("{field} exceeds the field limit: {len} > {limit} bytes; request refused")
-            }
-            Rejection::EmptyLogin => log_err!("{}", text::NULL_LOGIN),
-            Rejection::EmptyPassword => log_err!("{} [user={user}]", text::NULL_PASSWORD),
+            Rejection::TooLong { field, len, limit } => log_err!(
+                "{field} exceeds the field limit: {len} > {limit} bytes; request refused{from}"
+            ),
+            Rejection::EmptyLogin => log_err!("{}{from}", text::NULL_LOGIN),
+            Rejection::EmptyPassword => log_err!("{} [user={user}]{from}", text::NULL_PASSWORD),
             Rejection::NulByte(field) => {
-                log_err!("NUL byte in {field} [user={user}]; request refused")
+                log_err!("NUL byte in {field} [user={user}]; request refused{from}")
             }
         }
+        rejection.reply()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::throttle::ThrottleSettings;
     use crate::secret::Password;
-    use crate::server::throttle::ThrottleSettings;
 
     /// A mechanism whose backend never answers in time.
     struct Hanging {
@@ -351,10 +378,10 @@ mod tests {
         }
     }
 
-    fn handler(deadline: Option<Duration>, verify_timeout: Duration) -> Handler {
-        Handler::new(
+    fn authenticator(deadline: Option<Duration>, verify_timeout: Duration) -> Authenticator {
+        Authenticator::new(
             Arc::new(Hanging { deadline }),
-            HandlerOptions {
+            AuthenticatorOptions {
                 realm_concat: false,
                 workers: 1,
                 max_queue: 4,
@@ -366,15 +393,20 @@ mod tests {
         .unwrap()
     }
 
-    fn request() -> Incoming {
-        Incoming::Request(Request {
+    fn request() -> Request {
+        Request {
             login: b"user".to_vec(),
             password: Password::new(b"secret".to_vec()),
             service: b"imap".to_vec(),
             realm: Vec::new(),
             client_addr: None,
-        })
+        }
     }
+
+    const MUX: Origin = Origin {
+        front_end: FrontEnd::Mux,
+        peer: None,
+    };
 
     #[tokio::test]
     async fn a_verification_past_its_deadline_is_no() {
@@ -382,9 +414,9 @@ mod tests {
             (Some(Duration::from_millis(100)), Duration::from_secs(60)),
             (None, Duration::from_millis(100)),
         ] {
-            let handler = handler(deadline, general);
+            let authenticator = authenticator(deadline, general);
             let started = Instant::now();
-            let reply = handler.handle(request(), None).await;
+            let reply = authenticator.authenticate(request(), &MUX).await;
             let took = started.elapsed();
             assert_eq!(reply, Reply::no(text::TIMED_OUT));
             assert!(
