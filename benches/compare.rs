@@ -31,6 +31,8 @@ use machine::{Machine, PeakRss};
 /// Per-request deadline of the load generator (fair-share latency at c=512 with yescrypt
 /// is about 5 s on 2 cores).
 const DEADLINE: Duration = Duration::from_secs(60);
+/// Length of the load under `strace` (shortened to the scenario's duration in `--smoke`).
+const STRACE_WINDOW: Duration = Duration::from_secs(2);
 /// Client cap in `--smoke` runs.
 const SMOKE_MAX_CLIENTS: usize = 16;
 
@@ -224,12 +226,34 @@ pub struct RssFigures {
     pub peak: PeakRss,
 }
 
+/// System calls of one daemon under a scenario's load, from a short `strace -c -f` pass.
+#[derive(Clone, Debug)]
+pub struct SyscallPass {
+    /// Connections the daemon accepted during the pass (successful accept/accept4 calls):
+    /// the per-request divisor.
+    pub accepted: u64,
+    /// Every system call during the pass, failed ones included.
+    pub total: u64,
+    /// Per system call, most calls first.
+    pub rows: Vec<machine::SyscallCount>,
+}
+
+impl SyscallPass {
+    pub fn per_request(&self) -> Option<f64> {
+        (self.accepted > 0).then(|| self.total as f64 / self.accepted as f64)
+    }
+}
+
 /// One daemon's result for one scenario.
 #[derive(Clone, Debug)]
 pub struct Side {
     pub load: LoadResult,
     /// CPU time (user + system) the daemon's processes used during the load.
     pub cpu: Duration,
+    /// Context switches (voluntary + involuntary) of the daemon's threads during the load.
+    pub switches: u64,
+    /// The `strace` pass after the load.
+    pub syscalls: Result<SyscallPass, String>,
     /// CPU time the load generator (this process) used during the load.
     pub client_cpu: Duration,
     pub rss: Option<RssFigures>,
@@ -290,16 +314,20 @@ fn run_side(which: Which, sc: Scenario, clients: usize, s: &Settings) -> Result<
         deadline: DEADLINE,
     };
     let ticks = machine::clock_ticks();
-    let cpu_before = machine::cpu_time(&machine::process_family(d.pid()), ticks);
+    let family = machine::process_family(d.pid());
+    let cpu_before = machine::cpu_time(&family, ticks);
+    let switches_before = machine::context_switches(&family);
     let own_before = machine::own_cpu_time();
     let result = load::run(&spec).map_err(|e| format!("{}: load: {e}", which.label()));
     let client_cpu = machine::own_cpu_time().saturating_sub(own_before);
-    let cpu =
-        machine::cpu_time(&machine::process_family(d.pid()), ticks).saturating_sub(cpu_before);
+    let family = machine::process_family(d.pid());
+    let cpu = machine::cpu_time(&family, ticks).saturating_sub(cpu_before);
+    let switches = machine::context_switches(&family).saturating_sub(switches_before);
     let rss = sc.rss.then(|| RssFigures {
         base_kib,
         peak: rss_now(&d),
     });
+    let syscalls = strace_pass(&d, &spec, s);
     let mut notes = Vec::new();
     for line in d.log().lines() {
         if line.contains("not implemented") {
@@ -316,16 +344,74 @@ fn run_side(which: Which, sc: Scenario, clients: usize, s: &Settings) -> Result<
     Ok(Side {
         load: result?,
         cpu,
+        switches,
+        syscalls,
         client_cpu,
         rss,
         notes,
     })
 }
 
+/// Counts the daemon's system calls under the same load for a short window: `strace -c
+/// -f` attached to every process of the daemon (all their threads), the load run without
+/// warm-up, then strace interrupted for its summary. Tracing slows the daemon down; the
+/// counts per request, not the rates, are what this pass is for.
+fn strace_pass(d: &Daemon, spec: &LoadSpec, s: &Settings) -> Result<SyscallPass, String> {
+    let family = machine::process_family(d.pid());
+    let out =
+        std::env::temp_dir().join(format!("compare-strace-{}-{}", std::process::id(), d.pid()));
+    let mut command = std::process::Command::new("strace");
+    command.args(["-c", "-f", "-q", "-o"]).arg(&out);
+    for pid in &family {
+        command.args(["-p", &pid.to_string()]);
+    }
+    let mut strace = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("strace: {e} (apt-get install strace)"))?;
+    let attach_deadline = Instant::now() + Duration::from_secs(10);
+    while !machine::all_traced(&family) {
+        if Instant::now() > attach_deadline {
+            let _ = strace.kill();
+            let _ = strace.wait();
+            return Err("strace did not attach within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pass = LoadSpec {
+        warmup: Duration::ZERO,
+        duration: STRACE_WINDOW.min(s.duration),
+        ..spec.clone()
+    };
+    let loaded = load::run(&pass);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strace.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = strace.wait();
+    let text = fs::read_to_string(&out).map_err(|e| format!("strace summary: {e}"));
+    let _ = fs::remove_file(&out);
+    loaded.map_err(|e| format!("load under strace: {e}"))?;
+    let rows = machine::parse_strace_summary(&text?);
+    let accepted = rows
+        .iter()
+        .filter(|r| r.name == "accept" || r.name == "accept4")
+        .map(|r| r.calls.saturating_sub(r.errors))
+        .sum();
+    Ok(SyscallPass {
+        accepted,
+        total: rows.iter().map(|r| r.calls).sum(),
+        rows,
+    })
+}
+
 fn main() -> ExitCode {
     // `cargo bench` passes --bench; `cargo test --all-targets` (scripts/test.sh) runs bench
-    // binaries without it, with libtest's arguments: do nothing then.
+    // binaries without it, with libtest's arguments: run the self-checks only then.
     if !std::env::args().any(|a| a == "--bench") {
+        machine::self_check();
         println!("compare: not run (no --bench: this is `cargo test`); run scripts/bench.sh");
         return ExitCode::SUCCESS;
     }

@@ -18,8 +18,8 @@ require_root
 
 # apt-get update + install (scripts/lib.sh), with a temporary policy-rc.d so that
 # sasl2-bin's package scripts start no saslauthd.
-echo "== installing the build dependencies and Debian's saslauthd (sasl2-bin)"
-apt_install "${BUILD_PACKAGES[@]}" sasl2-bin
+echo "== installing the build dependencies, Debian's saslauthd (sasl2-bin) and strace"
+apt_install "${BUILD_PACKAGES[@]}" sasl2-bin strace
 ensure_rust
 
 echo "== cargo bench --bench compare -- $*"

@@ -235,3 +235,121 @@ pub fn fixture_hash(user: &str) -> Result<String, String> {
         })
         .ok_or_else(|| format!("no user {user} in {}", path.display()))
 }
+
+/// Context switches so far (voluntary + involuntary, every thread) of the live processes
+/// among `pids`, from `/proc/PID/task/*/status`. Threads that exit take their counts along.
+pub fn context_switches(pids: &[i32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            total += status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
+}
+
+/// Whether every thread of every process among `pids` is being traced (`TracerPid`).
+pub fn all_traced(pids: &[i32]) -> bool {
+    pids.iter().all(|pid| {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|task| {
+            fs::read_to_string(task.path().join("status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("TracerPid:"))
+                        .and_then(|v| v.trim().parse::<i32>().ok())
+                })
+                .is_some_and(|tracer| tracer != 0)
+        })
+    })
+}
+
+/// One line of `strace -c`'s summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallCount {
+    pub name: String,
+    pub calls: u64,
+    pub errors: u64,
+}
+
+/// The rows of an `strace -c` summary (without the `total` row), most calls first.
+pub fn parse_strace_summary(text: &str) -> Vec<SyscallCount> {
+    let mut rows: Vec<SyscallCount> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // % time, seconds, usecs/call, calls, [errors,] syscall
+            let (calls, errors) = match fields.len() {
+                5 => (fields[3], "0"),
+                6 => (fields[3], fields[4]),
+                _ => return None,
+            };
+            let name = *fields.last()?;
+            if name == "total" || fields[0].parse::<f64>().is_err() {
+                return None;
+            }
+            Some(SyscallCount {
+                name: name.to_string(),
+                calls: calls.parse().ok()?,
+                errors: errors.parse().ok()?,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.name.cmp(&b.name)));
+    rows
+}
+
+/// Checks of this module's parsers, run by `cargo test --all-targets` (a bench binary
+/// without libtest runs no `#[test]`s, so `main` calls this when it is not benchmarking).
+pub fn self_check() {
+    strace_summaries_parse();
+}
+
+fn strace_summaries_parse() {
+    let text = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 40.00    0.000400           2       200           recvfrom
+ 30.00    0.000300           1       150        50 accept4
+ 30.00    0.000300           3       100           close
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.001000           2       450        50 total
+";
+    let rows = parse_strace_summary(text);
+    assert_eq!(
+        rows,
+        [
+            SyscallCount {
+                name: "recvfrom".into(),
+                calls: 200,
+                errors: 0
+            },
+            SyscallCount {
+                name: "accept4".into(),
+                calls: 150,
+                errors: 50
+            },
+            SyscallCount {
+                name: "close".into(),
+                calls: 100,
+                errors: 0
+            },
+        ]
+    );
+}
