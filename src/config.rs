@@ -35,7 +35,8 @@ pub const DEFAULT_CACHE_SIZE_KB: u64 = 963;
     args_override_self = true
 )]
 struct Cli {
-    /// Authentication mechanism (case-insensitive): pam, rimap, shadow
+    /// Authentication mechanism (case-insensitive): sasldb, getpwent, kerberos5, pam,
+    /// rimap, shadow
     #[arg(short = 'a', value_name = "MECH")]
     mech: Option<String>,
     /// Enable the credential cache
@@ -61,7 +62,8 @@ struct Cli {
     #[arg(short = 'n', value_name = "N", allow_negative_numbers = true)]
     workers: Option<i64>,
     /// Option for the mechanism (the last one wins); -a rimap: the IMAP server, e.g.
-    /// host, host/port, host:port, [v6]:port, imaps://host[:port]
+    /// host, host/port, host:port, [v6]:port, imaps://host[:port]; -a kerberos5: the
+    /// settings file (default: /etc/saslauthd.conf if it exists)
     #[arg(short = 'O', value_name = "OPTION")]
     mech_option: Option<String>,
     /// Verify `login@realm` when the request has a non-empty realm
@@ -140,6 +142,9 @@ struct Cli {
     #[arg(long = "rimap-timeout", value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     rimap_timeout: Option<u64>,
+    /// -a sasldb: the user database (default: /etc/sasldb2)
+    #[arg(long = "sasldb-path", value_name = "PATH")]
+    sasldb_path: Option<PathBuf>,
     // Hardening (issue 7): who may connect, whom to run as.
     /// Serve only peers with one of these uids (users or numbers, comma-separated); with
     /// --allow-gid, a peer in either list is served; uid 0 is not implied
@@ -149,7 +154,8 @@ struct Cli {
     /// comma-separated); supplementary groups are not seen
     #[arg(long = "allow-gid", value_name = "LIST")]
     allow_gid: Option<String>,
-    /// After binding the socket, drop root for good and run as USER (-a rimap only)
+    /// After binding the socket, drop root for good and run as USER (not with -a shadow
+    /// or pam, which need root)
     #[arg(long = "user", value_name = "USER")]
     user: Option<String>,
     /// With --user: the group to run as (default: USER's primary group)
@@ -348,6 +354,10 @@ fn hardening_options(cli: &Cli) -> Result<(AccessSpec, Option<RunAsSpec>), Usage
 fn mech_settings(mech: &str, cli: &Cli) -> Result<mech::Settings, UsageError> {
     let is_pam = mech.eq_ignore_ascii_case("pam");
     let is_rimap = mech.eq_ignore_ascii_case("rimap");
+    let is_sasldb = mech.eq_ignore_ascii_case("sasldb");
+    if !is_sasldb && cli.sasldb_path.is_some() {
+        return Err(UsageError("--sasldb-path needs -a sasldb".into()));
+    }
     if !is_pam
         && (cli.pam_services.is_some()
             || cli.pam_service_map.is_some()
@@ -379,6 +389,9 @@ fn mech_settings(mech: &str, cli: &Cli) -> Result<mech::Settings, UsageError> {
             cli.pam_service.as_deref(),
         )
         .map_err(UsageError)?;
+    }
+    if let Some(path) = &cli.sasldb_path {
+        settings.sasldb.path = path.clone();
     }
     if is_rimap {
         settings.rimap = mech::rimap::Options {
@@ -598,6 +611,18 @@ mod tests {
     }
 
     #[test]
+    fn sasldb_options() {
+        let c = run(&["-a", "sasldb"]);
+        assert_eq!(c.mech_settings.sasldb.path, PathBuf::from("/etc/sasldb2"));
+        let c = run(&["-a", "SASLDB", "--sasldb-path", "/var/lib/sasl/db"]);
+        assert_eq!(
+            c.mech_settings.sasldb.path,
+            PathBuf::from("/var/lib/sasl/db")
+        );
+        assert!(usage_error(&["-a", "shadow", "--sasldb-path", "/x"]).contains("needs -a sasldb"));
+    }
+
+    #[test]
     fn hardening_options() {
         let c = run(&["-a", "shadow"]);
         assert_eq!(c.access, AccessSpec::default());
@@ -654,7 +679,9 @@ mod tests {
         match parse_one("-v") {
             Action::Version(text) => {
                 assert!(text.starts_with("saslauthd "));
-                assert!(text.contains("\nauthentication mechanisms: pam rimap shadow\n\n"));
+                assert!(text.contains(
+                    "\nauthentication mechanisms: sasldb getpwent kerberos5 pam rimap shadow\n\n"
+                ));
             }
             other => panic!("{other:?}"),
         }

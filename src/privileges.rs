@@ -191,7 +191,7 @@ pub fn plan_drop(
     if mechanism.needs_root() {
         return Err(format!(
             "--user: -a {} needs root to verify passwords, so privileges cannot be dropped \
-             (only -a rimap runs without root)",
+             (every mechanism but shadow and pam runs without root)",
             mechanism.name()
         ));
     }

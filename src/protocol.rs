@@ -238,7 +238,7 @@ pub fn encode_request(
     Ok(Password::new(out))
 }
 
-/// A reply: `OK`, `OK <text>` or `NO <reason>`.
+/// A reply: `OK`, `OK <text>`, `NO <reason>` or (an empty reason) `NO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Ok(Option<String>),
@@ -254,6 +254,11 @@ impl Reply {
         Reply::No(reason.into())
     }
 
+    /// `NO` without a reason: the two bytes upstream's sasldb and ldap answer with.
+    pub fn bare_no() -> Reply {
+        Reply::No(String::new())
+    }
+
     pub fn is_ok(&self) -> bool {
         matches!(self, Reply::Ok(_))
     }
@@ -263,6 +268,7 @@ impl Reply {
         match self {
             Reply::Ok(None) => "OK".to_string(),
             Reply::Ok(Some(text)) => format!("OK {text}"),
+            Reply::No(reason) if reason.is_empty() => "NO".to_string(),
             Reply::No(reason) => format!("NO {reason}"),
         }
     }
@@ -501,6 +507,13 @@ mod tests {
             Reply::Ok(Some("remote authentication successful".into())).encode()[..2],
             [0x00, 0x23]
         );
+    }
+
+    #[test]
+    fn a_no_without_reason_is_two_bytes() {
+        assert_eq!(Reply::bare_no().encode(), b"\0\x02NO");
+        assert_eq!(Reply::no("x").encode(), b"\0\x04NO x");
+        assert!(!Reply::bare_no().is_ok());
     }
 
     #[test]

@@ -7,8 +7,14 @@
 #![forbid(unsafe_code)]
 
 pub mod conf_file;
+pub mod file_stamp;
+pub mod getpwent;
+pub mod kerberos5;
+pub mod nss_files;
 pub mod pam;
+pub mod passwd;
 pub mod rimap;
+pub mod sasldb;
 pub mod shadow;
 
 use std::fmt;
@@ -178,6 +184,8 @@ pub struct Settings {
     /// `-a rimap`: `--rimap-starttls`, `--rimap-ca-file`, `--rimap-tls-name`,
     /// `--rimap-timeout`.
     pub rimap: rimap::Options,
+    /// `-a sasldb`: `--sasldb-path`.
+    pub sasldb: sasldb::Options,
 }
 
 impl Default for Settings {
@@ -186,22 +194,15 @@ impl Default for Settings {
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
             pam: pam::ServicePolicy::default(),
             rimap: rimap::Options::default(),
+            sasldb: sasldb::Options::default(),
         }
     }
 }
 
 /// Mechanisms this build offers, in upstream's table order.
-pub const AVAILABLE: &[&str] = &["pam", "rimap", "shadow"];
+pub const AVAILABLE: &[&str] = &["sasldb", "getpwent", "kerberos5", "pam", "rimap", "shadow"];
 /// Upstream mechanisms we know but do not offer (yet).
-const NOT_AVAILABLE: &[&str] = &[
-    "sasldb",
-    "dce",
-    "getpwent",
-    "kerberos5",
-    "sia",
-    "ldap",
-    "httpform",
-];
+const NOT_AVAILABLE: &[&str] = &["dce", "sia", "ldap", "httpform"];
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum MechError {
@@ -252,6 +253,15 @@ pub fn create(
             }),
         },
         "shadow" => Ok(Arc::new(shadow::Shadow::new(option))),
+        "sasldb" => Ok(Arc::new(sasldb::Sasldb::new(option, &settings.sasldb))),
+        "getpwent" => Ok(Arc::new(getpwent::Getpwent::new(option))),
+        "kerberos5" => match kerberos5::Kerberos5::new(option, settings.verify_timeout) {
+            Ok(kerberos5) => Ok(Arc::new(kerberos5)),
+            Err(reason) => Err(MechError::Init {
+                name: lower,
+                reason,
+            }),
+        },
         other if NOT_AVAILABLE.contains(&other) => Err(MechError::NotAvailable(lower)),
         _ => Err(MechError::Unknown(name.to_string())),
     }
@@ -267,6 +277,8 @@ mod tests {
         assert_eq!(create("SHADOW", None, &none).unwrap().name(), "shadow");
         assert_eq!(create("Shadow", None, &none).unwrap().name(), "shadow");
         assert_eq!(create("PAM", None, &none).unwrap().name(), "pam");
+        assert_eq!(create("SASLdb", None, &none).unwrap().name(), "sasldb");
+        assert_eq!(create("GetPwEnt", None, &none).unwrap().name(), "getpwent");
         let rimap = create("RIMAP", Some("127.0.0.1/10143"), &none).unwrap();
         assert_eq!(rimap.name(), "rimap");
     }
@@ -286,6 +298,33 @@ mod tests {
                 .map(|e| e.to_string())
                 .is_some_and(|e| e.starts_with("failed to initialize mechanism rimap: "))
         );
+    }
+
+    #[test]
+    fn kerberos5_setup_errors_are_init_errors_and_it_has_a_deadline() {
+        let settings = Settings {
+            verify_timeout: Duration::from_secs(3),
+            ..Settings::default()
+        };
+        match create("kerberos5", Some("/nonexistent/saslauthd.conf"), &settings).err() {
+            Some(MechError::Init { name, reason }) => {
+                assert_eq!(name, "kerberos5");
+                assert!(reason.contains("cannot read"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let dir = std::env::temp_dir().join(format!("mech-krb5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("saslauthd.conf");
+        std::fs::write(&conf, "krb5_verify_principal: smtp\n").unwrap();
+        let kerberos5 = create("KERBEROS5", conf.to_str(), &settings).unwrap();
+        assert_eq!(kerberos5.name(), "kerberos5");
+        assert_eq!(
+            kerberos5.verification_deadline(),
+            Some(Duration::from_secs(3))
+        );
+        assert!(!kerberos5.needs_root());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,26 +9,18 @@
 //! than `sp_max` days.
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::unistd::User;
-
-mod files;
-
-use std::path::Path;
-
-use files::Files;
-
-use super::{AccountState, Credentials, Mechanism, StateVersion};
+use super::nss_files::Files;
+use super::{AccountState, Credentials, Mechanism, StateVersion, passwd};
 use crate::protocol::Reply;
-use crate::sys::shadow::{ShadowEntry, getspnam};
+use crate::sys::nss::{ShadowEntry, getspnam};
 use crate::{hash, log_debug, log_warn};
 
-pub const INVALID_USERNAME: &str = "Invalid username";
+pub use super::passwd::{INCORRECT_PASSWORD, INVALID_USERNAME, LOOKUP_FAILURE};
 pub const INVALID_SHADOW_USERNAME: &str = "Invalid shadow username";
-pub const INCORRECT_PASSWORD: &str = "Incorrect password";
-/// Prefixes of the replies for failed lookups (an NSS error, not a verdict on the user).
-pub const LOOKUP_FAILURE: &str = "Username lookup failure";
+/// Prefix of the reply for a failed shadow lookup (an NSS error, not a verdict on the user).
 pub const SHADOW_LOOKUP_FAILURE: &str = "Username shadow lookup failure";
 pub const ACCOUNT_EXPIRED: &str = "Account expired";
 pub const PASSWORD_EXPIRED: &str = "Password expired";
@@ -48,7 +40,7 @@ impl Shadow {
             log_warn!("shadow: not running as root; shadow lookups will likely fail");
         }
         Shadow {
-            files: Files::under(Path::new("/")),
+            files: Files::under(Path::new("/"), &["passwd", "shadow"]),
         }
     }
 }
@@ -107,16 +99,10 @@ impl Mechanism for Shadow {
 
 /// The passwd and shadow lookups; `Err` is the reply for a user that can't be verified.
 fn lookup(login: &[u8]) -> Result<ShadowEntry, Reply> {
+    passwd::lookup(login)?;
     let Ok(login) = std::str::from_utf8(login) else {
         return Err(Reply::no(INVALID_USERNAME));
     };
-    match User::from_name(login) {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(Reply::no(INVALID_USERNAME)),
-        Err(errno) => {
-            return Err(Reply::no(format!("{LOOKUP_FAILURE}: {}", errno.desc())));
-        }
-    }
     match getspnam(login) {
         Ok(Some(entry)) => Ok(entry),
         Ok(None) => Err(Reply::no(INVALID_SHADOW_USERNAME)),

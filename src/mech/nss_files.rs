@@ -1,67 +1,67 @@
-//! The cheap way to know that no shadow account changed: when NSS reads `passwd` and
-//! `shadow` from files first, the identity and times of /etc/passwd, /etc/shadow and
-//! /etc/nsswitch.conf (plus the day, for expiry) are a [`StateVersion`]. While it is
-//! unchanged, every account's state is too, and a cache hit needs no lookup.
+//! The cheap way to know that no local account changed: when NSS reads the databases a
+//! mechanism uses (`passwd` and `shadow` for shadow, `passwd` for getpwent) from files
+//! first, the [stamps](super::file_stamp) of those files and of /etc/nsswitch.conf (plus
+//! the day, for expiry) are a [`StateVersion`]. While it is unchanged, every account's
+//! state is too, and a cache hit needs no lookup.
 //!
 //! Two guards keep it honest:
-//! - A file changed within the last [`RACY_SECS`] gives no version: the kernel stamps
-//!   times at a coarse granularity, so a second change within the same tick could leave
-//!   every field as it was (git's "racy clean" problem, solved the same way).
+//! - A file changed within the last [`RACY_SECS`](super::file_stamp::RACY_SECS) gives no
+//!   version.
 //! - A version vouches only for users found in the files themselves ([`Files::holds`]):
 //!   with `files` first, such a user never reaches a later source (LDAP, systemd's
 //!   userdb) while the files are unchanged.
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
+use super::file_stamp::{now, stamp};
 use crate::mech::StateVersion;
-
-/// A file changed less than this many seconds ago gives no version.
-pub const RACY_SECS: i64 = 2;
 
 /// The files a version covers, under a root (`/` in the daemon, a temp dir in tests).
 pub struct Files {
     nsswitch: PathBuf,
-    passwd: PathBuf,
-    shadow: PathBuf,
-    /// The nsswitch.conf fields last parsed, and whether it puts `files` first for both
-    /// `passwd` and `shadow`.
+    /// NSS database names (`passwd`, `shadow`) and their files.
+    databases: Vec<(&'static str, PathBuf)>,
+    /// The nsswitch.conf stamp last parsed, and whether it puts `files` first for every
+    /// database.
     parsed: Mutex<Option<(Vec<i64>, bool)>>,
 }
 
 impl Files {
-    pub fn under(root: &Path) -> Files {
+    /// The files of `databases` (names of NSS databases, each read from `/etc/<name>`).
+    pub fn under(root: &Path, databases: &[&'static str]) -> Files {
         let etc = root.join("etc");
         Files {
             nsswitch: etc.join("nsswitch.conf"),
-            passwd: etc.join("passwd"),
-            shadow: etc.join("shadow"),
+            databases: databases
+                .iter()
+                .map(|&name| (name, etc.join(name)))
+                .collect(),
             parsed: Mutex::new(None),
         }
     }
 
     /// The current version, or `None` (not files first, a file missing or just changed).
     pub fn version(&self, today: i64) -> Option<StateVersion> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
-        let nsswitch = fields(&self.nsswitch, now)?;
+        let now = now()?;
+        let nsswitch = stamp(&self.nsswitch, now)?;
         if !self.files_first(&nsswitch) {
             return None;
         }
         let mut version = nsswitch;
-        version.extend(fields(&self.passwd, now)?);
-        version.extend(fields(&self.shadow, now)?);
+        for (_, path) in &self.databases {
+            version.extend(stamp(path, now)?);
+        }
         version.push(today);
         Some(StateVersion(version))
     }
 
-    /// Whether `login` has a line in both /etc/passwd and /etc/shadow. Reads the files;
-    /// for the blocking paths only.
+    /// Whether `login` has a line in every database's file. Reads the files; for the
+    /// blocking paths only.
     pub fn holds(&self, login: &[u8]) -> bool {
         let has_line = |path: &Path| {
             // /etc/shadow holds every user's hash: wipe the copy.
@@ -71,7 +71,7 @@ impl Files {
                 })
             })
         };
-        !login.is_empty() && has_line(&self.passwd) && has_line(&self.shadow)
+        !login.is_empty() && self.databases.iter().all(|(_, path)| has_line(path))
     }
 
     fn files_first(&self, nsswitch: &[i64]) -> bool {
@@ -81,28 +81,14 @@ impl Files {
         {
             return *first;
         }
-        let first = fs::read_to_string(&self.nsswitch)
-            .is_ok_and(|text| files_first_for(&text, "passwd") && files_first_for(&text, "shadow"));
+        let first = fs::read_to_string(&self.nsswitch).is_ok_and(|text| {
+            self.databases
+                .iter()
+                .all(|(name, _)| files_first_for(&text, name))
+        });
         *parsed = Some((nsswitch.to_vec(), first));
         first
     }
-}
-
-/// The identity and times of `path`; `None` if it can't be read or changed lately.
-fn fields(path: &Path, now: i64) -> Option<Vec<i64>> {
-    let meta = fs::metadata(path).ok()?;
-    if now - meta.mtime().max(meta.ctime()) < RACY_SECS {
-        return None;
-    }
-    Some(vec![
-        meta.dev() as i64,
-        meta.ino() as i64,
-        meta.size() as i64,
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ctime(),
-        meta.ctime_nsec(),
-    ])
 }
 
 /// Whether nsswitch.conf's line for `database` names `files` as its first source.
@@ -130,62 +116,45 @@ mod tests {
         assert!(!files_first_for("#shadow: files\n", "shadow"));
     }
 
-    fn root_with(nsswitch: &str) -> (PathBuf, Files) {
+    fn root_with(nsswitch: &str, databases: &[&'static str]) -> (PathBuf, Files) {
         let root = std::env::temp_dir().join(format!(
-            "saslauthd-rs-files-{}-{}",
+            "saslauthd-rs-files-{}-{}-{}",
             std::process::id(),
-            nsswitch.len()
+            nsswitch.len(),
+            databases.len()
         ));
         let etc = root.join("etc");
         fs::create_dir_all(&etc).unwrap();
         fs::write(etc.join("nsswitch.conf"), nsswitch).unwrap();
         fs::write(etc.join("passwd"), "alice:x:1000:1000::/:/bin/sh\n").unwrap();
         fs::write(etc.join("shadow"), "alice:$6$x$y:19000:0:99999:7:::\n").unwrap();
-        let files = Files::under(&root);
+        let files = Files::under(&root, databases);
         (root, files)
     }
 
-    /// Backdates a file so it is not "racy".
-    fn age(path: &Path) {
-        let old = SystemTime::now() - std::time::Duration::from_secs(60);
-        fs::File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-    }
-
     #[test]
-    fn versions_follow_the_files() {
-        let (root, files) = root_with("passwd: files\nshadow: files\n");
-        // Just written: racy, no version.
+    fn users_must_be_in_every_file() {
+        let (root, files) = root_with("passwd: files\nshadow: files\n", &["passwd", "shadow"]);
+        // Just written: racy, no version (file_stamp's tests cover the stamps).
         assert_eq!(files.version(1), None);
         assert!(files.holds(b"alice"));
         assert!(!files.holds(b"alic"));
         assert!(!files.holds(b"bob"));
         assert!(!files.holds(b""));
-        // ctime can't be backdated, so the racy guard holds for this test's lifetime;
-        // check the pieces instead.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        let shadow = root.join("etc/shadow");
-        age(&shadow);
-        assert_eq!(fields(&shadow, now), None, "a fresh ctime is racy");
-        let later = now + RACY_SECS + 1;
-        let before = fields(&shadow, later).unwrap();
-        fs::write(&shadow, "alice:!$6$x$y:19000:0:99999:7:::\n").unwrap();
-        assert_ne!(fields(&shadow, later + 1).unwrap(), before);
+        fs::write(root.join("etc/shadow"), "bob:$6$x$y:19000:0:99999:7:::\n").unwrap();
+        assert!(!files.holds(b"alice"), "not in shadow any more");
+        let passwd_only = Files::under(&root, &["passwd"]);
+        assert!(passwd_only.holds(b"alice"));
         fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
-    fn no_version_unless_files_come_first() {
-        let (root, files) = root_with("passwd: ldap files\nshadow: files\n#1\n");
-        assert_eq!(files.version(1), None);
-        assert!(!files.files_first(&[1, 2, 3]));
+    fn no_version_unless_files_come_first_for_each_database() {
+        let (root, files) = root_with("passwd: ldap files\nshadow: files\n#1\n", &["shadow"]);
+        assert!(files.files_first(&[1]), "only shadow is asked about");
+        let both = Files::under(&root, &["passwd", "shadow"]);
+        assert!(!both.files_first(&[1]));
+        assert_eq!(both.version(1), None);
         fs::remove_dir_all(root).unwrap();
     }
 }
