@@ -13,7 +13,7 @@
 #![allow(dead_code)]
 #![forbid(unsafe_code)]
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
@@ -157,42 +157,110 @@ pub fn namespaced_command(
     program: &Path,
     args: &[&OsStr],
 ) -> Command {
-    namespaced_command_with_dev_log(binds, None, program, args)
+    let namespace = Namespace {
+        binds: binds.to_vec(),
+        ..Namespace::default()
+    };
+    namespace.command(program, args)
 }
 
-/// [`namespaced_command`], and with `dev_log = Some((empty dir, socket))` a private `/dev`
-/// whose `/dev/log` is `socket` (see [`secrets::DEV_LOG_SCRIPT`]).
-fn namespaced_command_with_dev_log(
-    binds: &[(PathBuf, PathBuf)],
-    dev_log: Option<(&Path, &Path)>,
-    program: &Path,
-    args: &[&OsStr],
-) -> Command {
-    if binds.is_empty() && dev_log.is_none() {
-        let mut c = Command::new(program);
-        c.args(args);
-        return c;
+/// What a private namespace for one program holds (see [`Namespace::command`]).
+#[derive(Clone, Debug, Default)]
+pub struct Namespace {
+    /// (source, target) bind mounts, in order.
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    /// `(empty dir, socket)`: a private `/dev` whose `/dev/log` is `socket` (see
+    /// [`secrets::DEV_LOG_SCRIPT`]).
+    pub dev_log: Option<(PathBuf, PathBuf)>,
+    /// A private UTS namespace with this hostname (for mechanisms that use it: sasldb's
+    /// empty realm, kerberos5's host principal).
+    pub hostname: Option<String>,
+    /// Files that must not exist in the namespace. With any, or with a bind whose target
+    /// does not exist, `/etc` becomes an overlay whose upper layer is `etc_layers` (an
+    /// empty directory): the files are removed and missing targets created there, never
+    /// on the host.
+    pub absent: Vec<PathBuf>,
+    pub etc_layers: Option<PathBuf>,
+}
+
+/// `text` quoted for `sh`.
+fn sh_quote(text: &OsStr) -> String {
+    format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"))
+}
+
+impl Namespace {
+    /// `unshare --mount [--uts] --propagation private -- sh -c SCRIPT sh … PROGRAM ARGS…`,
+    /// or the program itself when there is nothing to set up.
+    pub fn command(&self, program: &Path, args: &[&OsStr]) -> Command {
+        if self.binds.is_empty()
+            && self.dev_log.is_none()
+            && self.hostname.is_none()
+            && self.absent.is_empty()
+        {
+            let mut c = Command::new(program);
+            c.args(args);
+            return c;
+        }
+        let mut script = String::from("set -e\n");
+        if self.dev_log.is_some() {
+            script.push_str(secrets::DEV_LOG_SCRIPT);
+        }
+        if let Some(hostname) = &self.hostname {
+            script.push_str(&format!("hostname {}\n", sh_quote(OsStr::new(hostname))));
+        }
+        let missing_target = self.binds.iter().any(|(_, target)| !target.exists());
+        if !self.absent.is_empty() || missing_target {
+            let layers = self
+                .etc_layers
+                .as_ref()
+                .expect("Namespace::etc_layers: an empty directory for the /etc overlay");
+            let (upper, work) = (layers.join("upper"), layers.join("work"));
+            fs::create_dir_all(&upper).expect("create the overlay's upper dir");
+            fs::create_dir_all(&work).expect("create the overlay's work dir");
+            script.push_str(&format!(
+                "mount -t overlay sasl-rs-etc -o lowerdir=/etc,upperdir={},workdir={} /etc\n",
+                sh_quote(upper.as_os_str()),
+                sh_quote(work.as_os_str())
+            ));
+            for path in &self.absent {
+                assert!(
+                    path.starts_with("/etc"),
+                    "only files under /etc can be absent"
+                );
+                script.push_str(&format!("rm -rf {}\n", sh_quote(path.as_os_str())));
+            }
+            for (_, target) in self.binds.iter().filter(|(_, t)| !t.exists()) {
+                assert!(
+                    target.starts_with("/etc"),
+                    "bind target {target:?} is missing"
+                );
+                script.push_str(&format!(
+                    "[ -e {0} ] || : > {0}\n",
+                    sh_quote(target.as_os_str())
+                ));
+            }
+        }
+        for _ in &self.binds {
+            script.push_str("mount --bind \"$1\" \"$2\"\nshift 2\n");
+        }
+        script.push_str("exec \"$@\"\n");
+        let mut c = Command::new("unshare");
+        c.arg("--mount");
+        if self.hostname.is_some() {
+            c.arg("--uts");
+        }
+        c.args(["--propagation", "private", "--", "sh", "-c"])
+            .arg(script)
+            .arg("sh");
+        if let Some((new_dev, socket)) = &self.dev_log {
+            c.arg(new_dev).arg(socket);
+        }
+        for (src, dst) in &self.binds {
+            c.arg(src).arg(dst);
+        }
+        c.arg(program).args(args);
+        c
     }
-    let mut script = String::from("set -e\n");
-    if dev_log.is_some() {
-        script.push_str(secrets::DEV_LOG_SCRIPT);
-    }
-    for _ in binds {
-        script.push_str("mount --bind \"$1\" \"$2\"\nshift 2\n");
-    }
-    script.push_str("exec \"$@\"\n");
-    let mut c = Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(script)
-        .arg("sh");
-    if let Some((new_dev, socket)) = dev_log {
-        c.arg(new_dev).arg(socket);
-    }
-    for (src, dst) in binds {
-        c.arg(src).arg(dst);
-    }
-    c.arg(program).args(args);
-    c
 }
 
 /// Gives the child its own process group (it becomes the group leader), so a daemon's
@@ -385,7 +453,14 @@ pub struct Options {
     /// Bound for the start-up (and, in daemon mode, for the starter to exit).
     pub ready_timeout: Duration,
     /// Additional (source, target) bind mounts inside the namespace, after the fixtures.
+    /// A target under /etc that does not exist is created in a private overlay.
     pub extra_binds: Vec<(PathBuf, PathBuf)>,
+    /// A private UTS namespace with this hostname.
+    pub hostname: Option<String>,
+    /// Files under /etc that must not exist for the daemon (removed in a private overlay).
+    pub absent: Vec<PathBuf>,
+    /// Environment variables for the daemon.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Default for Options {
@@ -398,6 +473,9 @@ impl Default for Options {
             wait_ready: true,
             ready_timeout: DEFAULT_TIMEOUT,
             extra_binds: Vec::new(),
+            hostname: None,
+            absent: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -504,11 +582,17 @@ impl Daemon {
         if !opts.foreground {
             become_subreaper();
         }
-        let dev_log = syslog
-            .as_ref()
-            .map(|capture| (dir.join("dev"), capture.socket_path().to_path_buf()));
-        let dev_log = dev_log.as_ref().map(|(d, s)| (d.as_path(), s.as_path()));
-        let mut cmd = namespaced_command_with_dev_log(&binds, dev_log, program, &full);
+        let namespace = Namespace {
+            binds,
+            dev_log: syslog
+                .as_ref()
+                .map(|capture| (dir.join("dev"), capture.socket_path().to_path_buf())),
+            hostname: opts.hostname.clone(),
+            absent: opts.absent.clone(),
+            etc_layers: Some(dir.join("etc-layers")),
+        };
+        let mut cmd = namespace.command(program, &full);
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let log = fs::File::create(&log_path).expect("create daemon.log");
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
@@ -1190,5 +1274,7 @@ pub fn auth_bytes(socket: &Path, fields: &[&[u8]]) -> Option<String> {
 pub mod clients;
 pub mod fakeimap;
 pub mod fixtures;
+pub mod kdc;
 pub mod postfix;
+pub mod sasldb;
 pub mod secrets;

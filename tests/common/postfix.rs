@@ -76,7 +76,7 @@ fn own_process_group(cmd: &mut Command) {
 /// A `sh` in its own process group reads one line from a pipe whose only write end (close-on-exec)
 /// is held here. `stop` → it exits quietly; EOF (this process died) → it SIGTERMs the master,
 /// after checking the PID still has the recorded start time.
-struct Watchdog {
+pub(super) struct Watchdog {
     child: Child,
     writer: Option<io::PipeWriter>,
 }
@@ -89,7 +89,7 @@ exit 0
 "#;
 
 impl Watchdog {
-    fn start(pid: i32, start_time: u64) -> Watchdog {
+    pub(super) fn start(pid: i32, start_time: u64) -> Watchdog {
         let (reader, writer) = io::pipe().expect("pipe");
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
@@ -109,7 +109,7 @@ impl Watchdog {
     }
 
     /// Tells the watchdog to exit without doing anything; bounded wait, then SIGKILL.
-    fn disarm(&mut self) {
+    pub(super) fn disarm(&mut self) {
         if let Some(mut w) = self.writer.take() {
             let _ = w.write_all(b"stop\n");
         }
