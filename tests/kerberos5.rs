@@ -403,6 +403,26 @@ fn timed(
     })
 }
 
+/// The daemon's kerberos5 helper processes (its children named `saslauthd-krb5`).
+fn helper_processes(daemon: i32) -> Vec<i32> {
+    let mut children = Vec::new();
+    for task in fs::read_dir(format!("/proc/{daemon}/task")).expect("read the daemon's tasks") {
+        let path = task.expect("task").path().join("children");
+        let text = fs::read_to_string(path).unwrap_or_default();
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse::<i32>().ok()),
+        );
+    }
+    children
+        .into_iter()
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "saslauthd-krb5")
+        })
+        .collect()
+}
+
 #[test]
 fn a_silent_kdc_gets_no_within_the_deadline_and_frees_the_thread() {
     const SILENT: &str = "SILENT.TEST";
@@ -458,6 +478,12 @@ fn a_silent_kdc_gets_no_within_the_deadline_and_frees_the_thread() {
         queued_in < DEADLINE + Duration::from_millis(500),
         "the queued request waited {queued_in:?}\n{}",
         ours.log()
+    );
+    // The hung helpers were killed: at most one helper per verification thread is left.
+    let helpers = helper_processes(ours.pid());
+    assert!(
+        (1..=2).contains(&helpers.len()),
+        "helper processes left: {helpers:?}"
     );
     eprintln!(
         "measured: silent KDC → NO after {refused_in:?} (deadline {DEADLINE:?}); concurrent \

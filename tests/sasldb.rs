@@ -186,6 +186,12 @@ fn missing_and_corrupt_files_answer_no_and_ours_says_why() {
         "{}",
         ours.log()
     );
+    // Upstream's word for a reply without a reason.
+    assert!(
+        ours.log().contains("[mech=sasldb] [reason=Unknown]"),
+        "{}",
+        ours.log()
+    );
     drop(upstream);
     ours.finish(&[ALICE_PW]);
     // A file that is not a Berkeley DB, and an empty one.

@@ -60,15 +60,19 @@ impl Secrets {
     }
 
     /// The fixture users' passwords and every non-trivial stored hash in
-    /// `tests/fixtures/shadow` (with and without a leading `!`, and the digest alone).
+    /// `tests/fixtures/shadow` and `tests/fixtures/getpwent/passwd` (with and without a
+    /// leading `!`, and the digest alone).
     fn add_fixtures(&mut self) {
         for pw in FIXTURE_PASSWORDS {
             self.add(pw.as_bytes(), "fixture password");
         }
         self.add(long_pw().as_bytes(), "fixture password (long)");
-        let shadow = fs::read_to_string(common::fixtures_dir().join("shadow"))
-            .expect("read tests/fixtures/shadow");
-        for line in shadow.lines() {
+        let read = |name: &str| {
+            fs::read_to_string(common::fixtures_dir().join(name))
+                .unwrap_or_else(|e| panic!("read tests/fixtures/{name}: {e}"))
+        };
+        let hash_files = read("shadow") + &read("getpwent/passwd");
+        for line in hash_files.lines() {
             let hash = line.split(':').nth(1).unwrap_or("");
             let hash = hash.trim_start_matches('!');
             if hash.len() > 8 {

@@ -180,10 +180,15 @@ impl Authenticator {
                 subject.fields(),
                 subject.peer()
             ),
+            // A bare `NO` (sasldb) has no reason: upstream logs `Unknown`.
             Reply::No(reason) => log_info!(
                 "auth failure: {} [mech={mech}] [reason={}]{}",
                 subject.fields(),
-                sanitize(reason.as_bytes()),
+                if reason.is_empty() {
+                    "Unknown".to_string()
+                } else {
+                    sanitize(reason.as_bytes())
+                },
                 subject.peer()
             ),
         }

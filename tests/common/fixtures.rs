@@ -1,4 +1,5 @@
-//! Passwords of the fixture users in `tests/fixtures/{passwd,shadow}`, one constant per user,
+//! Passwords of the fixture users in `tests/fixtures/{passwd,shadow}` (and
+//! `tests/fixtures/getpwent/passwd`, whose hashes are shadow's), one constant per user,
 //! as documented in `docs/test-contract.md` ("Fixture users"). `nohash` and `star` take any
 //! password and have none here.
 
@@ -20,6 +21,8 @@ pub const EXPIRED_PW: &str = "Expired-pw1";
 pub const PWEXPIRED_PW: &str = "Pw-expired-pw1";
 /// `user@example.org` (for `-r`).
 pub const REALM_PW: &str = "Realm-pw1";
+/// `gdes` in `tests/fixtures/getpwent/passwd`: a DES hash (`abrO.tq8awQas`).
+pub const DES_PW: &str = "Des-pw12";
 
 /// The passwords above, every one a fixture user has (none may appear in a daemon log).
 pub const FIXTURE_PASSWORDS: &[&str] = &[
@@ -32,6 +35,7 @@ pub const FIXTURE_PASSWORDS: &[&str] = &[
     EXPIRED_PW,
     PWEXPIRED_PW,
     REALM_PW,
+    DES_PW,
 ];
 
 /// `long`: 511 × `L`, the longest password libxcrypt hashes (CRYPT_MAX_PASSPHRASE_SIZE is
