@@ -10,7 +10,7 @@ require_root() {
 
 # Packages every build needs (used by the scripts that source this file).
 # shellcheck disable=SC2034
-BUILD_PACKAGES=(gcc libc6-dev libcrypt-dev libpam0g-dev libssl-dev pkg-config util-linux ca-certificates curl)
+BUILD_PACKAGES=(gcc libc6-dev libcrypt-dev libpam0g-dev libssl-dev libkrb5-dev libdb5.3-dev pkg-config util-linux ca-certificates curl)
 
 # apt_install PKG...: apt-get update + install, with a temporary policy-rc.d so that
 # package scripts do not start daemons (Postfix, saslauthd) on public ports. Runs under a

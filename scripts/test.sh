@@ -14,6 +14,7 @@ TEST_PACKAGES=(
     libpam-modules libpam-modules-bin libpam-runtime               # PAM stacks in tests
     whois openssl procps python3 util-linux                        # lab tools (mkpasswd, crypt via ctypes, setpriv, prlimit)
     dovecot-imapd                                                  # rimap's IMAP server
+    krb5-kdc krb5-admin-server                                     # kerberos5's private KDC (krb5kdc, kdb5_util, kadmin.local)
     mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
 # apt-get update + apt-get install -y (apt_install in scripts/lib.sh), with

@@ -884,6 +884,27 @@ fn version_flag_prints_version_and_mechanisms() {
         .find(|l| l.starts_with("authentication mechanisms:"))
         .unwrap();
     assert!(mechs.split_whitespace().any(|m| m == "shadow"), "{out}");
+    // Debian's set (`sasldb getpwent kerberos5 pam rimap shadow ldap`), in its order.
+    let upstream = run_plain(Path::new(UPSTREAM_SASLAUTHD), &["-v"], None).output();
+    let upstream: Vec<&str> = upstream
+        .lines()
+        .find_map(|l| l.strip_prefix("authentication mechanisms:"))
+        .unwrap_or_else(|| panic!("Debian's -v: {upstream}"))
+        .split_whitespace()
+        .collect();
+    let ours: Vec<&str> = mechs
+        .trim_start_matches("authentication mechanisms:")
+        .split_whitespace()
+        .collect();
+    for name in ["sasldb", "getpwent", "kerberos5", "pam", "rimap", "shadow"] {
+        assert!(ours.contains(&name), "{name} missing: {out}");
+    }
+    let in_upstream_order: Vec<&str> = upstream
+        .iter()
+        .copied()
+        .filter(|m| ours.contains(m))
+        .collect();
+    assert_eq!(ours, in_upstream_order, "Debian's list: {upstream:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

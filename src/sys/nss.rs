@@ -54,6 +54,8 @@ pub fn getpwnam(name: &str) -> Result<Option<PasswdEntry>, Errno> {
 }
 
 /// Looks `name` up in shadow. `Ok(None)`: no such entry. `Err`: the lookup itself failed.
+// The day counts are `c_long`: `i64` here, `i32` on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
 pub fn getspnam(name: &str) -> Result<Option<ShadowEntry>, Errno> {
     lookup(
         name,
