@@ -485,6 +485,27 @@ fn a_silent_kdc_gets_no_within_the_deadline_and_frees_the_thread() {
         (1..=2).contains(&helpers.len()),
         "helper processes left: {helpers:?}"
     );
+    // A helper holds its pipes and none of the daemon's sockets or files (what else it has
+    // came from whoever started the daemon), and can't be dumped (it holds passwords).
+    for pid in &helpers {
+        let fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("read the helper's fds")
+            .filter_map(|e| fs::read_link(e.expect("fd").path()).ok())
+            .map(|target| target.display().to_string())
+            .collect();
+        assert!(
+            fds.iter().all(
+                |t| !t.starts_with("socket:") && !t.contains(&ours.dir().display().to_string())
+            ),
+            "helper {pid}: {fds:?}"
+        );
+        let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap();
+        assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    }
     eprintln!(
         "measured: silent KDC → NO after {refused_in:?} (deadline {DEADLINE:?}); concurrent \
          request served in {served_in:?}; request queued behind two hung ones served in \

@@ -1707,8 +1707,8 @@ fn traced_daemon(mech: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 }
 
 /// systemd cannot run here (it is not PID 1), so the sandbox is checked piecewise: every
-/// system call the daemon makes, for shadow and for PAM (whose modules open netlink audit
-/// sockets), is in the unit's SystemCallFilter=, and every socket family it opens is in
+/// system call the daemon makes, for shadow, for PAM (whose modules open netlink audit
+/// sockets), getpwent and sasldb (Berkeley DB), is in the unit's SystemCallFilter=, and every socket family it opens is in
 /// RestrictAddressFamilies=.
 #[test]
 fn unit_sandbox_allows_what_the_daemon_uses() {
@@ -1735,7 +1735,7 @@ fn unit_sandbox_allows_what_the_daemon_uses() {
     let families: BTreeSet<String> = value("RestrictAddressFamilies=").into_iter().collect();
     let version = run_ok(Command::new(DAEMON).arg("-v"), STEP);
     let version = String::from_utf8_lossy(&version.stderr).into_owned();
-    for mech in ["shadow", "pam"] {
+    for mech in ["shadow", "pam", "getpwent", "sasldb"] {
         if mech == "pam" && !version.contains(" pam") {
             continue;
         }

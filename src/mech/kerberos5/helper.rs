@@ -186,6 +186,10 @@ fn invalid(what: &str) -> io::Error {
 /// The helper's `main`: jobs from stdin, events to stdout, until stdin ends.
 pub fn main() -> ExitCode {
     let _ = nix::sys::prctl::set_name(c"saslauthd-krb5");
+    // It holds passwords, as the daemon does; execve made it dumpable again.
+    if crate::privileges::forbid_core_dumps().is_err() {
+        return ExitCode::from(1);
+    }
     let mut input = io::stdin().lock();
     let mut output = io::stdout().lock();
     loop {
