@@ -281,6 +281,34 @@ fn postfix_authenticates_through_both() {
 }
 
 #[test]
+fn concurrent_lookups_agree() {
+    let db = Database::new();
+    let ours = db.start(&ours_bin("saslauthd"), &["-n", "8", "--throttle-max", "0"]);
+    let failures: Vec<String> = thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..10)
+                        .flat_map(|_| run_cases(&ours, CASES))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        ours.log()
+    );
+    ours.finish(&passwords(CASES));
+}
+
+#[test]
 fn sasldb_path_names_another_file() {
     let db = Database::new();
     let path = db.path();

@@ -99,11 +99,15 @@ impl Pool {
                 Ok(Event::Step(next)) => step = next,
                 Ok(Event::Log(line)) => log(&line),
                 Ok(Event::Reply(text)) => {
-                    let reply = parse_reply(&text);
-                    self.put_back(helper);
-                    return match reply {
-                        Some(reply) => Outcome::Reply(reply),
-                        None => Outcome::Failed(format!("unexpected reply {text:?}")),
+                    return match parse_reply(&text) {
+                        Some(reply) => {
+                            self.put_back(helper);
+                            Outcome::Reply(reply)
+                        }
+                        None => {
+                            helper.kill();
+                            Outcome::Failed(format!("unexpected reply {text:?}"))
+                        }
                     };
                 }
                 Err(ReadError::TimedOut) => {
