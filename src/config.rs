@@ -118,7 +118,8 @@ struct Cli {
     #[arg(long = "verify-timeout", value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     verify_timeout: Option<u64>,
-    /// -a pam: the only service names clients may send, comma-separated (default: any)
+    /// -a pam: the only service names clients may send, comma-separated (default: any but
+    /// su, sudo, login and other stacks that trust root or serve interactive logins)
     #[arg(long = "pam-services", value_name = "LIST")]
     pam_services: Option<String>,
     /// -a pam: rename service names before PAM sees them, e.g. imap=mail,pop=mail
@@ -559,7 +560,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.mech_settings.pam, expected);
-        assert!(run(&["-a", "pam"]).mech_settings.pam.is_open());
+        assert!(run(&["-a", "pam"]).mech_settings.pam.is_default());
         // The last occurrence wins, like every other option.
         let c = run(&["-a", "pam", "--pam-services", "x", "--pam-services", "smtp"]);
         assert_eq!(

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conf_file;
+pub mod dummy;
 pub mod file_stamp;
 pub mod getpwent;
 pub mod kerberos5;
@@ -19,6 +20,7 @@ pub mod shadow;
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,11 +60,48 @@ impl AccountState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateVersion(pub Vec<i64>);
 
+/// What one verification produced, for the server: the reply, how long to hold it back,
+/// and (for the credential cache) the account's state and its version.
+#[derive(Debug)]
+pub struct Verification {
+    pub reply: Reply,
+    /// Wait this long after the verification before sending the reply: a fail delay the
+    /// backend asked for (PAM's `pam_fail_delay`) or padding that makes failures take
+    /// equally long. The server waits it on a timer, so no verification thread is held.
+    pub hold: Duration,
+    /// As [`Mechanism::authenticate_with_state`]; empty and `None` unless asked for.
+    pub state: AccountState,
+    pub version: Option<StateVersion>,
+}
+
 pub trait Mechanism: Send + Sync {
     /// The name given to `-a` and shown in log lines (`[mech=...]`).
     fn name(&self) -> &'static str;
-    /// Verifies one set of credentials. May block.
+    /// Verifies one set of credentials. May block, and includes any hold (see
+    /// [`Mechanism::verify`]) for callers that can't wait on a timer.
     fn authenticate(&self, credentials: &Credentials) -> Reply;
+    /// What the server calls: a verification on the pool, with the account's state when
+    /// `with_state` (the credential cache is on). A mechanism that must delay a reply
+    /// (fail delays) returns the delay as [`Verification::hold`] instead of sleeping. The
+    /// default: [`Mechanism::authenticate`] or [`Mechanism::authenticate_with_state`],
+    /// no hold.
+    fn verify(&self, credentials: &Credentials, with_state: bool) -> Verification {
+        let (reply, state, version) = if with_state {
+            self.authenticate_with_state(credentials)
+        } else {
+            (
+                self.authenticate(credentials),
+                AccountState::default(),
+                None,
+            )
+        };
+        Verification {
+            reply,
+            hold: Duration::ZERO,
+            state,
+            version,
+        }
+    }
     /// [`Mechanism::authenticate`] for the credential cache: the reply, the account's
     /// state read in the same lookup that verified the password (so a change made between
     /// the two can't be missed), and the state's version taken before that lookup. The
@@ -244,7 +283,13 @@ pub fn create(
 ) -> Result<Arc<dyn Mechanism>, MechError> {
     let lower = name.to_ascii_lowercase();
     match lower.as_str() {
-        "pam" => Ok(Arc::new(pam::Pam::new(option, settings.pam.clone()))),
+        "pam" => match pam::Pam::new(option, settings, Path::new(pam::PAM_D)) {
+            Ok(pam) => Ok(Arc::new(pam)),
+            Err(reason) => Err(MechError::Init {
+                name: lower,
+                reason,
+            }),
+        },
         "rimap" => match rimap::Rimap::new(option, &settings.rimap) {
             Ok(rimap) => Ok(Arc::new(rimap)),
             Err(reason) => Err(MechError::Init {

@@ -9,23 +9,31 @@
 //! the login already carries it).
 //!
 //! The service policy goes beyond upstream: a client chooses the PAM service, so a local
-//! client could ask for the `su` or `sudo` stacks. `--pam-services` limits the names clients
-//! may send, `--pam-service-map` renames some, `--pam-service` sends all other names to one
-//! service. Without them every name goes to PAM as sent (upstream's behaviour).
-//!
-//! PAM calls block for seconds on failures (pam_unix's ~2 s delay, pam_faildelay), so this
-//! mechanism asks for a larger verification pool than the CPU-bound shadow one.
+//! client could ask for the `su` stack, which trusts our root uid. Without `--pam-services`,
+//! the stacks that trust root or serve interactive logins are refused ([`policy`]);
+//! `--pam-services` limits the names clients may send instead, `--pam-service-map` renames
+//! some, `--pam-service` sends all other names to one service.
 #![forbid(unsafe_code)]
+
+mod padding;
+mod policy;
+
+pub use policy::{PAM_D, Refusals, Risk, ServicePolicy};
 
 use std::borrow::Cow;
 use std::ffi::CString;
 use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use super::{AccountState, Credentials, Mechanism, StateVersion};
+use super::dummy::DummyHash;
+use super::{AccountState, Credentials, Mechanism, Settings, StateVersion, Verification};
 use crate::log::sanitize;
 use crate::protocol::Reply;
 use crate::sys::pam::{Flags, Transaction};
+use crate::sys::thread_uid::{self, ForeignRealUid};
 use crate::{log_debug, log_info, log_warn};
+use padding::Padding;
 
 pub const START_ERROR: &str = "PAM start error";
 pub const AUTH_ERROR: &str = "PAM auth error";
@@ -33,21 +41,32 @@ pub const ACCT_ERROR: &str = "PAM acct error";
 /// Ours: the service policy refused the requested service name.
 pub const SERVICE_NOT_ALLOWED: &str = "PAM service not allowed";
 
-/// Verifications at once without `-n` (or one per CPU core if that is more): a failing PAM
-/// verification holds its slot for the whole fail delay (~2 s with pam_unix, 3 s with
-/// Debian's pam_faildelay for `login`) while using no CPU, so up to 15 slow failures in
-/// flight still leave a slot for the next request.
+/// Verifications at once without `-n` (or one per CPU core if that is more). Fail delays
+/// no longer hold a slot (they are waited on a timer after the verification), but PAM
+/// modules that talk to a server (LDAP, Kerberos, RADIUS) or sleep on their own still
+/// wait on their thread while using no CPU.
 pub const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(16).unwrap();
-
-/// Longest service name accepted in the options (PAM service names are file names).
-const MAX_SERVICE_NAME: usize = 255;
 
 pub struct Pam {
     policy: ServicePolicy,
+    /// Without `--pam-services`: the services refused by default.
+    refusals: Option<Refusals>,
+    /// How long failures are held back so that unknown users take as long as others.
+    padding: Padding,
+    /// The longest hold (fail delay plus padding): `--verify-timeout`.
+    max_hold: Duration,
+    /// Whether transactions run with a non-zero real uid on their thread (the daemon's
+    /// real uid is 0 and switching works), so that pam_rootok never vouches.
+    foreign_real_uid: bool,
 }
 
 impl Pam {
-    pub fn new(option: Option<&str>, policy: ServicePolicy) -> Pam {
+    /// The mechanism with the administrator's service policy (`settings.pam`). Without
+    /// `--pam-services`, `pam_d` is scanned for stacks that trust root (the daemon passes
+    /// [`PAM_D`]); a rename target or `--pam-service` naming a refused service is then an
+    /// error.
+    pub fn new(option: Option<&str>, settings: &Settings, pam_d: &Path) -> Result<Pam, String> {
+        let policy = settings.pam.clone();
         if option.is_some() {
             log_warn!("pam: the -O option has no meaning for this mechanism; ignored");
         }
@@ -56,8 +75,85 @@ impl Pam {
                 "pam: not running as root; pam_unix can then verify only this user's own password"
             );
         }
+        let refusals = (!policy.has_allow_list()).then(|| Refusals::scan(pam_d));
+        if let Some(refusals) = &refusals {
+            if let Some((option, target, risk)) = policy.targets().find_map(|(option, target)| {
+                Some((option, target, refusals.risk(target.as_bytes())?))
+            }) {
+                return Err(format!(
+                    "{option} names the PAM service {target}, which is refused by default \
+                     ({}); list the names clients may send with --pam-services to use it",
+                    risk.describe()
+                ));
+            }
+            log_refusals(refusals, pam_d);
+        }
         log_info!("pam: service policy: {}", policy.describe());
-        Pam { policy }
+        let (one_hash, kind) = DummyHash::under(Path::new("/")).measure();
+        log_info!(
+            "pam: failed logins are answered no sooner than a successful one of the same \
+             service takes (until one is seen: {} ms, one hash of {kind}), plus the fail delay",
+            one_hash.as_millis()
+        );
+        Ok(Pam {
+            policy,
+            refusals,
+            padding: Padding::new(one_hash),
+            max_hold: settings.verify_timeout,
+            foreign_real_uid: foreign_real_uid_works(),
+        })
+    }
+}
+
+/// Logs, at startup, which services are refused by default and why.
+fn log_refusals(refusals: &Refusals, pam_d: &Path) {
+    log_info!(
+        "pam: without --pam-services these PAM services are refused (NO {SERVICE_NOT_ALLOWED}): \
+         {} -- they trust the daemon's root uid (pam_rootok), grant privileges, change \
+         passwords or serve interactive logins; --pam-services NAME,... lists the names \
+         clients may use instead",
+        refusals.names()
+    );
+    let found = refusals.found();
+    if !found.is_empty() {
+        log_info!(
+            "pam: refused because their auth stack in {} reaches pam_rootok: {found}",
+            pam_d.display()
+        );
+    }
+    if refusals.risk(b"other").is_some() {
+        log_warn!(
+            "pam: the \"other\" stack trusts root (pam_rootok): every service name without \
+             its own stack reaches it; use --pam-services"
+        );
+    }
+}
+
+/// Whether this thread (so every thread: they share the daemon's ids) can run PAM with
+/// the real uid [`thread_uid::PAM_REAL_UID`]; logs why not.
+fn foreign_real_uid_works() -> bool {
+    let (real, effective, _) = thread_uid::thread_uids();
+    if real != 0 || effective != 0 {
+        // Not root: pam_rootok can't vouch anyway.
+        return false;
+    }
+    match ForeignRealUid::enter() {
+        Ok(_switched_back_on_drop) => {
+            log_info!(
+                "pam: PAM transactions run with the real uid {} on their thread (effective \
+                 uid 0), so pam_rootok never vouches for a login",
+                thread_uid::PAM_REAL_UID
+            );
+            true
+        }
+        Err(errno) => {
+            log_warn!(
+                "pam: cannot give PAM transactions a non-zero real uid ({}): a stack with \
+                 pam_rootok allowed by --pam-services would accept any password",
+                errno.desc()
+            );
+            false
+        }
     }
 }
 
@@ -70,17 +166,49 @@ impl Mechanism for Pam {
         DEFAULT_CONCURRENCY.max(super::cpu_cores())
     }
 
+    /// [`Mechanism::verify`], then the hold slept on this thread.
     fn authenticate(&self, credentials: &Credentials) -> Reply {
-        let service = match self.service(credentials) {
-            Ok(service) => service,
-            Err(reply) => return reply,
-        };
-        verify(&service, credentials)
+        let verification = self.verify(credentials, false);
+        std::thread::sleep(verification.hold);
+        verification.reply
     }
 
-    /// A cache hit still runs the account phase (`pam_acct_mgmt`), so an account that has
-    /// expired or been locked since is refused (by a full verification, which gives PAM's
-    /// exact reply). Cached successes otherwise live by the TTL. So: no version, ever.
+    /// [`Mechanism::verify`] with the state, then the hold slept on this thread.
+    fn authenticate_with_state(
+        &self,
+        credentials: &Credentials,
+    ) -> (Reply, AccountState, Option<StateVersion>) {
+        let verification = self.verify(credentials, true);
+        std::thread::sleep(verification.hold);
+        (verification.reply, verification.state, verification.version)
+    }
+
+    /// One transaction; a failed `pam_authenticate` comes back with its hold (fail delay
+    /// plus padding) instead of sleeping. The state for the cache is the account's
+    /// shadow entry as `-a shadow` reads it (hash, lock, ageing, expiry), read before
+    /// PAM runs, so a change made during the transaction can only make the entry stale.
+    fn verify(&self, credentials: &Credentials, with_state: bool) -> Verification {
+        let state = if with_state {
+            local_state(&credentials.login)
+        } else {
+            AccountState::default()
+        };
+        let (reply, hold) = match self.service(credentials) {
+            Ok(service) => self.transaction(&service, credentials),
+            Err(reply) => (reply, Duration::ZERO),
+        };
+        Verification {
+            reply,
+            hold,
+            state,
+            version: None,
+        }
+    }
+
+    /// A cache hit runs the account phase (`pam_acct_mgmt`) again, so an account that has
+    /// expired or been refused by pam_access since is refused (by a full verification,
+    /// which gives PAM's exact reply), and compares the shadow entry, which pam_unix's
+    /// account phase never looks at (a lock, a new hash). So: no version, ever.
     fn state_version(&self, _credentials: &Credentials) -> Option<StateVersion> {
         None
     }
@@ -89,27 +217,47 @@ impl Mechanism for Pam {
         &self,
         credentials: &Credentials,
     ) -> (Option<AccountState>, Option<StateVersion>) {
+        let state = local_state(&credentials.login);
         let account_ok = self.service(credentials).ok().is_some_and(|service| {
+            let Ok(_real_uid) = self.enter_foreign_real_uid() else {
+                return false;
+            };
             open(&service, credentials)
                 .is_ok_and(|mut pam| account(&mut pam, &credentials.login).is_ok())
         });
-        (account_ok.then(AccountState::default), None)
+        (account_ok.then_some(state), None)
     }
+}
+
+/// What the credential cache compares for `login` besides PAM's account phase: its shadow
+/// entry's state as `-a shadow` records it, when NSS has one (the local files, or an NSS
+/// source that serves shadow entries); empty otherwise (accounts only PAM knows: LDAP,
+/// Kerberos, sssd).
+fn local_state(login: &[u8]) -> AccountState {
+    super::shadow::account_state(login).unwrap_or_default()
 }
 
 impl Pam {
     /// The PAM service for the request's service name, under the service policy.
     fn service<'a>(&self, credentials: &'a Credentials) -> Result<Cow<'a, [u8]>, Reply> {
-        let Some(service) = self.policy.resolve(&credentials.service) else {
+        let refused = |why: &str| {
             log_warn!(
-                "pam: service \"{}\" refused by the service policy ({}) [user={}]",
+                "pam: service \"{}\" refused by the service policy ({why}) [user={}]",
                 sanitize(&credentials.service),
-                self.policy.describe(),
                 sanitize(&credentials.login)
             );
-            return Err(Reply::no(SERVICE_NOT_ALLOWED));
+            Err(Reply::no(SERVICE_NOT_ALLOWED))
         };
-        if service.as_ref() != credentials.service.as_slice() {
+        let Some(service) = self.policy.resolve(&credentials.service) else {
+            return refused(&self.policy.describe());
+        };
+        if let Some(risk) = self.refusals.as_ref().and_then(|r| r.risk(&service)) {
+            return refused(&format!(
+                "refused by default: {}; see --pam-services",
+                risk.describe()
+            ));
+        }
+        if service.as_ref() != policy::normalize(&credentials.service).as_ref() {
             log_debug!(
                 "pam: service \"{}\" mapped to \"{}\"",
                 sanitize(&credentials.service),
@@ -118,25 +266,55 @@ impl Pam {
         }
         Ok(service)
     }
-}
 
-/// One PAM transaction for `credentials` against `service`.
-fn verify(service: &[u8], credentials: &Credentials) -> Reply {
-    let login = credentials.login.as_slice();
-    let mut pam = match open(service, credentials) {
-        Ok(pam) => pam,
-        Err(reply) => return reply,
-    };
-    if let Err(error) = pam.authenticate(Flags::SILENT) {
-        log_debug!("auth_pam: pam_authenticate failed: {error}");
-        return Reply::no(AUTH_ERROR);
+    /// This thread's real uid switched away from 0 until the guard drops, when that is on.
+    /// An error (the switch worked at startup but fails now) refuses the request.
+    fn enter_foreign_real_uid(&self) -> Result<Option<ForeignRealUid>, Reply> {
+        if !self.foreign_real_uid {
+            return Ok(None);
+        }
+        ForeignRealUid::enter().map(Some).map_err(|errno| {
+            log_warn!(
+                "pam: cannot switch the real uid for a PAM transaction: {}",
+                errno.desc()
+            );
+            Reply::no(START_ERROR)
+        })
     }
-    if !same_user(&pam, login, "pam_authenticate") {
-        return Reply::no(AUTH_ERROR);
-    }
-    match account(&mut pam, login) {
-        Ok(()) => Reply::ok(),
-        Err(reply) => reply,
+
+    /// One PAM transaction for `credentials` against `service`, with the hold of its reply.
+    fn transaction(&self, service: &[u8], credentials: &Credentials) -> (Reply, Duration) {
+        let login = credentials.login.as_slice();
+        // Declared first, so dropped last: pam_end runs with the same real uid.
+        let _real_uid = match self.enter_foreign_real_uid() {
+            Ok(guard) => guard,
+            Err(reply) => return (reply, Duration::ZERO),
+        };
+        let mut pam = match open(service, credentials) {
+            Ok(pam) => pam,
+            Err(reply) => return (reply, Duration::ZERO),
+        };
+        let started = Instant::now();
+        let authenticated = pam.authenticate(Flags::SILENT);
+        let took = started.elapsed();
+        let failed = |pam: &Transaction| {
+            let hold = self
+                .padding
+                .hold(service, took, pam.fail_delay(), self.max_hold);
+            (Reply::no(AUTH_ERROR), hold)
+        };
+        if let Err(error) = authenticated {
+            log_debug!("auth_pam: pam_authenticate failed: {error}");
+            return failed(&pam);
+        }
+        if !same_user(&pam, login, "pam_authenticate") {
+            return failed(&pam);
+        }
+        self.padding.record_success(service, took);
+        match account(&mut pam, login) {
+            Ok(()) => (Reply::ok(), Duration::ZERO),
+            Err(reply) => (reply, Duration::ZERO),
+        }
     }
 }
 
@@ -219,246 +397,91 @@ fn remote_host(client_addr: &[u8]) -> Option<&[u8]> {
     (!host.is_empty()).then_some(host)
 }
 
-/// Which PAM service a request's service name leads to (`--pam-services`,
-/// `--pam-service-map`, `--pam-service`).
-///
-/// Names are compared the way Linux-PAM uses them: anything up to the last `/` is dropped
-/// and ASCII letters are lower-cased (PAM itself does both in `pam_start`), so `SMTP` and
-/// `x/smtp` are `smtp`. Order: the allow-list is checked against the requested name, then a
-/// rename applies, else the fallback service, else the (normalized) name itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServicePolicy {
-    /// Names clients may send; `None`: any.
-    allowed: Option<Vec<String>>,
-    /// `FROM=TO` renames.
-    renames: Vec<(String, String)>,
-    /// The service for every name not renamed.
-    fallback: Option<String>,
-}
-
-impl ServicePolicy {
-    /// Builds a policy from the option values (`None`: option not given). Errors name the
-    /// option and the problem.
-    pub fn from_options(
-        allowed: Option<&str>,
-        renames: Option<&str>,
-        fallback: Option<&str>,
-    ) -> Result<ServicePolicy, String> {
-        let allowed = allowed
-            .map(|list| parse_list(list).map_err(|e| format!("--pam-services: {e}")))
-            .transpose()?;
-        let renames = renames
-            .map(|map| parse_map(map).map_err(|e| format!("--pam-service-map: {e}")))
-            .transpose()?
-            .unwrap_or_default();
-        let fallback = fallback
-            .map(|name| parse_name(name).map_err(|e| format!("--pam-service: {e}")))
-            .transpose()?;
-        Ok(ServicePolicy {
-            allowed,
-            renames,
-            fallback,
-        })
-    }
-
-    /// True when no option was given: every name goes to PAM as sent.
-    pub fn is_open(&self) -> bool {
-        self == &ServicePolicy::default()
-    }
-
-    /// The PAM service for `requested`, or `None` when the policy refuses it.
-    pub fn resolve<'a>(&self, requested: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-        if self.is_open() {
-            return Some(Cow::Borrowed(requested));
-        }
-        let name = normalize(requested);
-        if let Some(allowed) = &self.allowed
-            && !allowed.iter().any(|a| a.as_bytes() == name.as_slice())
-        {
-            return None;
-        }
-        if let Some((_, to)) = self
-            .renames
-            .iter()
-            .find(|(from, _)| from.as_bytes() == name.as_slice())
-        {
-            return Some(Cow::Owned(to.clone().into_bytes()));
-        }
-        if let Some(fallback) = &self.fallback {
-            return Some(Cow::Owned(fallback.clone().into_bytes()));
-        }
-        Some(Cow::Owned(name))
-    }
-
-    /// One line for the log.
-    pub fn describe(&self) -> String {
-        if self.is_open() {
-            return "any service name, used as sent (no --pam-services, --pam-service-map \
-                    or --pam-service)"
-                .into();
-        }
-        let mut parts = Vec::new();
-        match &self.allowed {
-            Some(allowed) => parts.push(format!("allowed: {}", allowed.join(","))),
-            None => parts.push("allowed: any".into()),
-        }
-        if !self.renames.is_empty() {
-            let renames: Vec<String> = self
-                .renames
-                .iter()
-                .map(|(from, to)| format!("{from}={to}"))
-                .collect();
-            parts.push(format!("renamed: {}", renames.join(",")));
-        }
-        if let Some(fallback) = &self.fallback {
-            parts.push(format!("all other names: {fallback}"));
-        }
-        parts.join("; ")
-    }
-}
-
-/// What Linux-PAM's `pam_start` makes of a service name: the part after the last `/`,
-/// ASCII-lower-cased.
-fn normalize(name: &[u8]) -> Vec<u8> {
-    let base = match name.iter().rposition(|&b| b == b'/') {
-        Some(slash) => &name[slash + 1..],
-        None => name,
-    };
-    base.to_ascii_lowercase()
-}
-
-/// A service name in an option: letters, digits, `.`, `_`, `-`, `+`, `@`; stored
-/// lower-cased, as PAM would use it.
-fn parse_name(name: &str) -> Result<String, String> {
-    if name.is_empty() {
-        return Err("empty service name".into());
-    }
-    if name.len() > MAX_SERVICE_NAME {
-        return Err(format!("service name longer than {MAX_SERVICE_NAME} bytes"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@')))
-    {
-        return Err(format!(
-            "invalid character {bad:?} in service name {name:?} \
-             (allowed: letters, digits, . _ - + @)"
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
-}
-
-/// `NAME[,NAME...]`.
-fn parse_list(list: &str) -> Result<Vec<String>, String> {
-    let mut names: Vec<String> = Vec::new();
-    for item in list.split(',') {
-        let name = parse_name(item)?;
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    Ok(names)
-}
-
-/// `FROM=TO[,FROM=TO...]`; each `FROM` at most once.
-fn parse_map(map: &str) -> Result<Vec<(String, String)>, String> {
-    let mut renames: Vec<(String, String)> = Vec::new();
-    for item in map.split(',') {
-        let Some((from, to)) = item.split_once('=') else {
-            return Err(format!("{item:?} is not FROM=TO"));
-        };
-        let (from, to) = (parse_name(from)?, parse_name(to)?);
-        if renames.iter().any(|(f, _)| *f == from) {
-            return Err(format!("{from:?} is renamed twice"));
-        }
-        renames.push((from, to));
-    }
-    Ok(renames)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Password;
 
     fn policy(allowed: Option<&str>, map: Option<&str>, fallback: Option<&str>) -> ServicePolicy {
         ServicePolicy::from_options(allowed, map, fallback).unwrap()
     }
 
-    fn resolve(p: &ServicePolicy, requested: &str) -> Option<String> {
-        p.resolve(requested.as_bytes())
+    fn asking_for(service: &str) -> Credentials {
+        Credentials {
+            login: b"alice".to_vec(),
+            password: Password::new(b"pw".to_vec()),
+            service: service.as_bytes().to_vec(),
+            realm: Vec::new(),
+            client_addr: None,
+        }
+    }
+
+    /// The service PAM would be started with, or the reply.
+    fn service_for(pam: &Pam, requested: &str) -> Result<String, String> {
+        pam.service(&asking_for(requested))
             .map(|s| String::from_utf8(s.into_owned()).unwrap())
+            .map_err(|reply| reply.text())
     }
 
-    #[test]
-    fn no_options_pass_every_name_unchanged() {
-        let p = policy(None, None, None);
-        assert!(p.is_open());
-        for name in ["smtp", "SU", "", "../../etc/x", "imap\u{e9}"] {
-            assert_eq!(resolve(&p, name).as_deref(), Some(name));
-        }
-        assert!(p.describe().starts_with("any service name"));
-    }
+    const NOWHERE: &str = "/nonexistent/pam.d";
 
-    #[test]
-    fn allow_list_refuses_other_names() {
-        let p = policy(Some("smtp,IMAP,smtp"), None, None);
-        assert_eq!(resolve(&p, "smtp").as_deref(), Some("smtp"));
-        assert_eq!(resolve(&p, "imap").as_deref(), Some("imap"));
-        // Compared as PAM uses them: lower case, after the last '/'.
-        assert_eq!(resolve(&p, "SMTP").as_deref(), Some("smtp"));
-        assert_eq!(resolve(&p, "x/y/smtp").as_deref(), Some("smtp"));
-        for refused in ["su", "sudo", "", "smtp/", "smtp/../su", "smtpx", "smt"] {
-            assert_eq!(resolve(&p, refused), None, "{refused:?}");
-        }
-        assert_eq!(p.describe(), "allowed: smtp,imap");
-    }
-
-    #[test]
-    fn renames_and_fallback() {
-        let p = policy(None, Some("imap=mail,pop=mail,Sieve=managesieve"), None);
-        assert_eq!(resolve(&p, "imap").as_deref(), Some("mail"));
-        assert_eq!(resolve(&p, "POP").as_deref(), Some("mail"));
-        assert_eq!(resolve(&p, "sieve").as_deref(), Some("managesieve"));
-        assert_eq!(resolve(&p, "smtp").as_deref(), Some("smtp"));
-
-        let p = policy(None, Some("imap=dovecot"), Some("smtp"));
-        assert_eq!(resolve(&p, "imap").as_deref(), Some("dovecot"));
-        assert_eq!(resolve(&p, "su").as_deref(), Some("smtp"));
-        assert_eq!(resolve(&p, "").as_deref(), Some("smtp"));
-        assert_eq!(
-            p.describe(),
-            "allowed: any; renamed: imap=dovecot; all other names: smtp"
-        );
-    }
-
-    #[test]
-    fn allow_list_applies_to_the_requested_name_before_renaming() {
-        let p = policy(Some("imap,pop"), Some("imap=mail,pop=mail"), None);
-        assert_eq!(resolve(&p, "imap").as_deref(), Some("mail"));
-        assert_eq!(resolve(&p, "pop").as_deref(), Some("mail"));
-        assert_eq!(resolve(&p, "mail"), None);
-        assert_eq!(resolve(&p, "su"), None);
-    }
-
-    #[test]
-    fn bad_option_values_are_errors_naming_the_option() {
-        let err = |a: Option<&str>, m: Option<&str>, f: Option<&str>| {
-            ServicePolicy::from_options(a, m, f).unwrap_err()
+    fn pam_with(policy: ServicePolicy) -> Result<Pam, String> {
+        let settings = Settings {
+            pam: policy,
+            ..Settings::default()
         };
-        assert!(err(Some(""), None, None).starts_with("--pam-services: empty"));
-        assert!(err(Some("smtp,,imap"), None, None).contains("empty"));
-        assert!(err(Some("smtp,"), None, None).contains("empty"));
-        assert!(err(Some("a/b"), None, None).contains("'/'"));
-        assert!(err(Some("a b"), None, None).contains("' '"));
-        assert!(err(Some(&"x".repeat(256)), None, None).contains("longer"));
-        assert!(err(None, Some("imap"), None).starts_with("--pam-service-map: \"imap\" is not"));
-        assert!(err(None, Some("imap=,x=y"), None).contains("empty"));
-        assert!(err(None, Some("=mail"), None).contains("empty"));
-        assert!(err(None, Some("imap=a=b"), None).contains("'='"));
-        assert!(err(None, Some("imap=a,IMAP=b"), None).contains("twice"));
-        assert!(err(None, None, Some("")).starts_with("--pam-service: empty"));
-        assert!(err(None, None, Some("a,b")).contains("','"));
-        assert!(ServicePolicy::from_options(Some("smtp.d_1-x+y@z"), None, None).is_ok());
+        Pam::new(None, &settings, Path::new(NOWHERE))
+    }
+
+    #[test]
+    fn without_an_allow_list_risky_services_are_refused_after_normalisation() {
+        let pam = pam_with(policy(None, None, None)).unwrap();
+        let refused = Err(format!("NO {SERVICE_NOT_ALLOWED}"));
+        for name in [
+            "su",
+            "SU",
+            "../su",
+            "/etc/pam.d/su",
+            "x/Su-L",
+            "sudo",
+            "login",
+            "sshd",
+        ] {
+            assert_eq!(service_for(&pam, name), refused, "{name}");
+        }
+        assert_eq!(service_for(&pam, "smtp").as_deref(), Ok("smtp"));
+        assert_eq!(service_for(&pam, "IMAP").as_deref(), Ok("imap"));
+        assert_eq!(service_for(&pam, "").as_deref(), Ok(""));
+        // A rename makes the target what counts.
+        let pam = pam_with(policy(None, Some("su=smtp"), None)).unwrap();
+        assert_eq!(service_for(&pam, "SU").as_deref(), Ok("smtp"));
+        assert_eq!(service_for(&pam, "sudo"), refused);
+    }
+
+    #[test]
+    fn an_allow_list_overrides_the_default_refusals() {
+        let pam = pam_with(policy(Some("su,smtp"), None, None)).unwrap();
+        assert_eq!(service_for(&pam, "SU").as_deref(), Ok("su"));
+        assert_eq!(service_for(&pam, "smtp").as_deref(), Ok("smtp"));
+        assert!(service_for(&pam, "imap").is_err());
+        let pam = pam_with(policy(Some("imap"), Some("imap=login"), None));
+        assert_eq!(service_for(&pam.unwrap(), "imap").as_deref(), Ok("login"));
+    }
+
+    #[test]
+    fn a_target_refused_by_default_needs_an_allow_list() {
+        let error = |p: ServicePolicy| pam_with(p).err().unwrap_or_default();
+        assert_eq!(
+            error(policy(None, None, Some("SU"))),
+            "--pam-service names the PAM service su, which is refused by default (its stack \
+             trusts root (pam_rootok)); list the names clients may send with --pam-services to \
+             use it"
+        );
+        assert!(
+            error(policy(None, Some("imap=mail,pop=login"), None))
+                .starts_with("--pam-service-map names the PAM service login, "),
+        );
+        assert!(pam_with(policy(None, Some("imap=mail"), Some("smtp"))).is_ok());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `-a shadow`: the local password database, through NSS.
 //!
-//! The user must exist in passwd (`getpwnam_r`) and shadow (`getspnam_r`). Locked (`!`,
-//! `*` prefixes), empty and `*NP*` hashes fail without hashing; otherwise the system's
-//! libxcrypt hashes the password and the whole result is compared in constant time. Expiry
+//! The user must exist in passwd (`getpwnam_r`) and shadow (`getspnam_r`). The system's
+//! libxcrypt hashes the password and the whole result is compared in constant time.
+//! Unknown users and locked (`!`, `*` prefixes), empty and `*NP*` hashes fail, after
+//! hashing the password against a dummy of the accounts' prevailing scheme and cost
+//! ([`dummy`]), so the reply time does not reveal which logins exist. Expiry
 //! is checked only after a correct password, following pam_unix: the account is expired
 //! from day `sp_expire` on (`0` included, since pam_unix treats it so; upstream waits one
 //! more day), and the password is expired when `sp_lstchg` is 0 ("must change") or older
@@ -12,11 +14,13 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::dummy::{self, DummyHash};
 use super::nss_files::Files;
 use super::{AccountState, Credentials, Mechanism, StateVersion, passwd};
 use crate::protocol::Reply;
+use crate::secret::Password;
 use crate::sys::nss::{ShadowEntry, getspnam};
-use crate::{hash, log_debug, log_warn};
+use crate::{hash, log_debug, log_info, log_warn};
 
 pub use super::passwd::{INCORRECT_PASSWORD, INVALID_USERNAME, LOOKUP_FAILURE};
 pub const INVALID_SHADOW_USERNAME: &str = "Invalid shadow username";
@@ -29,6 +33,7 @@ const NIS_NO_PERMISSION: &str =
 
 pub struct Shadow {
     files: Files,
+    dummy: DummyHash,
 }
 
 impl Shadow {
@@ -39,8 +44,38 @@ impl Shadow {
         if !nix::unistd::geteuid().is_root() {
             log_warn!("shadow: not running as root; shadow lookups will likely fail");
         }
+        let dummy = DummyHash::under(Path::new("/"));
+        let (took, kind) = dummy.measure();
+        log_info!(
+            "shadow: unknown users and locked accounts cost one hash like the accounts': \
+             {kind}, {} ms",
+            took.as_millis()
+        );
         Shadow {
             files: Files::under(Path::new("/"), &["passwd", "shadow"]),
+            dummy,
+        }
+    }
+
+    /// The entry of `login` and the verdict on `password`. Every path that does not hash
+    /// the password against the account's hash hashes it against the dummy instead.
+    fn verify(
+        &self,
+        login: &[u8],
+        password: &Password,
+        today: i64,
+    ) -> (Reply, Option<ShadowEntry>) {
+        match lookup(login) {
+            Ok(entry) => {
+                if !dummy::is_hash(entry.hash.as_bytes()) {
+                    self.dummy.spend(password);
+                }
+                (check(&entry, password, today), Some(entry))
+            }
+            Err(reply) => {
+                self.dummy.spend(password);
+                (reply, None)
+            }
         }
     }
 }
@@ -51,10 +86,8 @@ impl Mechanism for Shadow {
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {
-        match lookup(&credentials.login) {
-            Ok(entry) => check(&entry, credentials, today()),
-            Err(reply) => reply,
-        }
+        self.verify(&credentials.login, &credentials.password, today())
+            .0
     }
 
     fn authenticate_with_state(
@@ -63,14 +96,13 @@ impl Mechanism for Shadow {
     ) -> (Reply, AccountState, Option<StateVersion>) {
         let today = today();
         let version = self.files.version(today);
-        match lookup(&credentials.login) {
-            Ok(entry) => {
-                let reply = check(&entry, credentials, today);
+        match self.verify(&credentials.login, &credentials.password, today) {
+            (reply, Some(entry)) => {
                 let version =
                     version.filter(|_| reply.is_ok() && self.files.holds(&credentials.login));
                 (reply, state(&entry, today), version)
             }
-            Err(reply) => (reply, AccountState::default(), None),
+            (reply, None) => (reply, AccountState::default(), None),
         }
     }
 
@@ -113,6 +145,13 @@ fn lookup(login: &[u8]) -> Result<ShadowEntry, Reply> {
     }
 }
 
+/// The state [`state`] records for `login` today, if NSS has its passwd and shadow
+/// entries: what `-a pam -c` compares on a hit too (pam_unix's account phase never looks
+/// at the hash).
+pub fn account_state(login: &[u8]) -> Option<AccountState> {
+    lookup(login).ok().map(|entry| state(&entry, today()))
+}
+
 /// What the credential cache compares on a hit: everything `check` depends on besides the
 /// password. Any change (new hash, `!` lock, new ageing fields, an expiry that has come
 /// due) makes the cached success stale.
@@ -136,16 +175,16 @@ fn today() -> i64 {
 }
 
 /// The verdict for a found entry: hash, then expiry. Pure, for tests.
-fn check(entry: &ShadowEntry, credentials: &Credentials, today: i64) -> Reply {
+fn check(entry: &ShadowEntry, password: &Password, today: i64) -> Reply {
     let stored = entry.hash.as_bytes();
     if stored == b"*NP*" {
         return Reply::no(NIS_NO_PERMISSION);
     }
-    if stored.is_empty() || stored[0] == b'!' || stored[0] == b'*' {
+    if !dummy::is_hash(stored) {
         log_debug!("shadow: account has no usable password hash (locked or empty)");
         return Reply::no(INCORRECT_PASSWORD);
     }
-    if !hash::verify(&credentials.password, stored) {
+    if !hash::verify(password, stored) {
         return Reply::no(INCORRECT_PASSWORD);
     }
     if let Some(reason) = expiry(entry, today) {
@@ -187,18 +226,8 @@ mod tests {
         }
     }
 
-    fn creds(password: &str) -> Credentials {
-        Credentials {
-            login: b"user".to_vec(),
-            password: Password::new(password.as_bytes().to_vec()),
-            service: b"imap".to_vec(),
-            realm: Vec::new(),
-            client_addr: None,
-        }
-    }
-
     fn verdict(entry: &ShadowEntry, password: &str) -> String {
-        check(entry, &creds(password), TODAY).text()
+        check(entry, &Password::new(password.as_bytes().to_vec()), TODAY).text()
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`$y$`, `$gy$`, `$7$`, `$2b$`, `$6$`, `$5$`, `$1$`, DES, ...).
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ffi::{CStr, c_char, c_int, c_ulong, c_void};
 
 use zeroize::Zeroizing;
 
@@ -19,6 +19,43 @@ unsafe extern "C" {
         data: *mut c_void,
         size: c_int,
     ) -> *mut c_char;
+    fn crypt_gensalt_rn(
+        prefix: *const c_char,
+        count: c_ulong,
+        rbytes: *const c_char,
+        nrbytes: c_int,
+        output: *mut c_char,
+        output_size: c_int,
+    ) -> *mut c_char;
+}
+
+/// `CRYPT_GENSALT_OUTPUT_SIZE` in libxcrypt 4.x.
+const GENSALT_OUTPUT_SIZE: usize = 192;
+
+/// A setting for libxcrypt's default scheme at its default cost (yescrypt on Debian 12),
+/// with a salt libxcrypt draws from the kernel. `None` if libxcrypt can't make one.
+pub fn default_setting() -> Option<Vec<u8>> {
+    let mut output = [0u8; GENSALT_OUTPUT_SIZE];
+    // SAFETY: a NULL prefix asks for the default scheme, count 0 for its default cost,
+    // NULL random bytes (with a count of 0) for libxcrypt's own randomness; `output` is
+    // GENSALT_OUTPUT_SIZE writable bytes, the size passed. The result is NULL or
+    // `output`, NUL-terminated.
+    let result = unsafe {
+        crypt_gensalt_rn(
+            std::ptr::null(),
+            0,
+            std::ptr::null(),
+            0,
+            output.as_mut_ptr().cast(),
+            GENSALT_OUTPUT_SIZE as c_int,
+        )
+    };
+    if result.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL: a NUL-terminated string inside `output`, alive here.
+    let setting = unsafe { CStr::from_ptr(result) }.to_bytes().to_vec();
+    (!setting.is_empty() && setting[0] != b'*').then_some(setting)
 }
 
 /// Hashes `password` with the scheme and salt of `setting` (a stored hash).

@@ -10,3 +10,4 @@ pub mod crypt;
 pub mod krb5;
 pub mod nss;
 pub mod pam;
+pub mod thread_uid;

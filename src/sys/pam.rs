@@ -10,12 +10,20 @@
 //! answers are copies in `malloc`ed memory because PAM releases them with `free()`; Linux-PAM
 //! overwrites a password answer before freeing it, and we wipe every copy we free ourselves.
 //! A panic in the callback never crosses into C: it becomes `PAM_CONV_ERR`.
+//!
+//! Fail delays are not slept here: every transaction sets the `PAM_FAIL_DELAY` item to a
+//! callback that only records the delay libpam computed for a failed `pam_authenticate`
+//! (pam_unix asks for 2 s, pam_faildelay for more; libpam randomises it to 50–150 %).
+//! The caller reads it with [`Transaction::fail_delay`] and waits it without holding a
+//! thread.
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_char, c_int, c_void};
+use std::cell::Cell;
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::{self, NonNull};
+use std::time::Duration;
 
 use pam_sys::raw;
 use pam_sys::{PamConversation, PamFlag, PamHandle, PamItemType, PamMessage, PamResponse};
@@ -64,10 +72,14 @@ impl Flags {
     pub const SILENT: Flags = Flags(PamFlag::SILENT as c_int);
 }
 
-/// What the conversation answers with. Both are NUL-terminated; the password wipes itself.
+/// What the conversation answers with (both NUL-terminated; the password wipes itself),
+/// and the fail delay libpam handed to [`record_fail_delay`]: the `appdata_ptr` PAM gives
+/// both callbacks points here.
 struct Answers {
     login: Vec<u8>,
     password: Password,
+    /// Microseconds; the longest delay of a failed call so far.
+    fail_delay: Cell<c_uint>,
 }
 
 /// The `pam_conv` structure and the answers its `appdata_ptr` points to, in one heap
@@ -104,6 +116,7 @@ impl Transaction {
             answers: Answers {
                 login: user.to_bytes_with_nul().to_vec(),
                 password: password.to_c_bytes(),
+                fail_delay: Cell::new(0),
             },
         }));
         // SAFETY: `conversation` comes from `Box::into_raw`, so it is valid and unaliased.
@@ -124,12 +137,17 @@ impl Transaction {
             )
         };
         match NonNull::new(handle.cast_mut()) {
-            Some(handle) if rc == SUCCESS => Ok(Transaction {
-                handle,
-                // SAFETY: from `Box::into_raw`, never null.
-                conversation: unsafe { NonNull::new_unchecked(conversation) },
-                status: SUCCESS,
-            }),
+            Some(handle) if rc == SUCCESS => {
+                let mut transaction = Transaction {
+                    handle,
+                    // SAFETY: from `Box::into_raw`, never null.
+                    conversation: unsafe { NonNull::new_unchecked(conversation) },
+                    status: SUCCESS,
+                };
+                // Dropping the transaction on an error ends it and frees the conversation.
+                transaction.take_over_fail_delays()?;
+                Ok(transaction)
+            }
             _ => {
                 // Linux-PAM frees the handle and sets it to NULL when pam_start fails, so
                 // there is nothing to end; no callback can run any more.
@@ -140,6 +158,34 @@ impl Transaction {
                 Err(error(ptr::null_mut(), code))
             }
         }
+    }
+
+    /// Sets `PAM_FAIL_DELAY` to [`record_fail_delay`], so libpam never sleeps.
+    fn take_over_fail_delays(&mut self) -> Result<(), PamError> {
+        let callback: extern "C" fn(c_int, c_uint, *mut c_void) = record_fail_delay;
+        // SAFETY: the handle is live; for PAM_FAIL_DELAY the item is the callback itself
+        // (Linux-PAM stores the pointer and calls it as `void (*)(int, unsigned, void *)`,
+        // the signature above), valid for the whole process lifetime.
+        let rc = unsafe {
+            raw::pam_set_item(
+                self.handle.as_ptr(),
+                PamItemType::FAIL_DELAY as c_int,
+                callback as *const c_void,
+            )
+        };
+        self.check(rc)
+    }
+
+    /// The fail delay libpam asked for on the last failed `pam_authenticate` (zero after
+    /// a success or when no module asked for one). Not slept: the caller waits it.
+    pub fn fail_delay(&self) -> Duration {
+        // SAFETY: the conversation (and the answers in it) lives until `drop`; the cell is
+        // only touched on this thread (`Transaction` is not `Send`).
+        let micros = unsafe { self.conversation.as_ref() }
+            .answers
+            .fail_delay
+            .get();
+        Duration::from_micros(u64::from(micros))
     }
 
     /// Sets `PAM_RHOST`, the remote host modules such as pam_access see.
@@ -225,6 +271,22 @@ fn error(handle: *mut PamHandle, code: c_int) -> PamError {
             .into_owned()
     };
     PamError { code, message }
+}
+
+/// The `PAM_FAIL_DELAY` callback: libpam calls it at the end of `pam_authenticate` with
+/// the call's status and the delay it computed (zero when no module asked for one), and
+/// the conversation's `appdata_ptr`. Records the delay of a failure; never sleeps, never
+/// unwinds into C.
+extern "C" fn record_fail_delay(status: c_int, delay: c_uint, appdata_ptr: *mut c_void) {
+    if status == SUCCESS || appdata_ptr.is_null() {
+        return;
+    }
+    // SAFETY: `appdata_ptr` is the `Answers` registered with the conversation in
+    // `Transaction::start`, alive until `pam_end` returns; libpam calls this on the
+    // thread that runs the transaction, inside `pam_authenticate`. `Cell` is written
+    // through a shared reference only.
+    let answers = unsafe { &*appdata_ptr.cast::<Answers>() };
+    answers.fail_delay.set(answers.fail_delay.get().max(delay));
 }
 
 /// The conversation function PAM calls. Never unwinds into C.
@@ -398,6 +460,7 @@ mod tests {
         let answers = Answers {
             login: b"alice\0".to_vec(),
             password: Password::new(b"s3cret pw\0".to_vec()),
+            fail_delay: Cell::new(0),
         };
         let texts: Vec<CString> = messages
             .iter()
@@ -503,6 +566,7 @@ mod tests {
         let answers = Answers {
             login: b"a\0".to_vec(),
             password: Password::new(b"p\0".to_vec()),
+            fail_delay: Cell::new(0),
         };
         assert_eq!(
             converse(
@@ -521,6 +585,7 @@ mod tests {
         let answers = Answers {
             login: b"a\0".to_vec(),
             password: Password::new(b"p\0".to_vec()),
+            fail_delay: Cell::new(0),
         };
         let mut message = PamMessage {
             msg_style: TEXT_INFO,
@@ -553,6 +618,22 @@ mod tests {
         let (rc, out) = converse_with(&[(PROMPT_ECHO_OFF, "Password: "), (TEXT_INFO, panic_text)]);
         assert_eq!(rc, CONV_ERR);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_fail_delay_callback_keeps_the_longest_delay_of_a_failure() {
+        let answers = Answers {
+            login: b"a\0".to_vec(),
+            password: Password::new(b"p\0".to_vec()),
+            fail_delay: Cell::new(0),
+        };
+        let appdata = (&raw const answers).cast_mut().cast();
+        record_fail_delay(SUCCESS, 2_000_000, appdata);
+        assert_eq!(answers.fail_delay.get(), 0, "a success asks for no delay");
+        record_fail_delay(7, 1_500_000, appdata);
+        record_fail_delay(7, 900_000, appdata);
+        assert_eq!(answers.fail_delay.get(), 1_500_000);
+        record_fail_delay(7, 0, ptr::null_mut());
     }
 
     #[test]

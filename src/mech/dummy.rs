@@ -1,0 +1,266 @@
+//! Equal work for users that can't be verified (OpenSSH's fix for CVE-2016-6210): an
+//! unknown user, or an account without a usable hash, costs one hash of the password
+//! with the scheme and cost most accounts use, so the reply time does not tell a client
+//! which logins exist.
+//!
+//! The dummy is the stored hash of an account of the prevailing kind: the usable hashes
+//! in `/etc/shadow` are grouped by scheme and cost (`$y$j9T`, `$6$`, `$6$rounds=65536`,
+//! `$2b$12`, ...), and the first hash of the largest group is used as the setting
+//! (libxcrypt takes a whole hash as a setting; the result is thrown away, the reply is
+//! always the unknown user's). It is re-derived when the file's identity, size or times
+//! change; when the file holds no usable hash (accounts in LDAP, a fresh system), the
+//! system's default scheme and cost with a random salt stand in.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use crate::hash;
+use crate::secret::Password;
+
+/// The dummy hash of one version of the shadow file.
+#[derive(Debug)]
+struct Derived {
+    /// Identity, size and times of the file it was derived from (`None`: unreadable).
+    file: Option<[i64; 7]>,
+    setting: Arc<Password>,
+    /// What the log says about it: the scheme and cost, and how many accounts share it.
+    kind: String,
+}
+
+/// The setting unknown users are hashed with, kept in step with `/etc/shadow`.
+#[derive(Debug)]
+pub struct DummyHash {
+    shadow: PathBuf,
+    current: Mutex<Option<Derived>>,
+}
+
+impl DummyHash {
+    /// For `<root>/etc/shadow` (`/` in the daemon, a temp dir in tests).
+    pub fn under(root: &Path) -> DummyHash {
+        DummyHash {
+            shadow: root.join("etc").join("shadow"),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Hashes `password` against the dummy and throws the result away.
+    pub fn spend(&self, password: &Password) {
+        let (setting, _) = self.setting();
+        hash::spend(password, setting.as_bytes());
+    }
+
+    /// How long one dummy hash takes now (for PAM's padding before it has seen a
+    /// success), and what kind of hash it is.
+    pub fn measure(&self) -> (Duration, String) {
+        let (setting, kind) = self.setting();
+        let started = Instant::now();
+        hash::spend(&Password::new(b"measure".to_vec()), setting.as_bytes());
+        (started.elapsed(), kind)
+    }
+
+    /// The current setting (re-derived if the file changed) and its description.
+    fn setting(&self) -> (Arc<Password>, String) {
+        let file = fingerprint(&self.shadow);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match current.as_ref() {
+            Some(derived) if derived.file == file && file.is_some() => {}
+            _ => *current = Some(derive(&self.shadow, file)),
+        }
+        let derived = current.as_ref().expect("just derived");
+        (Arc::clone(&derived.setting), derived.kind.clone())
+    }
+}
+
+/// Identity, size and times of `path`.
+fn fingerprint(path: &Path) -> Option<[i64; 7]> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some([
+        meta.dev() as i64,
+        meta.ino() as i64,
+        meta.size() as i64,
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    ])
+}
+
+/// The dummy for the file as it is now.
+fn derive(shadow: &Path, file: Option<[i64; 7]>) -> Derived {
+    if let Some((setting, kind)) = prevailing_hash(shadow) {
+        return Derived {
+            file,
+            setting: Arc::new(setting),
+            kind,
+        };
+    }
+    let setting = hash::default_setting().unwrap_or_else(|| Password::new(b"*".to_vec()));
+    let kind = format!(
+        "{} (the system default: no usable hash in {})",
+        params(setting.as_bytes()),
+        shadow.display()
+    );
+    Derived {
+        file,
+        setting: Arc::new(setting),
+        kind,
+    }
+}
+
+/// The first hash of the most common scheme and cost among the usable hashes of
+/// `shadow`, with a description; `None` if there is none. Read a line at a time into
+/// buffers that wipe themselves.
+fn prevailing_hash(shadow: &Path) -> Option<(Password, String)> {
+    let mut reader = BufReader::new(File::open(shadow).ok()?);
+    let mut line = Zeroizing::new(Vec::new());
+    // params -> (count, order of first appearance, first hash)
+    let mut groups: HashMap<String, (usize, usize, Password)> = HashMap::new();
+    let mut usable = 0;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Some(stored) = line.split(|&b| b == b':').nth(1) else {
+            continue;
+        };
+        if !is_hash(stored) {
+            continue;
+        }
+        usable += 1;
+        let order = groups.len();
+        groups
+            .entry(params(stored))
+            .or_insert_with(|| (0, order, Password::new(stored.to_vec())))
+            .0 += 1;
+    }
+    let (params, (count, _, first)) = groups
+        .into_iter()
+        .filter(|(_, (_, _, first))| hash::spend(&Password::new(b"x".to_vec()), first.as_bytes()))
+        .max_by_key(|(_, (count, order, _))| (*count, std::cmp::Reverse(*order)))?;
+    Some((
+        first,
+        format!(
+            "{params} ({count} of {usable} usable hashes in {})",
+            shadow.display()
+        ),
+    ))
+}
+
+/// Whether a shadow password field holds a hash (not locked, empty or a marker).
+pub fn is_hash(stored: &[u8]) -> bool {
+    !stored.is_empty() && stored[0] != b'!' && stored[0] != b'*'
+}
+
+/// The scheme and cost of a hash, without salt or digest: `$y$j9T`, `$6$`,
+/// `$6$rounds=5000`, `$2b$12`, `$1$`, `DES`. Never secret (the same for many accounts).
+pub fn params(stored: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stored);
+    let mut fields = text.split('$');
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(""), Some(id), second) => {
+            let cost = match (id, second) {
+                ("y" | "gy" | "2a" | "2b" | "2y" | "2x", Some(cost)) => cost,
+                ("5" | "6", Some(rounds)) if rounds.starts_with("rounds=") => rounds,
+                _ => "",
+            };
+            format!("${id}${cost}")
+        }
+        _ if text.starts_with('_') => format!("BSDi {}", text.get(1..5).unwrap_or("")),
+        _ => "DES".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // crypt("Sasl-Lab-pw1", ...) from libxcrypt: two settings of sha512crypt, one bcrypt.
+    const SHA512: &str = "$6$3wRZf6ivvq.xq9Ko$VbpQMAHpk6DeQdugX/TzITp6iLE3wjIf/CHVH0GSKdRs/nNXdFFZPV06uBryO0NvjkkjntsPBq06E0cYYH5yP1";
+    const BCRYPT: &str = "$2b$05$APJKVbBKC3IiNiJ8.Vi5/OVHpQJP3m0PR7TPEpckIRTW7ZiPbfO0e";
+
+    #[test]
+    fn params_leave_out_salt_and_digest() {
+        assert_eq!(params(SHA512.as_bytes()), "$6$");
+        assert_eq!(params(b"$6$rounds=65536$salt$digest"), "$6$rounds=65536");
+        assert_eq!(params(b"$y$j9T$salt$digest"), "$y$j9T");
+        assert_eq!(params(b"$gy$jCT$salt$digest"), "$gy$jCT");
+        assert_eq!(params(BCRYPT.as_bytes()), "$2b$05");
+        assert_eq!(params(b"$1$salt$digest"), "$1$");
+        assert_eq!(params(b"abJnggxhB/yWI"), "DES");
+        assert_eq!(params(b"_J9..salt"), "BSDi J9..");
+        assert!(is_hash(SHA512.as_bytes()));
+        for marker in ["", "!", "!!", "*", "*NP*", "!$6$x$y"] {
+            assert!(!is_hash(marker.as_bytes()), "{marker}");
+        }
+    }
+
+    fn root_with(tag: &str, shadow: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("saslauthd-rs-dummy-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/shadow"), shadow).unwrap();
+        root
+    }
+
+    #[test]
+    fn the_prevailing_kind_wins_and_a_change_is_seen() {
+        let root = root_with(
+            "prevailing",
+            &format!(
+                "root:*:19000::::::\nb1:{BCRYPT}:1::::::\na:{SHA512}:1::::::\n\
+                 locked:!{BCRYPT}:1::::::\nb2:{BCRYPT}x:1::::::\nc:{SHA512}:1::::::\n\
+                 d:$6$other$x:1::::::\nnohash::1::::::\n"
+            ),
+        );
+        let dummy = DummyHash::under(&root);
+        let (setting, kind) = dummy.setting();
+        assert_eq!(setting.as_bytes(), SHA512.as_bytes());
+        assert!(kind.starts_with("$6$ (3 of 5 usable hashes in "), "{kind}");
+        // The file changes: bcrypt prevails now.
+        std::fs::write(
+            root.join("etc/shadow"),
+            format!("b1:{BCRYPT}:1::::::\nb2:{BCRYPT}:1::::::\na:{SHA512}:1::::::\n"),
+        )
+        .unwrap();
+        let (setting, kind) = dummy.setting();
+        assert_eq!(setting.as_bytes(), BCRYPT.as_bytes());
+        assert!(kind.starts_with("$2b$05 (2 of 3 usable"), "{kind}");
+        // Equal counts: the kind seen first.
+        std::fs::write(
+            root.join("etc/shadow"),
+            format!("a:{SHA512}:1::::::\nb1:{BCRYPT}:1::::::\n"),
+        )
+        .unwrap();
+        assert_eq!(dummy.setting().0.as_bytes(), SHA512.as_bytes());
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn without_a_usable_hash_the_system_default_stands_in() {
+        let root = root_with("default", "root:*:19000::::::\nx:!:1::::::\ngarbage\n");
+        let dummy = DummyHash::under(&root);
+        let (setting, kind) = dummy.setting();
+        assert!(setting.as_bytes().starts_with(b"$"), "a real setting");
+        assert!(kind.contains("the system default"), "{kind}");
+        assert!(hash::spend(
+            &Password::new(b"pw".to_vec()),
+            setting.as_bytes()
+        ));
+        let (took, _) = dummy.measure();
+        assert!(took > Duration::ZERO);
+        // An unreadable file too (re-derived on every call: nothing to compare).
+        let missing = DummyHash::under(Path::new("/nonexistent"));
+        assert!(missing.setting().1.contains("the system default"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
