@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::fs;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::fixtures::*;
@@ -69,42 +67,6 @@ fn statistics(daemon: &Daemon, nth: usize) -> String {
         "no statistics line after SIGUSR1\n--- log ---\n{}",
         daemon.log()
     );
-}
-
-/// The fixture shadow file this daemon sees.
-fn shadow_path(daemon: &Daemon) -> PathBuf {
-    daemon.dir().join("etc").join("shadow")
-}
-
-/// Rewrites `user`'s shadow line with `edit` (fields split on `:`), in place: the file is
-/// bind-mounted, so it must stay the same inode.
-fn edit_shadow(daemon: &Daemon, user: &str, edit: impl Fn(&mut Vec<String>)) {
-    let path = shadow_path(daemon);
-    let text = fs::read_to_string(&path).expect("read fixture shadow");
-    let mut found = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| {
-            let mut fields: Vec<String> = line.split(':').map(str::to_string).collect();
-            if fields.first().map(String::as_str) == Some(user) {
-                found = true;
-                edit(&mut fields);
-            }
-            fields.join(":")
-        })
-        .collect();
-    assert!(found, "{user} is not in the fixture shadow file");
-    fs::write(&path, lines.join("\n") + "\n").expect("rewrite fixture shadow in place");
-}
-
-/// The stored hash of `user` in the fixture shadow file.
-fn hash_of(daemon: &Daemon, user: &str) -> String {
-    let text = fs::read_to_string(shadow_path(daemon)).expect("read fixture shadow");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{user}:")))
-        .and_then(|rest| rest.split(':').next())
-        .expect("user in shadow")
-        .to_string()
 }
 
 #[test]
@@ -288,6 +250,47 @@ fn pam_account_expired_after_caching_is_refused() {
         "NO PAM acct error",
     );
     assert_eq!(hits(daemon, "suser"), 1);
+    lab.daemon.assert_log_free_of(&secrets());
+}
+
+/// pam_unix's account phase never looks at the hash, so `-a pam -c` also compares the
+/// account's shadow entry (as `-a shadow -c` does): `usermod -L` (a `!` before the hash)
+/// and a password change take effect on the next request, not after `-t`.
+#[test]
+fn pam_cache_refuses_after_the_cached_users_hash_is_locked_or_changed() {
+    let lab = PamDaemon::start(&ours_bin("saslauthd"), &["-c"]);
+    let daemon = &lab.daemon;
+    for user in ["suser", "yuser"] {
+        let pw = if user == "suser" { SUSER_PW } else { YUSER_PW };
+        expect(daemon, user, pw, "sasl-unix", "", "OK");
+        expect(daemon, user, pw, "sasl-unix", "", "OK");
+        assert_eq!(hits(daemon, user), 1, "a PAM success is cached");
+    }
+    edit_shadow(daemon, "suser", |fields| {
+        fields[1] = format!("!{}", fields[1])
+    });
+    expect(
+        daemon,
+        "suser",
+        SUSER_PW,
+        "sasl-unix",
+        "",
+        "NO PAM auth error",
+    );
+    // A new password (here: muser's hash): the old one is refused at once.
+    let other = hash_of(daemon, "muser");
+    edit_shadow(daemon, "yuser", |fields| fields[1] = other.clone());
+    expect(
+        daemon,
+        "yuser",
+        YUSER_PW,
+        "sasl-unix",
+        "",
+        "NO PAM auth error",
+    );
+    expect(daemon, "yuser", MUSER_PW, "sasl-unix", "", "OK");
+    assert_eq!(hits(daemon, "suser"), 1);
+    assert_eq!(hits(daemon, "yuser"), 1);
     lab.daemon.assert_log_free_of(&secrets());
 }
 

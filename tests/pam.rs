@@ -5,8 +5,11 @@
 //!
 //! Fixture services: `sasl-unix` (pam_unix, `nodelay`), `sasl-slow` (pam_unix with its real
 //! fail delay), `sasl-access` (pam_access on PAM_RHOST, rules in `sasl-access.conf`),
-//! `sasl-chatty` (modules that send info and error messages first), `smtp`, and `other`
-//! (pam_deny) for every other name.
+//! `sasl-chatty` (modules that send info and error messages first), `sasl-rootok`
+//! (`auth sufficient pam_rootok.so` first, like Debian's `su`), `smtp`, and `other`
+//! (pam_deny) for every other name. The tests of the default service policy use the
+//! host's own, unmodified `/etc/pam.d` (Debian's `su`, `chfn`, `runuser`... stacks), read
+//! only.
 
 #![forbid(unsafe_code)]
 
@@ -305,6 +308,166 @@ fn forced_service_without_allow_list_takes_every_name() {
         expect(&lab, "suser", SUSER_PW, service, "OK");
     }
     lab.daemon.finish(&secrets());
+}
+
+/// Services refused without `--pam-services`, as a client may spell them (PAM lower-cases
+/// the name and drops any path).
+const RISKY: &[&str] = &[
+    "su",
+    "SU",
+    "../su",
+    "/etc/pam.d/su",
+    "su-l",
+    "runuser",
+    "runuser-l",
+    "chfn",
+    "chsh",
+    "sudo",
+    "sudo-i",
+    "passwd",
+    "login",
+    "sshd",
+    "cron",
+    "polkit-1",
+];
+
+/// Our daemon with the host's own /etc/pam.d and the fixture users.
+fn start_with_host_stacks(extra: &[&str]) -> Daemon {
+    for stack in ["su", "runuser", "chfn", "common-auth", "other"] {
+        let path = PathBuf::from("/etc/pam.d").join(stack);
+        assert!(
+            path.is_file(),
+            "{} is missing: these tests need Debian's own PAM stacks (util-linux, passwd, \
+             libpam-runtime)",
+            path.display()
+        );
+    }
+    let mut args = vec!["-a", "pam"];
+    args.extend_from_slice(extra);
+    Daemon::start(&ours_bin("saslauthd"), &args)
+}
+
+/// Debian's `su`, `chfn` and `runuser` start with `auth sufficient pam_rootok.so`, which
+/// upstream (and we, before) answered `OK` for any password because the daemon's real uid
+/// is 0. Without `--pam-services` they, and the other interactive stacks, are refused
+/// before PAM runs, whatever the spelling; ordinary names still work.
+#[test]
+fn su_with_a_wrong_password_is_refused_under_the_default_policy() {
+    let d = start_with_host_stacks(&[]);
+    for service in RISKY {
+        let got = auth(&d.socket(), "suser", WRONG_PW, service, "");
+        assert_eq!(
+            got.as_deref(),
+            Some(NOT_ALLOWED),
+            "service {service:?}\n--- log ---\n{}",
+            d.log()
+        );
+    }
+    // Refused with the right password too: the stack itself is off limits.
+    let got = auth(&d.socket(), "suser", SUSER_PW, "su", "");
+    assert_eq!(got.as_deref(), Some(NOT_ALLOWED), "{}", d.log());
+    // A mail service name without a stack of its own reaches `other` (common-auth).
+    let got = auth(&d.socket(), "suser", SUSER_PW, "smtp", "");
+    assert_eq!(got.as_deref(), Some("OK"), "{}", d.log());
+    let log = d.log();
+    for needle in [
+        "pam: without --pam-services these PAM services are refused (NO PAM service not allowed): su,su-l,runuser,runuser-l,chfn,chsh,",
+        "they trust the daemon's root uid (pam_rootok)",
+        "pam: service policy: allowed: any name not refused by default",
+        "pam: service \"../su\" refused by the service policy (refused by default: its stack trusts root (pam_rootok); see --pam-services) [user=suser]",
+        "auth failure: [user=suser] [service=SU] [realm=] [mech=pam] [reason=PAM service not allowed]",
+    ] {
+        assert!(
+            log.contains(needle),
+            "the log lacks {needle:?}\n--- log ---\n{log}"
+        );
+    }
+    d.finish(&secrets());
+}
+
+/// `--pam-services` overrides the default; even then pam_rootok can't vouch: PAM runs with
+/// a non-zero real uid on its thread, so `su`'s `auth sufficient pam_rootok.so` fails and
+/// common-auth's pam_unix decides (both answers come after its real fail delay, waited on a
+/// timer). `runuser` has nothing after pam_rootok: refused for every password.
+#[test]
+fn an_allow_list_overrides_the_default_and_pam_rootok_still_cannot_vouch() {
+    let d = start_with_host_stacks(&["--pam-services", "su,runuser,smtp"]);
+    let socket = d.socket();
+    let attempts: Vec<_> = [
+        ("su", WRONG_PW, AUTH_ERROR),
+        ("SU", SUSER_PW, "OK"),
+        ("runuser", WRONG_PW, AUTH_ERROR),
+        ("runuser", SUSER_PW, AUTH_ERROR),
+        ("chfn", SUSER_PW, NOT_ALLOWED),
+    ]
+    .into_iter()
+    .map(|(service, pass, want)| {
+        let socket = socket.clone();
+        thread::spawn(move || (service, want, auth(&socket, "suser", pass, service, "")))
+    })
+    .collect();
+    for attempt in attempts {
+        let (service, want, got) = attempt.join().expect("request thread");
+        assert_eq!(got.as_deref(), Some(want), "service {service}\n{}", d.log());
+    }
+    let log = d.log();
+    assert!(
+        log.contains("pam: service policy: allowed: su,runuser,smtp"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("refused (NO PAM service not allowed)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("pam: PAM transactions run with the real uid 65535 on their thread"),
+        "{log}"
+    );
+    d.finish(&secrets());
+}
+
+/// The startup scan finds local stacks that trust root (the fixture `sasl-rootok`) and
+/// refuses them too; a rename or fallback to a refused service is a startup error.
+#[test]
+fn local_stacks_that_trust_root_are_found_at_startup() {
+    let lab = start(&[]);
+    assert_log_has(
+        &lab,
+        "pam: refused because their auth stack in /etc/pam.d reaches pam_rootok: sasl-rootok",
+    );
+    expect(&lab, "suser", WRONG_PW, "sasl-rootok", NOT_ALLOWED);
+    expect(&lab, "suser", SUSER_PW, "Sasl-Rootok", NOT_ALLOWED);
+    expect(&lab, "suser", SUSER_PW, "sasl-unix", "OK");
+    lab.daemon.finish(&secrets());
+
+    for (option, value, named) in [
+        ("--pam-service", "sasl-rootok", "sasl-rootok"),
+        ("--pam-service-map", "imap=SU", "su"),
+    ] {
+        let (_pam_d, options) = pam_d_options();
+        let failed = Daemon::try_start_with(
+            &ours_bin("saslauthd"),
+            &["-a", "pam", option, value],
+            options,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{option} {value} started"));
+        assert_eq!(
+            failed.status.and_then(|s| s.code()),
+            Some(1),
+            "{}",
+            failed.log
+        );
+        let want = format!(
+            "failed to initialize mechanism pam: {option} names the PAM service {named}, which \
+             is refused by default"
+        );
+        assert!(
+            failed.log.contains(&want),
+            "{want:?}\n--- log ---\n{}",
+            failed.log
+        );
+    }
 }
 
 #[test]

@@ -979,6 +979,46 @@ impl Drop for Daemon {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Editing the fixture shadow file a daemon sees
+// ---------------------------------------------------------------------------------------------
+
+/// The fixture shadow file this daemon sees.
+pub fn shadow_path(daemon: &Daemon) -> PathBuf {
+    daemon.dir().join("etc").join("shadow")
+}
+
+/// Rewrites `user`'s shadow line with `edit` (fields split on `:`), in place: the file is
+/// bind-mounted, so it must stay the same inode.
+pub fn edit_shadow(daemon: &Daemon, user: &str, edit: impl Fn(&mut Vec<String>)) {
+    let path = shadow_path(daemon);
+    let text = fs::read_to_string(&path).expect("read fixture shadow");
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(':').map(str::to_string).collect();
+            if fields.first().map(String::as_str) == Some(user) {
+                found = true;
+                edit(&mut fields);
+            }
+            fields.join(":")
+        })
+        .collect();
+    assert!(found, "{user} is not in the fixture shadow file");
+    fs::write(&path, lines.join("\n") + "\n").expect("rewrite fixture shadow in place");
+}
+
+/// The stored hash of `user` in the fixture shadow file.
+pub fn hash_of(daemon: &Daemon, user: &str) -> String {
+    let text = fs::read_to_string(shadow_path(daemon)).expect("read fixture shadow");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{user}:")))
+        .and_then(|rest| rest.split(':').next())
+        .expect("user in shadow")
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
 // `-a pam` with the fixture PAM services
 // ---------------------------------------------------------------------------------------------
 

@@ -1,0 +1,139 @@
+//! Equal work for unknown users: an unknown login must not be answered measurably sooner
+//! than an existing login with a wrong password (account enumeration by timing, as in
+//! OpenSSH's CVE-2016-6210), with `-a shadow` and `-a pam`. Our daemon in a private mount
+//! namespace with the fixture users (tests/common/mod.rs); throttling is off so every
+//! request costs only its verification.
+//!
+//! Requests alternate (unknown, wrong, unknown, ...) so that load from other tests on the
+//! machine falls on both kinds alike, and the medians of [`SAMPLES`] replies each are
+//! compared: they must be within 25 % of each other. The medians are printed (run with
+//! `--nocapture` to see them).
+
+#![forbid(unsafe_code)]
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::fixtures::*;
+use common::*;
+
+/// Replies timed per kind.
+const SAMPLES: usize = 61;
+/// The largest accepted difference between the medians, relative to the wrong-password one.
+const TOLERANCE: f64 = 0.25;
+const WRONG_PW: &str = "Wrong-timing-pw-0042";
+const UNKNOWN_USER: &str = "nosuchuser";
+
+fn secrets() -> Vec<&'static str> {
+    [FIXTURE_PASSWORDS, &[WRONG_PW]].concat()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Times [`SAMPLES`] unknown-user and wrong-password requests for `user`, alternating;
+/// checks their replies and returns the two medians.
+fn medians(
+    socket: &Path,
+    service: &str,
+    user: &str,
+    unknown_reply: &str,
+    wrong_reply: &str,
+) -> (Duration, Duration) {
+    let time = |login: &str, want: &str| {
+        let started = Instant::now();
+        let got = auth(socket, login, WRONG_PW, service, "");
+        let took = started.elapsed();
+        assert_eq!(got.as_deref(), Some(want), "login {login:?}");
+        took
+    };
+    // Warm-up: connection paths, NSS caches, the dummy hash.
+    for _ in 0..3 {
+        time(UNKNOWN_USER, unknown_reply);
+        time(user, wrong_reply);
+    }
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    for _ in 0..SAMPLES {
+        unknown.push(time(UNKNOWN_USER, unknown_reply));
+        wrong.push(time(user, wrong_reply));
+    }
+    (median(unknown), median(wrong))
+}
+
+fn assert_close(what: &str, (unknown, wrong): (Duration, Duration), log: &str) {
+    let difference = (unknown.as_secs_f64() - wrong.as_secs_f64()).abs() / wrong.as_secs_f64();
+    eprintln!(
+        "{what}: median unknown user {:.2} ms, wrong password {:.2} ms ({:.0} % apart, {SAMPLES} \
+         samples each)",
+        unknown.as_secs_f64() * 1e3,
+        wrong.as_secs_f64() * 1e3,
+        difference * 100.0
+    );
+    assert!(
+        difference <= TOLERANCE,
+        "{what}: unknown user {unknown:?} vs wrong password {wrong:?}: {:.0} % apart (at most \
+         {:.0} %)\n--- log ---\n{log}",
+        difference * 100.0,
+        TOLERANCE * 100.0
+    );
+}
+
+/// The fixture's usable hashes are mostly sha512crypt, so unknown users cost one
+/// sha512crypt; once the (private copy of the) shadow file holds mostly yescrypt hashes,
+/// they cost one yescrypt, with no restart.
+#[test]
+fn shadow_unknown_users_take_as_long_as_wrong_passwords() {
+    let d = Daemon::start(
+        &ours_bin("saslauthd"),
+        &["-a", "shadow", "--throttle-max", "0"],
+    );
+    assert!(
+        d.wait_for_log(
+            "shadow: unknown users and locked accounts cost one hash like the accounts': $6$ (",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        d.log()
+    );
+    let unknown = "NO Invalid username";
+    let wrong = "NO Incorrect password";
+    let sha512 = medians(&d.socket(), "imap", "suser", unknown, wrong);
+    assert_close("shadow, sha512crypt", sha512, &d.log());
+
+    // Make yescrypt prevail: four sha512crypt accounts get yuser's hash.
+    let yescrypt = hash_of(&d, "yuser");
+    for user in ["expired", "pwexpired", "long", "user@example.org"] {
+        edit_shadow(&d, user, |fields| fields[1] = yescrypt.clone());
+    }
+    let yescrypt = medians(&d.socket(), "imap", "yuser", unknown, wrong);
+    assert_close("shadow, yescrypt", yescrypt, &d.log());
+    assert!(
+        yescrypt.1 > sha512.1,
+        "yescrypt should cost more than sha512crypt: {yescrypt:?} vs {sha512:?}"
+    );
+    // A locked account costs a hash too.
+    let locked = medians(&d.socket(), "imap", "locked", unknown, wrong);
+    assert_close("shadow, locked account vs unknown user", locked, &d.log());
+    d.finish(&secrets());
+}
+
+/// pam_unix answers an unknown user without hashing; the daemon holds such failures back
+/// until a successful login of the service would have taken (its recent median).
+#[test]
+fn pam_unknown_users_take_as_long_as_wrong_passwords() {
+    let lab = PamDaemon::start(&ours_bin("saslauthd"), &["--throttle-max", "0"]);
+    let socket = lab.daemon.socket();
+    // A few successes: the measure of a login's work for the service.
+    for _ in 0..5 {
+        let got = auth(&socket, "yuser", YUSER_PW, "sasl-unix", "");
+        assert_eq!(got.as_deref(), Some("OK"), "{}", lab.daemon.log());
+    }
+    let auth_error = "NO PAM auth error";
+    let yescrypt = medians(&socket, "sasl-unix", "yuser", auth_error, auth_error);
+    assert_close("pam_unix (nodelay), yescrypt", yescrypt, &lab.daemon.log());
+    lab.daemon.finish(&secrets());
+}
