@@ -612,3 +612,50 @@ fn with_a_small_pool_requests_wait_for_slow_failures_within_the_bound() {
     );
     lab.daemon.finish(&secrets());
 }
+
+/// Fail delays are timers, not blocked threads: 32 unknown users failing at once against
+/// pam_unix's 2 s delay (more than the 16 verification slots) don't delay a legitimate
+/// login past 2.5 s, and each of them is still answered only after its delay.
+#[test]
+fn a_flood_of_failures_against_the_fail_delay_does_not_hold_the_pool() {
+    let lab = start(&[]);
+    let socket = lab.daemon.socket();
+    let started = Instant::now();
+    let flood: Vec<_> = (0..32)
+        .map(|i| {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                timed_request(socket, &format!("nosuchuser{i}"), WRONG_PW, "sasl-slow")
+            })
+        })
+        .collect();
+    // At least as many in flight as there are slots: a pool held by the delays is full.
+    while lab.daemon.log().matches(PROMPTED).count() < 16 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the flood did not start\n--- log ---\n{}",
+            lab.daemon.log()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(100));
+    let good = timed_request(socket, "suser", SUSER_PW, "sasl-slow");
+    assert_eq!(good.reply.as_deref(), Some("OK"), "{}", lab.daemon.log());
+    assert!(
+        good.latency < Duration::from_millis(2500),
+        "a legitimate login waited {:?} behind 32 slow failures\n--- log ---\n{}",
+        good.latency,
+        lab.daemon.log()
+    );
+    for failure in flood {
+        let failure = failure.join().expect("flood thread");
+        assert_eq!(failure.reply.as_deref(), Some(AUTH_ERROR), "{}", lab.daemon.log());
+        assert!(
+            failure.latency >= MIN_FAIL_DELAY,
+            "an unknown user was answered after {:?}, before the fail delay",
+            failure.latency
+        );
+    }
+    lab.daemon.finish(&secrets());
+}
+
