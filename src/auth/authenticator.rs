@@ -17,7 +17,7 @@ use super::cache::{CredentialCache, Lookup};
 use super::pool::WorkerPool;
 use super::throttle::Throttle;
 use crate::log::{Level, RateLimitedLog, sanitize};
-use crate::mech::{AccountState, Credentials, DEADLINE_GRACE, Mechanism, StateVersion, cpu_cores};
+use crate::mech::{Credentials, DEADLINE_GRACE, Mechanism, Verification, cpu_cores};
 use crate::peer::PeerCredentials;
 use crate::protocol::{Rejection, Reply, Request, text};
 use crate::{log_debug, log_err, log_info};
@@ -199,7 +199,7 @@ impl Authenticator {
     /// credentials and the account is unchanged (true), else from the mechanism.
     async fn decide(&self, credentials: Arc<Credentials>) -> (Reply, bool) {
         let Some(cache) = &self.cache else {
-            return (self.verify_fully(credentials).await.0, false);
+            return (self.verify_fully(credentials).await.reply, false);
         };
         if let Lookup::Candidate(check) = cache.lookup(&credentials, Instant::now()) {
             // The version check is a few stat calls, done here; reading the state (NSS,
@@ -220,11 +220,16 @@ impl Authenticator {
                 return (Reply::ok(), true);
             }
         }
-        let (reply, state, version) = self.verify_fully(Arc::clone(&credentials)).await;
-        if reply.is_ok() {
-            cache.insert(&credentials, &state, version.as_ref(), Instant::now());
+        let verification = self.verify_fully(Arc::clone(&credentials)).await;
+        if verification.reply.is_ok() {
+            cache.insert(
+                &credentials,
+                &verification.state,
+                verification.version.as_ref(),
+                Instant::now(),
+            );
         }
-        (reply, false)
+        (verification.reply, false)
     }
 
     /// The credentials a mechanism sees: under `-r`, `login@realm` for a non-empty realm
@@ -252,47 +257,41 @@ impl Authenticator {
 
     /// Runs the mechanism once a verification slot is free (with the account state when
     /// there is a cache to record it); past `--max-queue` waiting requests, answers
-    /// `NO server busy` at once instead.
-    async fn verify_fully(
-        &self,
-        credentials: Arc<Credentials>,
-    ) -> (Reply, AccountState, Option<StateVersion>) {
+    /// `NO server busy` at once instead. A hold the mechanism asks for (PAM's fail delay)
+    /// is waited here, on this request's task, once the pool thread is free again.
+    async fn verify_fully(&self, credentials: Arc<Credentials>) -> Verification {
         let mechanism = Arc::clone(&self.mechanism);
         let with_state = self.cache.is_some();
         let (started, has_started) = oneshot::channel();
         let verified = self.run_on(&self.pool, move || {
             let _ = started.send(());
-            if with_state {
-                mechanism.authenticate_with_state(&credentials)
-            } else {
-                let reply = mechanism.authenticate(&credentials);
-                (reply, AccountState::default(), None)
-            }
+            mechanism.verify(&credentials, with_state)
         });
         tokio::pin!(verified);
         // Queue time doesn't count (the queue is capped): the clock starts when a thread
         // takes the job. A job that never starts (queue full, panic) ends `verified` too.
-        tokio::select! {
-            result = &mut verified => {
-                return result.unwrap_or_else(|reply| (reply, AccountState::default(), None));
-            }
-            _ = has_started => {}
+        let verification = tokio::select! {
+            result = &mut verified => result.unwrap_or_else(Verification::refused),
+            _ = has_started => match tokio::time::timeout(self.verification_limit, verified).await {
+                Ok(result) => result.unwrap_or_else(Verification::refused),
+                Err(_) => {
+                    self.timeout_log.log(|| {
+                        format!(
+                            "mechanism {} gave no verdict within {} ms; answering: NO {} \
+                             (its thread stays busy until the call returns)",
+                            self.mechanism.name(),
+                            self.verification_limit.as_millis(),
+                            text::TIMED_OUT
+                        )
+                    });
+                    Verification::refused(Reply::no(text::TIMED_OUT))
+                }
+            },
+        };
+        if !verification.hold.is_zero() {
+            tokio::time::sleep(verification.hold.min(self.verification_limit)).await;
         }
-        match tokio::time::timeout(self.verification_limit, verified).await {
-            Ok(result) => result.unwrap_or_else(|reply| (reply, AccountState::default(), None)),
-            Err(_) => {
-                self.timeout_log.log(|| {
-                    format!(
-                        "mechanism {} gave no verdict within {} ms; answering: NO {} \
-                         (its thread stays busy until the call returns)",
-                        self.mechanism.name(),
-                        self.verification_limit.as_millis(),
-                        text::TIMED_OUT
-                    )
-                });
-                (Reply::no(text::TIMED_OUT), AccountState::default(), None)
-            }
-        }
+        verification
     }
 
     /// Runs `job` on `pool` and waits for its result. A full queue is `NO server busy`
@@ -430,5 +429,70 @@ mod tests {
                 "{took:?}"
             );
         }
+    }
+
+    /// A mechanism that fails at once but asks for its reply to be held back.
+    struct Delaying;
+
+    const HOLD: Duration = Duration::from_millis(300);
+
+    impl Mechanism for Delaying {
+        fn name(&self) -> &'static str {
+            "delaying"
+        }
+        fn authenticate(&self, _credentials: &Credentials) -> Reply {
+            unreachable!("the authenticator calls verify")
+        }
+        fn verify(&self, _credentials: &Credentials, _with_state: bool) -> Verification {
+            Verification {
+                hold: HOLD,
+                ..Verification::refused(Reply::no("delayed failure"))
+            }
+        }
+    }
+
+    /// Holds are timers: with one verification thread, eight held failures at once are
+    /// all answered after one hold, not eight in a row.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn holds_are_waited_without_holding_the_verification_thread() {
+        let authenticator = Arc::new(
+            Authenticator::new(
+                Arc::new(Delaying),
+                AuthenticatorOptions {
+                    realm_concat: false,
+                    workers: 1,
+                    max_queue: 16,
+                    cache: None,
+                    throttle: Throttle::new(ThrottleSettings {
+                        max: Duration::ZERO,
+                        ..ThrottleSettings::default()
+                    })
+                    .unwrap(),
+                    verify_timeout: Duration::from_secs(10),
+                },
+            )
+            .unwrap(),
+        );
+        let started = Instant::now();
+        let requests: Vec<_> = (0..8)
+            .map(|_| {
+                let authenticator = Arc::clone(&authenticator);
+                tokio::spawn(async move {
+                    let sent = Instant::now();
+                    let reply = authenticator.authenticate(request(), &MUX).await;
+                    (reply, sent.elapsed())
+                })
+            })
+            .collect();
+        for request in requests {
+            let (reply, took) = request.await.unwrap();
+            assert_eq!(reply, Reply::no("delayed failure"));
+            assert!(took >= HOLD, "answered after {took:?}, before its hold");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < HOLD * 3,
+            "the holds were waited one after another: {took:?}"
+        );
     }
 }

@@ -74,6 +74,19 @@ pub struct Verification {
     pub version: Option<StateVersion>,
 }
 
+impl Verification {
+    /// A reply given without verifying (the request was refused, or the verification
+    /// failed or timed out): no hold, no state.
+    pub fn refused(reply: Reply) -> Verification {
+        Verification {
+            reply,
+            hold: Duration::ZERO,
+            state: AccountState::default(),
+            version: None,
+        }
+    }
+}
+
 pub trait Mechanism: Send + Sync {
     /// The name given to `-a` and shown in log lines (`[mech=...]`).
     fn name(&self) -> &'static str;

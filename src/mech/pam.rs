@@ -298,9 +298,14 @@ impl Pam {
         let authenticated = pam.authenticate(Flags::SILENT);
         let took = started.elapsed();
         let failed = |pam: &Transaction| {
-            let hold = self
-                .padding
-                .hold(service, took, pam.fail_delay(), self.max_hold);
+            let fail_delay = pam.fail_delay();
+            let hold = self.padding.hold(service, took, fail_delay, self.max_hold);
+            log_debug!(
+                "pam: failure after {} ms held back {} ms (fail delay {} ms)",
+                took.as_millis(),
+                hold.as_millis(),
+                fail_delay.as_millis()
+            );
             (Reply::no(AUTH_ERROR), hold)
         };
         if let Err(error) = authenticated {
