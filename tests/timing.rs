@@ -36,13 +36,14 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// Times [`SAMPLES`] unknown-user and wrong-password requests for `user`, alternating;
-/// checks their replies and returns the two medians.
+/// checks their replies and returns the two medians. With `password`, each round also
+/// logs `user` in (untimed), as the ordinary traffic of a mail server would.
 fn medians(
     socket: &Path,
     service: &str,
     user: &str,
-    unknown_reply: &str,
-    wrong_reply: &str,
+    password: Option<&str>,
+    (unknown_reply, wrong_reply): (&str, &str),
 ) -> (Duration, Duration) {
     let time = |login: &str, want: &str| {
         let started = Instant::now();
@@ -60,6 +61,10 @@ fn medians(
     for _ in 0..SAMPLES {
         unknown.push(time(UNKNOWN_USER, unknown_reply));
         wrong.push(time(user, wrong_reply));
+        if let Some(password) = password {
+            let got = auth(socket, user, password, service, "");
+            assert_eq!(got.as_deref(), Some("OK"), "login {user:?}");
+        }
     }
     (median(unknown), median(wrong))
 }
@@ -99,33 +104,40 @@ fn shadow_unknown_users_take_as_long_as_wrong_passwords() {
         "{}",
         d.log()
     );
-    let unknown = "NO Invalid username";
-    let wrong = "NO Incorrect password";
-    let sha512 = medians(&d.socket(), "imap", "suser", unknown, wrong);
+    let replies = ("NO Invalid username", "NO Incorrect password");
+    let sha512 = medians(&d.socket(), "imap", "suser", None, replies);
     assert_close("shadow, sha512crypt", sha512, &d.log());
 
-    // Make yescrypt prevail: four sha512crypt accounts get yuser's hash.
-    let yescrypt = hash_of(&d, "yuser");
-    for user in ["expired", "pwexpired", "long", "user@example.org"] {
-        edit_shadow(&d, user, |fields| fields[1] = yescrypt.clone());
-    }
-    let yescrypt = medians(&d.socket(), "imap", "yuser", unknown, wrong);
+    make_yescrypt_prevail(&d);
+    let yescrypt = medians(&d.socket(), "imap", "yuser", None, replies);
     assert_close("shadow, yescrypt", yescrypt, &d.log());
     assert!(
         yescrypt.1 > sha512.1,
         "yescrypt should cost more than sha512crypt: {yescrypt:?} vs {sha512:?}"
     );
     // A locked account costs a hash too.
-    let locked = medians(&d.socket(), "imap", "locked", unknown, wrong);
+    let locked = medians(&d.socket(), "imap", "locked", None, replies);
     assert_close("shadow, locked account vs unknown user", locked, &d.log());
     d.finish(&secrets());
 }
 
-/// pam_unix answers an unknown user without hashing; the daemon holds such failures back
-/// until a successful login of the service would have taken (its recent median).
+/// Gives four sha512crypt accounts of the daemon's private shadow copy yuser's yescrypt
+/// hash, so that yescrypt is the prevailing kind.
+fn make_yescrypt_prevail(d: &Daemon) {
+    let yescrypt = hash_of(d, "yuser");
+    for user in ["expired", "pwexpired", "long", "user@example.org"] {
+        edit_shadow(d, user, |fields| fields[1] = yescrypt.clone());
+    }
+}
+
+/// pam_unix answers an unknown user without hashing; the daemon makes such failures take
+/// as long as a successful login of the service (its recent median): a dummy hash of the
+/// prevailing kind (yescrypt here), then a timer for the rest. Ordinary successful logins
+/// go on meanwhile.
 #[test]
 fn pam_unknown_users_take_as_long_as_wrong_passwords() {
     let lab = PamDaemon::start(&ours_bin("saslauthd"), &["--throttle-max", "0"]);
+    make_yescrypt_prevail(&lab.daemon);
     let socket = lab.daemon.socket();
     // A few successes: the measure of a login's work for the service.
     for _ in 0..5 {
@@ -133,7 +145,8 @@ fn pam_unknown_users_take_as_long_as_wrong_passwords() {
         assert_eq!(got.as_deref(), Some("OK"), "{}", lab.daemon.log());
     }
     let auth_error = "NO PAM auth error";
-    let yescrypt = medians(&socket, "sasl-unix", "yuser", auth_error, auth_error);
+    let replies = (auth_error, auth_error);
+    let yescrypt = medians(&socket, "sasl-unix", "yuser", Some(YUSER_PW), replies);
     assert_close("pam_unix (nodelay), yescrypt", yescrypt, &lab.daemon.log());
     lab.daemon.finish(&secrets());
 }

@@ -53,6 +53,8 @@ pub struct Pam {
     refusals: Option<Refusals>,
     /// How long failures are held back so that unknown users take as long as others.
     padding: Padding,
+    /// The shadow mechanism's dummy hash: the padding's work part.
+    dummy: DummyHash,
     /// The longest hold (fail delay plus padding): `--verify-timeout`.
     max_hold: Duration,
     /// Whether transactions run with a non-zero real uid on their thread (the daemon's
@@ -89,7 +91,8 @@ impl Pam {
             log_refusals(refusals, pam_d);
         }
         log_info!("pam: service policy: {}", policy.describe());
-        let (one_hash, kind) = DummyHash::under(Path::new("/")).measure();
+        let dummy = DummyHash::under(Path::new("/"));
+        let (one_hash, kind) = dummy.measure();
         log_info!(
             "pam: failed logins are answered no sooner than a successful one of the same \
              service takes (until one is seen: {} ms, one hash of {kind}), plus the fail delay",
@@ -99,6 +102,7 @@ impl Pam {
             policy,
             refusals,
             padding: Padding::new(one_hash),
+            dummy,
             max_hold: settings.verify_timeout,
             foreign_real_uid: foreign_real_uid_works(),
         })
@@ -298,11 +302,22 @@ impl Pam {
         let authenticated = pam.authenticate(Flags::SILENT);
         let took = started.elapsed();
         let failed = |pam: &Transaction| {
+            let mut worked = took;
+            if self.padding.wants_dummy(service, took) {
+                let dummy = Instant::now();
+                self.dummy.spend(&credentials.password);
+                self.padding.record_dummy(dummy.elapsed());
+                worked = started.elapsed();
+            }
             let fail_delay = pam.fail_delay();
-            let hold = self.padding.hold(service, took, fail_delay, self.max_hold);
+            let hold = self
+                .padding
+                .hold(service, worked, fail_delay, self.max_hold);
             log_debug!(
-                "pam: failure after {} ms held back {} ms (fail delay {} ms)",
+                "pam: failure after {} ms, {} ms with padding work; held back {} ms more \
+                 (fail delay {} ms)",
                 took.as_millis(),
+                worked.as_millis(),
                 hold.as_millis(),
                 fail_delay.as_millis()
             );

@@ -6,9 +6,16 @@
 //! comes on top of either. So a failed `pam_authenticate` is answered no earlier than the
 //! time a successful one of the same service typically takes (the median of its recent
 //! successes), plus the fail delay. Successes are the measure because only they are sure
-//! to have done an account's full work. Before a service has had a success, the median of
-//! all services' recent successes is used, and before any success at all, the time of
-//! one hash of the accounts' prevailing kind (measured at startup).
+//! to have done an account's full work (a client can send failures at will, not
+//! successes). Before a service has had a success, the median of all services' recent
+//! successes is used, and before any success at all, the time of one hash of the
+//! accounts' prevailing kind (measured at startup).
+//!
+//! When the rest of that time would cover most of such a hash, the failure first does
+//! the hash itself (the shadow mechanism's dummy): real work slows down with the machine's
+//! load exactly as an existing account's hash does, where a timer would not. Stacks whose
+//! successes take less (a directory server on the network) are only padded with a timer,
+//! so an unknown user never costs more than a real account.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -49,6 +56,8 @@ impl Recent {
 struct Records {
     services: HashMap<Vec<u8>, Recent>,
     overall: Recent,
+    /// Recent durations of one dummy hash.
+    dummy: Recent,
 }
 
 /// The per-service measure of a successful verification's work.
@@ -65,6 +74,18 @@ impl Padding {
             initial,
             records: Mutex::new(Records::default()),
         }
+    }
+
+    /// Whether a failure of `service` after `took` should do a dummy hash before its
+    /// timer: when the rest of the typical time covers at least 3/4 of one.
+    pub fn wants_dummy(&self, service: &[u8], took: Duration) -> bool {
+        let dummy = self.lock().dummy.median().unwrap_or(self.initial);
+        self.typical(service).saturating_sub(took) >= dummy * 3 / 4
+    }
+
+    /// A dummy hash took `took`.
+    pub fn record_dummy(&self, took: Duration) {
+        self.lock().dummy.record(took);
     }
 
     /// A `pam_authenticate` of `service` succeeded after `took`.
@@ -158,6 +179,27 @@ mod tests {
         );
         // Never beyond the cap.
         assert_eq!(padding.hold(b"smtp", MS, 60 * second, max), max);
+    }
+
+    #[test]
+    fn a_dummy_hash_only_when_the_typical_work_covers_one() {
+        // Startup: one local hash takes 30 ms; nothing seen yet, so typical = 30 ms too.
+        let padding = Padding::new(30 * MS);
+        assert!(padding.wants_dummy(b"smtp", MS));
+        assert!(
+            !padding.wants_dummy(b"smtp", 20 * MS),
+            "most of the work was done"
+        );
+        // A directory server answers in 5 ms: a 30 ms local hash would be a tell.
+        padding.record_success(b"ldap", 5 * MS);
+        assert!(!padding.wants_dummy(b"ldap", MS));
+        // The machine got slower: the dummy's own recent times count.
+        padding.record_dummy(90 * MS);
+        padding.record_success(b"smtp", 50 * MS);
+        assert!(!padding.wants_dummy(b"smtp", MS));
+        padding.record_success(b"smtp", 120 * MS);
+        padding.record_success(b"smtp", 120 * MS);
+        assert!(padding.wants_dummy(b"smtp", MS));
     }
 
     #[test]
