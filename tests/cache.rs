@@ -45,6 +45,18 @@ fn hits(daemon: &Daemon, user: &str) -> usize {
         .count()
 }
 
+/// Logs `user` in twice: a full verification, then a cache hit.
+fn cache_success(daemon: &Daemon, user: &str, pw: &str, service: &str) {
+    let before = hits(daemon, user);
+    expect(daemon, user, pw, service, "", "OK");
+    expect(daemon, user, pw, service, "", "OK");
+    assert_eq!(
+        hits(daemon, user),
+        before + 1,
+        "the second success is a hit"
+    );
+}
+
 /// Sends SIGUSR1 and returns the statistics line it produces (the n-th such line).
 fn statistics(daemon: &Daemon, nth: usize) -> String {
     daemon.signal(libc::SIGUSR1);
@@ -207,11 +219,8 @@ fn shadow_password_change_takes_effect_on_the_next_request() {
 #[test]
 fn shadow_lock_and_expiry_take_effect_on_the_next_request() {
     let daemon = ours(&["-a", "shadow", "-c"]);
-    for user in ["yuser", "suser"] {
-        let pw = if user == "yuser" { YUSER_PW } else { SUSER_PW };
-        expect(&daemon, user, pw, "smtp", "", "OK");
-        expect(&daemon, user, pw, "smtp", "", "OK");
-        assert_eq!(hits(&daemon, user), 1);
+    for (user, pw) in [("yuser", YUSER_PW), ("suser", SUSER_PW)] {
+        cache_success(&daemon, user, pw, "smtp");
     }
     // usermod -L: a `!` before the hash.
     edit_shadow(&daemon, "yuser", |fields| {
@@ -237,9 +246,7 @@ fn shadow_lock_and_expiry_take_effect_on_the_next_request() {
 fn pam_account_expired_after_caching_is_refused() {
     let lab = PamDaemon::start(&ours_bin("saslauthd"), &["-c"]);
     let daemon = &lab.daemon;
-    expect(daemon, "suser", SUSER_PW, "sasl-unix", "", "OK");
-    expect(daemon, "suser", SUSER_PW, "sasl-unix", "", "OK");
-    assert_eq!(hits(daemon, "suser"), 1, "a PAM success is cached");
+    cache_success(daemon, "suser", SUSER_PW, "sasl-unix");
     edit_shadow(daemon, "suser", |fields| fields[7] = "1".to_string());
     expect(
         daemon,
@@ -260,35 +267,20 @@ fn pam_account_expired_after_caching_is_refused() {
 fn pam_cache_refuses_after_the_cached_users_hash_is_locked_or_changed() {
     let lab = PamDaemon::start(&ours_bin("saslauthd"), &["-c"]);
     let daemon = &lab.daemon;
-    for user in ["suser", "yuser"] {
-        let pw = if user == "suser" { SUSER_PW } else { YUSER_PW };
-        expect(daemon, user, pw, "sasl-unix", "", "OK");
-        expect(daemon, user, pw, "sasl-unix", "", "OK");
-        assert_eq!(hits(daemon, user), 1, "a PAM success is cached");
+    let login = |user: &str, pw: &str, want: &str| expect(daemon, user, pw, "sasl-unix", "", want);
+    for (user, pw) in [("suser", SUSER_PW), ("yuser", YUSER_PW)] {
+        cache_success(daemon, user, pw, "sasl-unix");
     }
+    // usermod -L: a `!` before the hash.
     edit_shadow(daemon, "suser", |fields| {
         fields[1] = format!("!{}", fields[1])
     });
-    expect(
-        daemon,
-        "suser",
-        SUSER_PW,
-        "sasl-unix",
-        "",
-        "NO PAM auth error",
-    );
+    login("suser", SUSER_PW, "NO PAM auth error");
     // A new password (here: muser's hash): the old one is refused at once.
     let other = hash_of(daemon, "muser");
     edit_shadow(daemon, "yuser", |fields| fields[1] = other.clone());
-    expect(
-        daemon,
-        "yuser",
-        YUSER_PW,
-        "sasl-unix",
-        "",
-        "NO PAM auth error",
-    );
-    expect(daemon, "yuser", MUSER_PW, "sasl-unix", "", "OK");
+    login("yuser", YUSER_PW, "NO PAM auth error");
+    login("yuser", MUSER_PW, "OK");
     assert_eq!(hits(daemon, "suser"), 1);
     assert_eq!(hits(daemon, "yuser"), 1);
     lab.daemon.assert_log_free_of(&secrets());

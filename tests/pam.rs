@@ -526,6 +526,20 @@ fn timed_request(socket: PathBuf, user: &str, pass: &str, service: &str) -> Time
     }
 }
 
+/// Waits (at most 10 s after `started`) until `count` verifications have reached the
+/// password prompt, then a moment more so that the rest are read and queued.
+fn wait_until_prompted(lab: &PamDaemon, count: usize, started: Instant) {
+    while lab.daemon.log().matches(PROMPTED).count() < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{count} slow verifications did not start\n--- log ---\n{}",
+            lab.daemon.log()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    thread::sleep(Duration::from_millis(100));
+}
+
 /// Sends `slow` wrong-password requests to `sasl-slow` at once, waits until `in_flight` of
 /// them are being verified (plus a moment for the rest to queue), then sends a good request
 /// to `sasl-unix`. Returns (the slow ones, the good one).
@@ -542,16 +556,7 @@ fn slow_failures_then_a_good_request(
             thread::spawn(move || timed_request(socket, "suser", WRONG_PW, "sasl-slow"))
         })
         .collect();
-    while lab.daemon.log().matches(PROMPTED).count() < in_flight {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{in_flight} slow verifications did not start\n--- log ---\n{}",
-            lab.daemon.log()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-    // The others (if any) are read and queued for a slot by now.
-    thread::sleep(Duration::from_millis(100));
+    wait_until_prompted(lab, in_flight, started);
     let good = timed_request(socket, "suser", SUSER_PW, "sasl-unix");
     let slow: Vec<Timed> = slow_threads
         .into_iter()
@@ -622,15 +627,7 @@ fn a_flood_of_failures_against_the_fail_delay_does_not_hold_the_pool() {
         })
         .collect();
     // At least as many in flight as there are slots: a pool held by the delays is full.
-    while lab.daemon.log().matches(PROMPTED).count() < 16 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the flood did not start\n--- log ---\n{}",
-            lab.daemon.log()
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-    thread::sleep(Duration::from_millis(100));
+    wait_until_prompted(&lab, 16, started);
     let good = timed_request(socket, "suser", SUSER_PW, "sasl-slow");
     assert_eq!(good.reply.as_deref(), Some("OK"), "{}", lab.daemon.log());
     eprintln!(

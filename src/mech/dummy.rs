@@ -15,13 +15,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
+use super::file_stamp::identity;
 use crate::hash;
 use crate::secret::Password;
 
@@ -68,7 +68,7 @@ impl DummyHash {
 
     /// The current setting (re-derived if the file changed) and its description.
     fn setting(&self) -> (Arc<Password>, String) {
-        let file = fingerprint(&self.shadow);
+        let file = identity(&self.shadow);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         match current.as_ref() {
             Some(derived) if derived.file == file && file.is_some() => {}
@@ -77,20 +77,6 @@ impl DummyHash {
         let derived = current.as_ref().expect("just derived");
         (Arc::clone(&derived.setting), derived.kind.clone())
     }
-}
-
-/// Identity, size and times of `path`.
-fn fingerprint(path: &Path) -> Option<[i64; 7]> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some([
-        meta.dev() as i64,
-        meta.ino() as i64,
-        meta.size() as i64,
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ctime(),
-        meta.ctime_nsec(),
-    ])
 }
 
 /// The dummy for the file as it is now.
