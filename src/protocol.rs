@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_FIELD_LEN: usize = 1024;
 /// The largest length a counted string can announce.
 pub const MAX_COUNTED_LEN: usize = u16::MAX as usize;
 
+/// The Dovecot authentication protocol, the second front end's codec.
+pub mod dovecot;
+
 /// Reply texts shared by the daemon and its tests.
 pub mod text {
     pub const NULL_LOGIN: &str = "NULL login received";
