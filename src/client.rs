@@ -5,8 +5,12 @@
 //! the reason goes to stderr. Exit status is that of the last repetition: 0 for OK, 255
 //! for NO or a transport error, 1 for a usage error. Beyond upstream: every socket step has
 //! a deadline, the password can come from a prompt or stdin instead of the command line,
-//! and `--show-reply` prints the server's reply text.
+//! `--show-reply` prints the server's reply text, and `--dovecot` speaks the Dovecot
+//! authentication protocol instead (see [`dovecot`]), to check the socket Postfix's
+//! `smtpd_sasl_type = dovecot` uses the way upstream's client checks the mux socket.
 #![forbid(unsafe_code)]
+
+mod dovecot;
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
@@ -19,12 +23,14 @@ use clap::Parser;
 use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
 
 use crate::config::{DEFAULT_RUN_DIR, SOCKET_NAME};
+use crate::protocol::dovecot::{Endpoint, Mechanism};
 use crate::protocol::{MAX_COUNTED_LEN, decode_reply, encode_request, reply_is_ok};
 use crate::secret::Password;
 
 const USAGE: &str = "usage: testsaslauthd -u username -p password
               [-r realm] [-s servicename] [-a clientaddr]
-              [-f socket path] [-R repeatnum] [--show-reply] [--timeout SECS]";
+              [-f socket path] [-R repeatnum] [--show-reply] [--timeout SECS]
+              [--dovecot [--dovecot-mech PLAIN|LOGIN]]";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -50,7 +56,7 @@ struct Cli {
     /// Client address sent as the fifth field (`ip;port`)
     #[arg(short = 'a', value_name = "CLIENTADDR")]
     client_addr: Option<OsString>,
-    /// Full path of the saslauthd socket
+    /// Full path of the saslauthd socket (with --dovecot: a path or inet:ADDRESS:PORT)
     #[arg(short = 'f', value_name = "SOCKET")]
     socket: Option<PathBuf>,
     /// Repeat the request this many times, one connection each
@@ -68,6 +74,19 @@ struct Cli {
     #[arg(long = "timeout", value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// Speak the Dovecot authentication protocol (the socket of saslauthd's
+    /// --dovecot-socket, or Dovecot's auth socket) instead of saslauthd's; -r appends
+    /// @REALM to the login, -a sends the address as the client's (rip=)
+    #[arg(long = "dovecot")]
+    dovecot: bool,
+    /// With --dovecot: the SASL mechanism, PLAIN (initial response) or LOGIN
+    #[arg(
+        long = "dovecot-mech",
+        value_name = "MECH",
+        default_value = "PLAIN",
+        requires = "dovecot"
+    )]
+    dovecot_mech: String,
     /// Show this help and exit
     #[arg(short = 'h', long = "help")]
     help: bool,
@@ -104,6 +123,9 @@ pub fn main() -> ExitCode {
             }
         },
     };
+    if cli.dovecot {
+        return dovecot_main(&cli, user.as_encoded_bytes(), &password);
+    }
     let socket = cli
         .socket
         .clone()
@@ -122,17 +144,75 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let timeout = Duration::from_secs(cli.timeout);
+    repeat(&cli, || {
+        exchange(&socket, request.as_bytes(), timeout).map(|reply| (reply_is_ok(&reply), reply))
+    })
+}
+
+/// `--dovecot`: the same loop and output over the Dovecot protocol.
+fn dovecot_main(cli: &Cli, user: &[u8], password: &Password) -> ExitCode {
+    let Some(socket) = &cli.socket else {
+        eprintln!("testsaslauthd: --dovecot needs -f SOCKET (a path or inet:ADDRESS:PORT)");
+        return ExitCode::from(1);
+    };
+    let endpoint = match Endpoint::parse(&socket.to_string_lossy()) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            eprintln!("testsaslauthd: -f: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(mechanism) = Mechanism::from_name(cli.dovecot_mech.as_bytes()) else {
+        eprintln!("testsaslauthd: --dovecot-mech: PLAIN or LOGIN");
+        return ExitCode::from(1);
+    };
+    // libsasl's login for a realm: user@realm.
+    let mut login = user.to_vec();
+    if !cli.realm.is_empty() {
+        login.push(b'@');
+        login.extend_from_slice(cli.realm.as_encoded_bytes());
+    }
+    let remote_ip = match &cli.client_addr {
+        None => None,
+        Some(addr) => {
+            let addr = addr.to_string_lossy();
+            let ip = addr.split(';').next().unwrap_or_default();
+            match ip.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    eprintln!("testsaslauthd: -a: {ip:?} is not an IP address");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let attempt = dovecot::Attempt {
+        endpoint: &endpoint,
+        mechanism,
+        login: &login,
+        password: password.as_bytes(),
+        service: cli.service.as_encoded_bytes(),
+        remote_ip,
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    repeat(cli, || {
+        dovecot::authenticate(&attempt).map(|verdict| (verdict.ok, verdict.reply))
+    })
+}
+
+/// Runs `attempt` `-R` times, printing upstream's lines; the exit status of the last.
+fn repeat(cli: &Cli, mut attempt: impl FnMut() -> Result<(bool, Vec<u8>), String>) -> ExitCode {
     // Upstream: -R 0 means once, a negative count means no attempt at all.
     let repeat = if cli.repeat == 0 { 1 } else { cli.repeat };
-    let timeout = Duration::from_secs(cli.timeout);
     let mut status = ExitCode::SUCCESS;
     let mut stdout = io::stdout().lock();
     for i in 0..repeat.max(0) {
         let _ = write!(stdout, "{i}: ");
         let _ = stdout.flush();
-        status = match exchange(&socket, request.as_bytes(), timeout) {
-            Ok(reply) => {
-                let verdict = if reply_is_ok(&reply) {
+        status = match attempt() {
+            Ok((ok, reply)) => {
+                let verdict = if ok {
                     "OK \"Success.\""
                 } else {
                     "NO \"authentication failed\""
@@ -142,7 +222,7 @@ pub fn main() -> ExitCode {
                     let text = String::from_utf8_lossy(&reply);
                     let _ = writeln!(stdout, "{i}: reply {:?}", text.as_ref());
                 }
-                if reply_is_ok(&reply) {
+                if ok {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(255)

@@ -499,6 +499,56 @@ pub fn cont(id: u32, challenge: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Where the protocol is served
+// ---------------------------------------------------------------------------------------
+
+/// Where an authentication server listens, in Postfix's `smtpd_sasl_path` syntax: a
+/// path (`unix:PATH` too) or `inet:ADDRESS:PORT` (`inet:[::1]:PORT` for IPv6). The
+/// address must be a literal: nothing here resolves names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(std::path::PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl Endpoint {
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        if let Some(rest) = text.strip_prefix("inet:") {
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{text:?}: expected inet:ADDRESS:PORT"))?;
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let ip: IpAddr = host
+                .parse()
+                .map_err(|_| format!("{text:?}: {host:?} is not an IP address"))?;
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("{text:?}: {port:?} is not a port number (1-65535)"))?;
+            return Ok(Endpoint::Tcp(std::net::SocketAddr::new(ip, port)));
+        }
+        let path = text.strip_prefix("unix:").unwrap_or(text);
+        if path.is_empty() {
+            return Err("empty socket path".into());
+        }
+        Ok(Endpoint::Unix(path.into()))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tcp(address) => write!(f, "inet:{address}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The client side (testsaslauthd --dovecot)
 // ---------------------------------------------------------------------------------------
 

@@ -1,6 +1,13 @@
-//! A private Dovecot for the `-a rimap` tests (lab-recipes §5): IMAP (with STARTTLS) and
-//! IMAPS on free ports of 127.0.0.1 and ::1 only, a self-signed certificate for
-//! `localhost`, `127.0.0.1` and `::1`, passwd-file users hashed with `doveadm pw`.
+//! Private Dovecot instances:
+//!
+//! * [`Dovecot`], for the `-a rimap` tests (lab-recipes §5): IMAP (with STARTTLS) and IMAPS
+//!   on free ports of 127.0.0.1 and ::1 only, a self-signed certificate for `localhost`,
+//!   `127.0.0.1` and `::1`, passwd-file users hashed with `doveadm pw`;
+//! * [`DovecotAuth`], the reference server of the Dovecot authentication protocol
+//!   (dovecot-auth.md §12): only its auth service, `passdb shadow`, on a UNIX socket
+//!   Postfix may use, run in the harness's private mount namespace over the same fixture
+//!   users as our daemon (plus the accounts Dovecot and Postfix need).
+//!
 //! Everything lives in a temp dir; `/etc/dovecot` is neither read nor changed (`-c` names
 //! our file and nothing includes the system's). Started with `setsid`, stopped by its PID
 //! (and its own process group's leftovers, by PID); every wait is bounded.
@@ -35,95 +42,43 @@ pub const USERS: &[(&str, &str)] = &[
 ];
 
 pub struct Dovecot {
+    /// Declared first: stopped before the directory goes.
+    master: Master,
     dir: TempDir,
-    child: Option<Child>,
-    pid: i32,
     pub imap_port: u16,
     pub imaps_port: u16,
 }
 
-impl Dovecot {
-    /// Starts a private Dovecot; panics (with its log) if it does not listen within 10 s.
-    pub fn start() -> Dovecot {
-        assert!(
-            Path::new(DOVECOT).exists() && Path::new(DOVEADM).exists(),
-            "{DOVECOT} or {DOVEADM} is missing: install dovecot-imapd (scripts/test.sh does, \
-             behind a policy-rc.d so that it does not start on port 143)"
-        );
-        let dir = TempDir::new("dovecot");
-        let imap_port = free_port();
-        let imaps_port = loop {
-            let port = free_port();
-            if port != imap_port {
-                break port;
-            }
-        };
-        write_lab(dir.path(), imap_port, imaps_port);
-        let log = fs::File::create(dir.join("dovecot.out")).expect("create dovecot.out");
-        let child = Command::new("setsid")
-            .arg(DOVECOT)
-            .arg("-F")
-            .arg("-c")
-            .arg(dir.join("dovecot.conf"))
+/// A Dovecot master started by the harness (in the foreground, `-F`, its own session).
+/// Stopped on drop: SIGTERM, SIGKILL after 10 s, then its process group's leftovers.
+struct Master {
+    child: Option<Child>,
+    pid: i32,
+}
+
+impl Master {
+    /// Runs `command` (ending in `dovecot -F -c CONF`) under `setsid`, output to `log`.
+    fn start(command: Command, log: &Path) -> Master {
+        let log = fs::File::create(log).expect("create the dovecot output file");
+        let mut setsid = Command::new("setsid");
+        setsid
+            .arg(command.get_program())
+            .args(command.get_args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn dovecot");
-        let pid = child.id() as i32;
-        let mut lab = Dovecot {
-            dir,
+            .stderr(log);
+        let child = setsid.spawn().expect("spawn dovecot");
+        Master {
+            pid: child.id() as i32,
             child: Some(child),
-            pid,
-            imap_port,
-            imaps_port,
-        };
-        lab.wait_listening();
-        lab
-    }
-
-    pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("tls/cert.pem")
-    }
-
-    pub fn log(&self) -> String {
-        let mut out = String::new();
-        for name in ["dovecot.out", "dovecot.log"] {
-            out.push_str(&fs::read_to_string(self.dir.join(name)).unwrap_or_default());
         }
-        out
     }
 
-    fn wait_listening(&mut self) {
-        let started = Instant::now();
-        let addrs: Vec<SocketAddr> = [self.imap_port, self.imaps_port]
-            .iter()
-            .flat_map(|&port| {
-                [
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                    SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-                ]
-            })
-            .collect();
-        loop {
-            let up = addrs
-                .iter()
-                .all(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok());
-            if up {
-                return;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                .unwrap_or(true);
-            if exited || started.elapsed() > DEFAULT_TIMEOUT {
-                let log = self.log();
-                self.stop();
-                panic!("dovecot did not listen on {addrs:?} in time\n--- log ---\n{log}");
-            }
-            sleep(Duration::from_millis(20));
-        }
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+            .unwrap_or(true)
     }
 
     /// SIGTERM to the master, SIGKILL after 10 s; then its process group's leftovers.
@@ -158,9 +113,223 @@ impl Dovecot {
     }
 }
 
-impl Drop for Dovecot {
+impl Drop for Master {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Dovecot's own output and its log file.
+fn log_of(dir: &TempDir) -> String {
+    let mut out = String::new();
+    for name in ["dovecot.out", "dovecot.log"] {
+        out.push_str(&fs::read_to_string(dir.join(name)).unwrap_or_default());
+    }
+    out
+}
+
+impl Dovecot {
+    /// Starts a private Dovecot; panics (with its log) if it does not listen within 10 s.
+    pub fn start() -> Dovecot {
+        assert!(
+            Path::new(DOVECOT).exists() && Path::new(DOVEADM).exists(),
+            "{DOVECOT} or {DOVEADM} is missing: install dovecot-imapd (scripts/test.sh does, \
+             behind a policy-rc.d so that it does not start on port 143)"
+        );
+        let dir = TempDir::new("dovecot");
+        let imap_port = free_port();
+        let imaps_port = loop {
+            let port = free_port();
+            if port != imap_port {
+                break port;
+            }
+        };
+        write_lab(dir.path(), imap_port, imaps_port);
+        let mut command = Command::new(DOVECOT);
+        command.arg("-F").arg("-c").arg(dir.join("dovecot.conf"));
+        let mut lab = Dovecot {
+            master: Master::start(command, &dir.join("dovecot.out")),
+            dir,
+            imap_port,
+            imaps_port,
+        };
+        lab.wait_listening();
+        lab
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("tls/cert.pem")
+    }
+
+    pub fn log(&self) -> String {
+        log_of(&self.dir)
+    }
+
+    fn wait_listening(&mut self) {
+        let started = Instant::now();
+        let addrs: Vec<SocketAddr> = [self.imap_port, self.imaps_port]
+            .iter()
+            .flat_map(|&port| {
+                [
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+                ]
+            })
+            .collect();
+        loop {
+            let up = addrs
+                .iter()
+                .all(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok());
+            if up {
+                return;
+            }
+            if self.master.exited() || started.elapsed() > DEFAULT_TIMEOUT {
+                let log = self.log();
+                self.master.stop();
+                panic!("dovecot did not listen on {addrs:?} in time\n--- log ---\n{log}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Dovecot {
+    pub fn stop(&mut self) {
+        self.master.stop();
+    }
+}
+
+/// A private Dovecot auth server: the reference for the Dovecot authentication protocol.
+pub struct DovecotAuth {
+    master: Master,
+    dir: TempDir,
+    socket: PathBuf,
+}
+
+/// The accounts Dovecot's auth service needs in its namespace (its internal users, and the
+/// owner of the socket Postfix connects to).
+const DOVECOT_ACCOUNTS: &[(&str, &str)] = &[
+    ("dovecot", "dovecot"),
+    ("dovenull", "dovenull"),
+    ("postfix", "postfix"),
+];
+
+impl DovecotAuth {
+    /// Starts Dovecot with only its auth service and `passdb shadow` over the fixture
+    /// users, its socket (`<dir>/auth`, `postfix:postfix` 0666, so Postfix's and Exim's users may
+    /// connect) ready for a handshake;
+    /// `username_format` is `%u` (the whole login, like `-r`) or `%n` (cut at the first
+    /// `@`). Panics with its log if it does not come up within 10 s. Needs root.
+    pub fn start(username_format: &str) -> DovecotAuth {
+        crate::common::require_root();
+        assert!(
+            Path::new(DOVECOT).exists(),
+            "{DOVECOT} is missing: install dovecot-core (scripts/test.sh does, through \
+             dovecot-imapd, behind a policy-rc.d)"
+        );
+        let dir = TempDir::new("dovecot-auth");
+        for sub in ["run", "state"] {
+            fs::create_dir_all(dir.join(sub)).expect("create lab dir");
+        }
+        let socket = dir.join("auth");
+        let d = dir.path().display();
+        let instance = dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let conf = format!(
+            "instance_name = {instance}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = none
+listen = 127.0.0.1
+ssl = no
+auth_mechanisms = plain login
+auth_username_format = {username_format}
+auth_username_chars =
+auth_failure_delay = 0
+auth_verbose = yes
+passdb {{
+  driver = shadow
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  unix_listener {socket} {{
+    mode = 0666
+    user = postfix
+    group = postfix
+  }}
+}}
+",
+            socket = socket.display()
+        );
+        fs::write(dir.join("dovecot.conf"), conf).expect("write dovecot.conf");
+        let etc = dir.join("etc");
+        let binds = crate::common::install_fixtures(&etc);
+        crate::common::add_accounts(&etc, DOVECOT_ACCOUNTS);
+        let conf = dir.join("dovecot.conf");
+        let args = [
+            std::ffi::OsStr::new("-F"),
+            std::ffi::OsStr::new("-c"),
+            conf.as_os_str(),
+        ];
+        let command = crate::common::namespaced_command(&binds, Path::new(DOVECOT), &args);
+        let mut auth = DovecotAuth {
+            master: Master::start(command, &dir.join("dovecot.out")),
+            dir,
+            socket,
+        };
+        auth.wait_ready();
+        auth
+    }
+
+    /// The auth socket (a client socket in Dovecot's terms).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn log(&self) -> String {
+        log_of(&self.dir)
+    }
+
+    /// Waits until a connection gets the whole handshake.
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&self.socket) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if got.ends_with(b"DONE\n") {
+                        return;
+                    }
+                }
+            }
+            if self.master.exited() || started.elapsed() > DEFAULT_TIMEOUT {
+                let log = self.log();
+                self.master.stop();
+                panic!(
+                    "dovecot auth did not serve {} in time\n--- log ---\n{log}",
+                    self.socket.display()
+                );
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        self.master.stop();
     }
 }
 

@@ -150,6 +150,44 @@ pub fn install_fixtures(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     binds
 }
 
+/// Adds system accounts a peer needs in its namespace to the fixture copies in `etc`
+/// (made by [`install_fixtures`]): each `(user, group)` name is copied from the host's
+/// `/etc/passwd` and `/etc/group` (read only), or, when the host has no such account
+/// (e.g. `Debian-exim`), made up with an id of 2900 and up, with no login and no home.
+pub fn add_accounts(etc: &Path, names: &[(&str, &str)]) {
+    let host_line = |file: &str, name: &str| {
+        fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find(|line| line.split(':').next() == Some(name))
+            .map(str::to_string)
+    };
+    let mut passwd = fs::read_to_string(etc.join("passwd")).expect("fixture passwd copy");
+    let mut group = fs::read_to_string(etc.join("group")).expect("fixture group copy");
+    for (n, (user, group_name)) in names.iter().enumerate() {
+        let made_up = 2900 + n as u32;
+        let group_line = host_line("/etc/group", group_name)
+            .unwrap_or_else(|| format!("{group_name}:x:{made_up}:"));
+        let gid = group_line.split(':').nth(2).unwrap_or_default().to_string();
+        if !group
+            .lines()
+            .any(|l| l.split(':').next() == Some(group_name))
+        {
+            group.push_str(&format!("{group_line}\n"));
+        }
+        let user_line = host_line("/etc/passwd", user).unwrap_or_else(|| {
+            format!(
+                "{user}:x:{made_up}:{gid}:saslauthd-rs test peer:/nonexistent:/usr/sbin/nologin"
+            )
+        });
+        if !passwd.lines().any(|l| l.split(':').next() == Some(user)) {
+            passwd.push_str(&format!("{user_line}\n"));
+        }
+    }
+    fs::write(etc.join("passwd"), passwd).expect("write passwd copy");
+    fs::write(etc.join("group"), group).expect("write group copy");
+}
+
 /// Builds `unshare --mount --propagation private -- sh -c 'mount --bind …; exec "$@"' …`.
 /// With no binds the program is run directly.
 pub fn namespaced_command(
@@ -1312,6 +1350,8 @@ pub fn auth_bytes(socket: &Path, fields: &[&[u8]]) -> Option<String> {
 }
 
 pub mod clients;
+pub mod dovecot_client;
+pub mod exim;
 pub mod fakeimap;
 pub mod fixtures;
 pub mod kdc;

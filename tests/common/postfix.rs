@@ -8,6 +8,9 @@
 //!   (a chrooted smtpd cannot see a socket outside the queue directory). Listener 0 reads
 //!   `$config_directory/sasl/smtpd.conf`, listener `i > 0` reads `sasl/smtpd-<name>.conf`
 //!   (Debian's Postfix looks in `$config_directory/sasl`, ignoring `cyrus_sasl_config_path`).
+//! * Or ([`Postfix::start_dovecot`]) listeners with `smtpd_sasl_type = dovecot`: no libsasl,
+//!   smtpd talks the Dovecot protocol to `smtpd_sasl_path` (a path, relative to the queue
+//!   directory when the listener is chrooted, or `inet:ADDRESS:PORT`).
 //! * Error transports: the instance never delivers or relays mail.
 //! * `master` runs in the foreground in its own session, started as `setsid master -c DIR`
 //!   (not as a process-group leader, so setsid(1) does not fork and the PID is the master's;
@@ -51,6 +54,63 @@ pub struct SmtpListener {
     pub saslauthd_socket: PathBuf,
 }
 
+/// One smtpd listener with `smtpd_sasl_type = dovecot`.
+#[derive(Clone, Debug)]
+pub struct DovecotListener {
+    /// Short name (`[a-z0-9-]`), used in messages.
+    pub name: String,
+    /// `smtpd_sasl_path`: an absolute path, a path relative to the queue directory (the
+    /// chroot, like Debian's `private/auth`), or `inet:ADDRESS:PORT`.
+    pub sasl_path: String,
+    /// Run smtpd chrooted in the queue directory (Debian's default).
+    pub chroot: bool,
+    /// At most this many smtpd processes (`maxproc`); `None`: Postfix's default.
+    pub max_processes: Option<u32>,
+}
+
+/// How a listener's smtpd reaches its authentication server.
+enum Listener<'a> {
+    Cyrus(usize, &'a SmtpListener),
+    Dovecot(&'a DovecotListener),
+}
+
+impl Listener<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Listener::Cyrus(_, l) => &l.name,
+            Listener::Dovecot(l) => &l.name,
+        }
+    }
+
+    /// Its `master.cf` entry, writing the SASL files it needs under `lab`.
+    fn master_cf(&self, lab: &Path, port: u16) -> String {
+        match self {
+            Listener::Cyrus(i, l) => {
+                let app = sasl_app(*i, l);
+                fs::write(
+                    lab.join("etc/sasl").join(format!("{app}.conf")),
+                    format!(
+                        "pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\nsaslauthd_path: {}\n",
+                        l.saslauthd_socket.display()
+                    ),
+                )
+                .expect("write sasl conf");
+                format!(
+                    "127.0.0.1:{port} inet  n       -       n       -       -       smtpd\n  -o smtpd_sasl_path={app}\n"
+                )
+            }
+            Listener::Dovecot(l) => {
+                let chroot = if l.chroot { "y" } else { "n" };
+                let maxproc = l.max_processes.map_or("-".to_string(), |n| n.to_string());
+                format!(
+                    "127.0.0.1:{port} inet  n       -       {chroot}       -       {maxproc}       smtpd\n  -o smtpd_sasl_type=dovecot\n  -o smtpd_sasl_path={}\n",
+                    l.sasl_path
+                )
+            }
+        }
+    }
+}
+
 /// A running private Postfix instance. Stopped on drop.
 pub struct Postfix {
     /// Dropped after `drop()` has stopped the processes (field drop order).
@@ -59,7 +119,8 @@ pub struct Postfix {
     pid: i32,
     start_time: Option<u64>,
     watchdog: Option<Watchdog>,
-    listeners: Vec<(SmtpListener, u16)>,
+    /// Listener names and their ports.
+    listeners: Vec<(String, u16)>,
 }
 
 /// util-linux `setsid` (Debian package `util-linux`, essential).
@@ -125,12 +186,12 @@ impl Watchdog {
     }
 }
 
-fn alive_as(pid: i32, start_time: u64) -> bool {
+pub(super) fn alive_as(pid: i32, start_time: u64) -> bool {
     matches!(proc_stat(pid), Some((st, _, t)) if st != 'Z' && st != 'X' && t == start_time)
 }
 
 /// Processes in process group `pgrp` (other than `except`), with their start times.
-fn group_members(pgrp: i32, except: i32) -> Vec<(i32, u64)> {
+pub(super) fn group_members(pgrp: i32, except: i32) -> Vec<(i32, u64)> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir("/proc") else {
         return out;
@@ -296,6 +357,21 @@ impl Postfix {
     /// Writes the configuration, runs `postfix -c DIR check`, starts `master -c DIR` and waits
     /// (bounded) until every listener is up on 127.0.0.1 and owned by that master.
     pub fn start(listeners: &[SmtpListener]) -> Postfix {
+        let listeners: Vec<Listener> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Listener::Cyrus(i, l))
+            .collect();
+        Self::start_listeners(&listeners)
+    }
+
+    /// Like [`Postfix::start`], with `smtpd_sasl_type = dovecot` listeners.
+    pub fn start_dovecot(listeners: &[DovecotListener]) -> Postfix {
+        let listeners: Vec<Listener> = listeners.iter().map(Listener::Dovecot).collect();
+        Self::start_listeners(&listeners)
+    }
+
+    fn start_listeners(listeners: &[Listener]) -> Postfix {
         super::require_root();
         assert!(!listeners.is_empty(), "need at least one listener");
         for p in [POSTFIX, POSTFIX_MASTER] {
@@ -320,29 +396,16 @@ impl Postfix {
 
         let ports = free_loopback_ports(listeners.len());
         let mut master_cf = String::from("# private lab instance (tests/common/postfix.rs)\n");
-        for (i, (l, port)) in listeners.iter().zip(&ports).enumerate() {
+        for (l, port) in listeners.iter().zip(&ports) {
+            let name = l.name();
             assert!(
-                !l.name.is_empty()
-                    && l.name
+                !name.is_empty()
+                    && name
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
-                "bad listener name {:?}",
-                l.name
+                "bad listener name {name:?}"
             );
-            let app = sasl_app(i, l);
-            writeln!(
-                master_cf,
-                "127.0.0.1:{port} inet  n       -       n       -       -       smtpd\n  -o smtpd_sasl_path={app}"
-            )
-            .unwrap();
-            fs::write(
-                lab.join("etc/sasl").join(format!("{app}.conf")),
-                format!(
-                    "pwcheck_method: saslauthd\nmech_list: PLAIN LOGIN\nsaslauthd_path: {}\n",
-                    l.saslauthd_socket.display()
-                ),
-            )
-            .expect("write sasl conf");
+            master_cf.push_str(&l.master_cf(&lab, *port));
         }
         master_cf.push_str(MASTER_CF_SERVICES);
         fs::write(lab.join("etc/main.cf"), main_cf(&lab)).expect("write main.cf");
@@ -392,7 +455,11 @@ impl Postfix {
             pid,
             start_time,
             watchdog: None,
-            listeners: listeners.iter().cloned().zip(ports).collect(),
+            listeners: listeners
+                .iter()
+                .map(|l| l.name().to_string())
+                .zip(ports)
+                .collect(),
         };
         if let Some(t) = start_time {
             pf.watchdog = Some(Watchdog::start(pid, t));
@@ -472,7 +539,7 @@ impl Postfix {
     pub fn port(&self, name: &str) -> u16 {
         self.listeners
             .iter()
-            .find(|(l, _)| l.name == name)
+            .find(|(l, _)| l == name)
             .map(|(_, p)| *p)
             .unwrap_or_else(|| panic!("no listener {name:?}"))
     }
@@ -591,6 +658,29 @@ pub fn server_lines(transcript: &str) -> Vec<&str> {
         })
         .map(str::trim)
         .collect()
+}
+
+/// The server's final answer to AUTH in a swaks transcript (`235 …`, `535 …`, `454 …`): the
+/// first server line after the client's AUTH that is not a `334` challenge.
+pub fn auth_result(transcript: &str) -> Option<String> {
+    let mut after_auth = false;
+    for line in transcript.lines() {
+        if line.starts_with(" -> AUTH") || line.starts_with(" ~> AUTH") {
+            after_auth = true;
+            continue;
+        }
+        let server = line
+            .strip_prefix("<**")
+            .or_else(|| line.strip_prefix("<~"))
+            .or_else(|| line.strip_prefix("<-"))
+            .map(str::trim);
+        if let Some(reply) = server.filter(|_| after_auth)
+            && !reply.starts_with("334")
+        {
+            return Some(reply.to_string());
+        }
+    }
+    None
 }
 
 /// `swaks --server 127.0.0.1:PORT --quit-after AUTH --helo lab-client.localdomain --auth MECH

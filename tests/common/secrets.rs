@@ -3,8 +3,9 @@
 //!
 //! * records every password it sends — raw-protocol frames ([`record_frame`], called by
 //!   `exchange_on`), `testsaslauthd -p` (ours and upstream's, and a password on stdin),
-//!   `swaks --auth-password`, `doveadm pw -p` ([`record_command`], called by
-//!   `run_command`) — as hex lines in `<dir>/secrets.list`;
+//!   `swaks --auth-password` (and its base64 forms, which a Dovecot-protocol server
+//!   receives), `doveadm pw -p` ([`record_command`], called by `run_command`), Dovecot
+//!   protocol lines (`dovecot_client`) — as hex lines in `<dir>/secrets.list`;
 //! * keeps a copy of every log our binaries wrote in `<dir>/logs/`: each of our daemons'
 //!   stdout/stderr and syslog lines (see [`SyslogCapture`]), and the output of every command
 //!   line that runs our `saslauthd` or `testsaslauthd` through `run_command`.
@@ -16,6 +17,7 @@
 //! Without the variable everything here is a no-op.
 #![allow(dead_code)]
 
+use saslauthd_rs::protocol::dovecot::encode_base64;
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -191,10 +193,20 @@ pub fn record_command(cmd: &Command, stdin: Option<&[u8]>) {
                 passwords.into_iter().for_each(record_password);
             }
             Some("swaks") => {
-                flag_values(args, "--auth-password")
+                let users = flag_values(args, "--auth-user");
+                for password in flag_values(args, "--auth-password")
                     .into_iter()
                     .chain(flag_values(args, "-ap"))
-                    .for_each(record_password);
+                {
+                    record_password(password);
+                    // What a Dovecot-protocol server sees: the base64 the SMTP client sent
+                    // (LOGIN: the password; PLAIN: `\0user\0password`).
+                    record_password(&encode_base64(password));
+                    for user in &users {
+                        let message = [&b"\0"[..], user, b"\0", password].concat();
+                        record_password(&encode_base64(&message));
+                    }
+                }
             }
             Some("doveadm") => flag_values(args, "-p")
                 .into_iter()

@@ -357,6 +357,37 @@ fn protocol_errors_never_quote_the_line() {
     );
 }
 
+#[test]
+fn endpoints_in_postfix_syntax() {
+    let unix = |p: &str| Ok(Endpoint::Unix(p.into()));
+    let tcp = |a: &str| Ok(Endpoint::Tcp(a.parse().unwrap()));
+    assert_eq!(
+        Endpoint::parse("/var/spool/postfix/private/auth"),
+        unix("/var/spool/postfix/private/auth")
+    );
+    assert_eq!(Endpoint::parse("unix:private/auth"), unix("private/auth"));
+    assert_eq!(
+        Endpoint::parse("inet:127.0.0.1:12345"),
+        tcp("127.0.0.1:12345")
+    );
+    assert_eq!(Endpoint::parse("inet:[::1]:12345"), tcp("[::1]:12345"));
+    assert_eq!(Endpoint::parse("inet:::1:12345"), tcp("[::1]:12345"));
+    for bad in [
+        "",
+        "unix:",
+        "inet:127.0.0.1",
+        "inet:localhost:25",
+        "inet:127.0.0.1:0",
+        "inet:1.2.3.4:x",
+    ] {
+        assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        Endpoint::parse("inet:[::1]:25").unwrap().to_string(),
+        "inet:[::1]:25"
+    );
+}
+
 // ----- properties ----------------------------------------------------------------------
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
