@@ -14,7 +14,9 @@ use clap::{CommandFactory, Parser};
 
 pub use crate::auth::cache::CacheConfig;
 use crate::auth::throttle::{self, ThrottleSettings};
+use crate::frontend;
 use crate::mech;
+use crate::protocol::dovecot::Endpoint;
 use crate::peer::{AccessSpec, Id, parse_id_list};
 use crate::privileges::RunAsSpec;
 use crate::protocol::{DEFAULT_MAX_FIELD_LEN, MAX_COUNTED_LEN};
@@ -162,6 +164,28 @@ struct Cli {
     /// With --user: the group to run as (default: USER's primary group)
     #[arg(long = "group", value_name = "GROUP")]
     group: Option<String>,
+    // The Dovecot authentication protocol (issue 16): Postfix and Exim without libsasl.
+    /// Also serve the Dovecot authentication protocol (Postfix smtpd_sasl_type = dovecot,
+    /// Exim's dovecot authenticator) on this UNIX socket, or on TCP with inet:ADDRESS:PORT
+    #[arg(long = "dovecot-socket", value_name = "PATH|inet:ADDRESS:PORT")]
+    dovecot_socket: Option<String>,
+    /// Mode of the --dovecot-socket file, octal
+    #[arg(long = "dovecot-socket-mode", value_name = "MODE")]
+    dovecot_socket_mode: Option<String>,
+    /// Owner of the --dovecot-socket file (default root)
+    #[arg(long = "dovecot-socket-user", value_name = "USER")]
+    dovecot_socket_user: Option<String>,
+    /// Group of the --dovecot-socket file (default root's group)
+    #[arg(long = "dovecot-socket-group", value_name = "GROUP")]
+    dovecot_socket_group: Option<String>,
+    /// Serve --dovecot-socket inet:ADDRESS:PORT on an address beyond loopback (passwords
+    /// cross the network base64-encoded, not encrypted)
+    #[arg(long = "dovecot-allow-network")]
+    dovecot_allow_network: bool,
+    /// Over TCP, serve only clients from these addresses or networks (ADDRESS[/BITS],
+    /// comma-separated; default: 127.0.0.0/8,::1)
+    #[arg(long = "dovecot-allow-from", value_name = "LIST")]
+    dovecot_allow_from: Option<String>,
 }
 
 /// Everything the daemon runs from.
@@ -193,6 +217,8 @@ pub struct Config {
     pub run_as: Option<RunAsSpec>,
     /// Brute-force throttling (`--throttle-*`).
     pub throttle: ThrottleSettings,
+    /// The Dovecot protocol front end (`--dovecot-*`).
+    pub dovecot: frontend::dovecot::Settings,
 }
 
 impl Config {
@@ -283,6 +309,7 @@ where
     let cache_timeout = positive(cli.cache_timeout, DEFAULT_CACHE_TIMEOUT_SECS)
         .ok_or_else(|| UsageError("cache timeout must be positive".into()))?;
     let (access, run_as) = hardening_options(&cli)?;
+    let dovecot = dovecot_options(&cli)?;
     let _ = cli.no_accept_lock;
     Ok(Action::Run(Box::new(Config {
         mech,
@@ -311,6 +338,7 @@ where
             max: Duration::from_millis(cli.throttle_max),
             decay: Duration::from_secs(cli.throttle_decay),
         },
+        dovecot,
     })))
 }
 
@@ -348,6 +376,51 @@ fn hardening_options(cli: &Cli) -> Result<(AccessSpec, Option<RunAsSpec>), Usage
         }),
     };
     Ok((access, run_as))
+}
+
+/// The `--dovecot-*` options. Mode and owner need `--dovecot-socket` (they are the file's);
+/// the TCP allow-list and `--dovecot-allow-network` also apply to a socket the service
+/// manager passes.
+fn dovecot_options(cli: &Cli) -> Result<frontend::dovecot::Settings, UsageError> {
+    use frontend::dovecot::{AddressRange, Settings, parse_mode};
+    let endpoint = cli
+        .dovecot_socket
+        .as_deref()
+        .map(Endpoint::parse)
+        .transpose()
+        .map_err(|e| UsageError(format!("--dovecot-socket: {e}")))?;
+    let file_options = cli.dovecot_socket_mode.is_some()
+        || cli.dovecot_socket_user.is_some()
+        || cli.dovecot_socket_group.is_some();
+    if file_options && endpoint.is_none() {
+        return Err(UsageError(
+            "--dovecot-socket-mode, --dovecot-socket-user and --dovecot-socket-group need \
+             --dovecot-socket"
+                .into(),
+        ));
+    }
+    let id = |option: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| Id::parse(v).map_err(|e| UsageError(format!("{option}: {e}"))))
+            .transpose()
+    };
+    let mut settings = Settings {
+        endpoint,
+        owner: id("--dovecot-socket-user", &cli.dovecot_socket_user)?,
+        group: id("--dovecot-socket-group", &cli.dovecot_socket_group)?,
+        allow_network: cli.dovecot_allow_network,
+        ..Settings::default()
+    };
+    if let Some(mode) = &cli.dovecot_socket_mode {
+        settings.mode = parse_mode(mode).map_err(UsageError)?;
+    }
+    if let Some(list) = &cli.dovecot_allow_from {
+        settings.allow_from = AddressRange::parse_list(list)
+            .map_err(|e| UsageError(format!("--dovecot-allow-from: {e}")))?;
+    }
+    settings.check().map_err(UsageError)?;
+    Ok(settings)
 }
 
 /// The mechanism-specific long options, refused with any other mechanism (an allow-list
@@ -671,6 +744,68 @@ mod tests {
         assert!(
             usage_error(&["-a", "rimap", "--user", "x", "--group", "4294967295"])
                 .starts_with("--group: ")
+        );
+    }
+
+    #[test]
+    fn dovecot_options() {
+        use crate::frontend::dovecot::{AddressRange, Settings};
+        assert_eq!(run(&["-a", "shadow"]).dovecot, Settings::default());
+        let c = run(&[
+            "-a",
+            "shadow",
+            "--dovecot-socket",
+            "/var/spool/postfix/private/auth",
+            "--dovecot-socket-mode",
+            "0600",
+            "--dovecot-socket-user",
+            "postfix",
+            "--dovecot-socket-group",
+            "0",
+        ]);
+        assert_eq!(
+            c.dovecot,
+            Settings {
+                endpoint: Some(Endpoint::Unix("/var/spool/postfix/private/auth".into())),
+                mode: 0o600,
+                owner: Some(Id::Name("postfix".into())),
+                group: Some(Id::Number(0)),
+                ..Settings::default()
+            }
+        );
+        let c = run(&[
+            "-a",
+            "shadow",
+            "--dovecot-socket",
+            "inet:192.0.2.1:12345",
+            "--dovecot-allow-network",
+            "--dovecot-allow-from",
+            "192.0.2.0/24",
+        ]);
+        assert_eq!(
+            c.dovecot.allow_from,
+            AddressRange::parse_list("192.0.2.0/24").unwrap()
+        );
+        assert!(c.dovecot.allow_network);
+        assert!(
+            usage_error(&["-a", "shadow", "--dovecot-socket", "inet:0.0.0.0:1"])
+                .contains("--dovecot-allow-network")
+        );
+        assert!(
+            usage_error(&["-a", "shadow", "--dovecot-socket-mode", "0600"])
+                .contains("need --dovecot-socket")
+        );
+        assert!(
+            usage_error(&["-a", "shadow", "--dovecot-socket", "x", "--dovecot-socket-mode", "9"])
+                .contains("octal")
+        );
+        assert!(
+            usage_error(&["-a", "shadow", "--dovecot-socket", "inet:localhost:1"])
+                .starts_with("--dovecot-socket: ")
+        );
+        assert!(
+            usage_error(&["-a", "shadow", "--dovecot-allow-from", "10.0.0.0/40"])
+                .starts_with("--dovecot-allow-from: ")
         );
     }
 

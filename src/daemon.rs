@@ -31,11 +31,13 @@ use crate::auth::cache::CredentialCache;
 use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::auth::{Authenticator, AuthenticatorOptions};
 use crate::config::{self, Action, Config};
+use crate::frontend::dovecot;
 use crate::frontend::gate::Gate;
 use crate::frontend::mux::listener::{Server, serve};
 use crate::log::{self, LogConfig};
 use crate::mech;
 use crate::privileges;
+use crate::{frontend, protocol};
 use crate::{log_debug, log_err, log_info, systemd};
 
 /// Set in the environment of the detached copy; its value is unused.
@@ -202,8 +204,9 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     log_debug!("verification pool: {workers} at once");
     let max_connections = privileges::fit_open_files(config.max_connections, workers.get());
     // Before any thread exists: this edits the environment.
-    let inherited = systemd::inherited_listener()
+    let inherited = systemd::inherited_listeners()
         .map_err(|e| StartupError::new(format!("unusable socket from the service manager: {e}")))?;
+    let dovecot_owner = dovecot_socket_owner(&config.dovecot).map_err(StartupError::new)?;
     let cache = if config.cache.enabled {
         let cache = CredentialCache::new(&config.cache)
             .map_err(|e| StartupError::new(format!("credential cache: no random key: {e}")))?;
@@ -242,9 +245,12 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         .map_err(|e| StartupError::new(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
         let signals = Signals::install()?;
-        let (files, listener) = RunFiles::create(&config, inherited)?;
+        let (files, listener, dovecot) = RunFiles::create(&config, inherited, dovecot_owner)?;
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
+        let dovecot = dovecot
+            .map(|(socket, _)| dovecot_listener(socket, &config.dovecot))
+            .transpose()?;
         if let Some(run_as) = &run_as
             && let Err(error) = privileges::drop_privileges(run_as)
         {
@@ -262,19 +268,36 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         };
         log_info!("master pid is: {}", std::process::id());
         log_info!("listening on socket: {listening_on}");
+        if let Some(dovecot_on) = &files.dovecot_description {
+            log_info!("listening on dovecot socket: {dovecot_on}");
+        }
         systemd::notify(&format!(
             "READY=1\nMAINPID={}\nSTATUS=serving {} on {listening_on}",
             std::process::id(),
             config.mech
         ));
         let authenticator = Arc::new(authenticator);
+        let gate = Arc::new(Gate::new(max_connections, access));
         let server = Arc::new(Server {
             authenticator: Arc::clone(&authenticator),
-            gate: Arc::new(Gate::new(max_connections, access)),
+            gate: Arc::clone(&gate),
             timeout: config.timeout,
             max_field_len: config.max_field_len,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
+        // The Dovecot socket first: the mux loop waits at shutdown until every connection
+        // of both sockets has ended.
+        let dovecot_serving = dovecot.map(|listener| {
+            let server = Arc::new(dovecot::listener::Server {
+                context: Arc::new(dovecot::connection::Context::new(
+                    Arc::clone(&authenticator),
+                    config.timeout,
+                )),
+                gate: Arc::clone(&gate),
+                address_log: log::RateLimitedLog::default(),
+            });
+            tokio::spawn(dovecot::listener::serve(listener, server, stop_rx.clone()))
+        });
         let serving = tokio::spawn(serve(listener, Arc::clone(&server), stop_rx));
         let name = signals
             .wait(|| {
@@ -286,6 +309,9 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         log_info!("{name} received: shutting down");
         systemd::notify("STOPPING=1");
         let _ = stop_tx.send(true);
+        if let Some(dovecot_serving) = dovecot_serving {
+            let _ = dovecot_serving.await;
+        }
         let _ = serving.await;
         files.remove();
         log_info!("master exited: {}", std::process::id());
@@ -366,13 +392,18 @@ struct RunFiles {
     pid_file: Flock<File>,
     pid_path: PathBuf,
     socket_path: Option<PathBuf>,
+    /// The Dovecot protocol's socket file, when we bound one.
+    dovecot_path: Option<PathBuf>,
+    /// Where the Dovecot protocol is served, for the log.
+    dovecot_description: Option<String>,
 }
 
 impl RunFiles {
     fn create(
         config: &Config,
-        inherited: Option<UnixListener>,
-    ) -> Result<(RunFiles, UnixListener), StartupError> {
+        inherited: systemd::Inherited,
+        dovecot_owner: (Option<u32>, Option<u32>),
+    ) -> Result<(RunFiles, UnixListener, Option<DovecotSocket>), StartupError> {
         let dir = &config.run_dir;
         fs::DirBuilder::new()
             .recursive(true)
@@ -383,7 +414,7 @@ impl RunFiles {
         umask(Mode::from_bits_truncate(0o077));
         let pid_path = config.pid_file_path();
         let pid_file = lock_pid_file(&pid_path)?;
-        let (listener, socket_path) = match inherited {
+        let (listener, socket_path) = match inherited.mux {
             Some(listener) => (listener, None),
             None => {
                 let path = config.socket_path();
@@ -393,12 +424,15 @@ impl RunFiles {
         listener
             .set_nonblocking(true)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
+        let dovecot = bind_dovecot(&config.dovecot, inherited.dovecot, dovecot_owner)?;
         let files = RunFiles {
             pid_file,
             pid_path,
             socket_path,
+            dovecot_path: dovecot.as_ref().and_then(|(_, bound)| bound.path.clone()),
+            dovecot_description: dovecot.as_ref().map(|(_, bound)| bound.description.clone()),
         };
-        Ok((files, listener))
+        Ok((files, listener, dovecot))
     }
 
     /// Removes the socket, then the pid file (while still holding its lock). After
@@ -422,6 +456,9 @@ impl RunFiles {
         if let Some(socket_path) = &self.socket_path {
             remove(socket_path);
         }
+        if let Some(dovecot_path) = &self.dovecot_path {
+            remove(dovecot_path);
+        }
         remove(&self.pid_path);
         drop(self.pid_file);
     }
@@ -437,6 +474,134 @@ fn bind(path: &Path) -> Result<UnixListener, StartupError> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o777))
         .map_err(|e| StartupError::new(format!("cannot chmod {}: {e}", path.display())))?;
     Ok(listener)
+}
+
+/// The Dovecot protocol's listening socket, and what the daemon must remember of it.
+type DovecotSocket = (systemd::InheritedSocket, BoundDovecot);
+
+struct BoundDovecot {
+    /// The socket file we created (removed at exit).
+    path: Option<PathBuf>,
+    description: String,
+}
+
+/// `--dovecot-socket-user` and `-group` as ids (looked up once, at startup).
+fn dovecot_socket_owner(
+    settings: &frontend::dovecot::Settings,
+) -> Result<(Option<u32>, Option<u32>), String> {
+    let user = settings
+        .owner
+        .as_ref()
+        .map(|id| id.resolve("user", &privileges::user_id))
+        .transpose()
+        .map_err(|e| format!("--dovecot-socket-user: {e}"))?;
+    let group = settings
+        .group
+        .as_ref()
+        .map(|id| id.resolve("group", &privileges::group_id))
+        .transpose()
+        .map_err(|e| format!("--dovecot-socket-group: {e}"))?;
+    Ok((user, group))
+}
+
+/// The Dovecot protocol's socket: the one the service manager passed (named `dovecot`),
+/// else `--dovecot-socket`: a UNIX socket (a stale one replaced) with its mode and owner,
+/// or a TCP listener. None without either.
+fn bind_dovecot(
+    settings: &frontend::dovecot::Settings,
+    inherited: Option<systemd::InheritedSocket>,
+    (user, group): (Option<u32>, Option<u32>),
+) -> Result<Option<DovecotSocket>, StartupError> {
+    use frontend::dovecot::Settings;
+    use protocol::dovecot::Endpoint;
+    let tcp_address = |listener: &std::net::TcpListener, settings: &Settings| {
+        let address = listener
+            .local_addr()
+            .map_err(|e| StartupError::new(format!("dovecot socket: {e}")))?;
+        settings.check_address(address).map_err(StartupError::new)?;
+        Ok::<_, StartupError>(address)
+    };
+    if let Some(socket) = inherited {
+        let description = match &socket {
+            systemd::InheritedSocket::Unix(_) => {
+                "the socket passed by the service manager".to_string()
+            }
+            systemd::InheritedSocket::Tcp(listener) => format!(
+                "inet:{} (passed by the service manager)",
+                tcp_address(listener, settings)?
+            ),
+        };
+        let bound = BoundDovecot {
+            path: None,
+            description,
+        };
+        return Ok(Some((socket, bound)));
+    }
+    match &settings.endpoint {
+        None => Ok(None),
+        Some(Endpoint::Tcp(address)) => {
+            let listener = std::net::TcpListener::bind(address).map_err(|e| {
+                StartupError::new(format!("could not bind to dovecot socket inet:{address}: {e}"))
+            })?;
+            let address = tcp_address(&listener, settings)?;
+            let bound = BoundDovecot {
+                path: None,
+                description: format!("inet:{address}"),
+            };
+            Ok(Some((systemd::InheritedSocket::Tcp(listener), bound)))
+        }
+        Some(Endpoint::Unix(path)) => {
+            remove_stale_socket(path)?;
+            let listener = UnixListener::bind(path).map_err(|e| {
+                StartupError::new(format!(
+                    "could not bind to dovecot socket {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let bound = BoundDovecot {
+                path: Some(path.clone()),
+                description: path.display().to_string(),
+            };
+            let setup = nix::unistd::chown(
+                path,
+                user.map(nix::unistd::Uid::from_raw),
+                group.map(nix::unistd::Gid::from_raw),
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(settings.mode)));
+            if let Err(error) = setup {
+                let _ = fs::remove_file(path);
+                return Err(StartupError::new(format!(
+                    "cannot set the owner and mode of {}: {error}",
+                    path.display()
+                )));
+            }
+            Ok(Some((systemd::InheritedSocket::Unix(listener), bound)))
+        }
+    }
+}
+
+/// The tokio listener for the Dovecot socket.
+fn dovecot_listener(
+    socket: systemd::InheritedSocket,
+    settings: &frontend::dovecot::Settings,
+) -> Result<dovecot::listener::Listener, StartupError> {
+    let failed = |e: std::io::Error| StartupError::new(format!("cannot listen on the dovecot socket: {e}"));
+    match socket {
+        systemd::InheritedSocket::Unix(listener) => {
+            listener.set_nonblocking(true).map_err(failed)?;
+            Ok(dovecot::listener::Listener::Unix(
+                tokio::net::UnixListener::from_std(listener).map_err(failed)?,
+            ))
+        }
+        systemd::InheritedSocket::Tcp(listener) => {
+            listener.set_nonblocking(true).map_err(failed)?;
+            Ok(dovecot::listener::Listener::Tcp {
+                listener: tokio::net::TcpListener::from_std(listener).map_err(failed)?,
+                allow_from: settings.allow_from.clone(),
+            })
+        }
+    }
 }
 
 /// Opens and locks the pid file, then writes our pid. A lock held by someone else means

@@ -1,7 +1,8 @@
 //! The service manager's side doors: socket activation (`LISTEN_FDS`) and readiness
 //! notification (`NOTIFY_SOCKET`), both optional and both plain environment protocols.
 //!
-//! Activation takes the inherited listening socket through `listenfd`, which validates it
+//! Activation takes the inherited listening sockets (the mux socket, and the Dovecot
+//! protocol socket named `dovecot`) through `listenfd`, which validates it
 //! as an AF_UNIX stream listener (the one `unsafe` step of turning a number into a socket
 //! stays in that crate). Notification is one datagram per state change, never blocking.
 #![forbid(unsafe_code)]
@@ -25,21 +26,57 @@ pub fn managed() -> bool {
     activated || std::env::var_os("NOTIFY_SOCKET").is_some()
 }
 
-/// The listening socket passed by the service manager, if any. With several, the one
-/// named `saslauthd` or `mux` in `LISTEN_FDNAMES`, else the first. Call this before any
+/// The name a socket unit gives the Dovecot protocol socket (`FileDescriptorName=dovecot`).
+pub const DOVECOT_FD_NAME: &str = "dovecot";
+
+/// The listening sockets passed by the service manager.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// The saslauthd socket: the one named `saslauthd` or `mux` in `LISTEN_FDNAMES`, else
+    /// the first one not named `dovecot`.
+    pub mux: Option<UnixListener>,
+    /// The one named `dovecot`: a UNIX or a TCP listener.
+    pub dovecot: Option<InheritedSocket>,
+}
+
+/// A listening socket of either kind.
+#[derive(Debug)]
+pub enum InheritedSocket {
+    Unix(UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+/// The listening sockets passed by the service manager, if any. Call this before any
 /// thread starts: it clears `LISTEN_PID`/`LISTEN_FDS` from the environment.
-pub fn inherited_listener() -> std::io::Result<Option<UnixListener>> {
+pub fn inherited_listeners() -> std::io::Result<Inherited> {
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let names: Vec<&str> = names.split(':').collect();
     let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(None);
+    let count = fds.len();
+    if count == 0 {
+        return Ok(Inherited::default());
     }
-    let index = names
-        .split(':')
-        .position(|name| OUR_FD_NAMES.contains(&name))
-        .filter(|&i| i < fds.len())
-        .unwrap_or(0);
-    fds.take_unix_listener(index)
+    let dovecot = names
+        .iter()
+        .position(|&name| name == DOVECOT_FD_NAME)
+        .filter(|&i| i < count);
+    let mux = names
+        .iter()
+        .position(|name| OUR_FD_NAMES.contains(name))
+        .filter(|&i| i < count)
+        .or_else(|| (0..count).find(|&i| Some(i) != dovecot));
+    let dovecot = match dovecot {
+        None => None,
+        Some(index) => match fds.take_unix_listener(index) {
+            Ok(listener) => listener.map(InheritedSocket::Unix),
+            Err(_) => fds.take_tcp_listener(index)?.map(InheritedSocket::Tcp),
+        },
+    };
+    let mux = match mux {
+        Some(index) => fds.take_unix_listener(index)?,
+        None => None,
+    };
+    Ok(Inherited { mux, dovecot })
 }
 
 /// Sends one notification (`READY=1`, `STOPPING=1`, `STATUS=...`) if a manager listens.

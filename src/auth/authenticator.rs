@@ -27,6 +27,8 @@ use crate::{log_debug, log_err, log_info};
 pub enum FrontEnd {
     /// `<rundir>/mux`, the saslauthd protocol.
     Mux,
+    /// `--dovecot-socket`, the Dovecot authentication protocol.
+    Dovecot,
 }
 
 impl FrontEnd {
@@ -34,6 +36,7 @@ impl FrontEnd {
     fn log_field(self) -> &'static str {
         match self {
             FrontEnd::Mux => "",
+            FrontEnd::Dovecot => " [via=dovecot]",
         }
     }
 }

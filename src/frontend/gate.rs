@@ -88,6 +88,12 @@ impl Gate {
             });
             return self.refuse(ACCESS_DENIED);
         }
+        self.admit_slot()
+    }
+
+    /// Decides about a connection whose socket has no peer credentials (TCP, with a
+    /// policy of its own): the connection cap only.
+    pub fn admit_slot(&self) -> Admission {
         match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(permit) => Admission::Serve(ConnectionSlot { _permit: permit }),
             Err(_) => {
