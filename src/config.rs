@@ -16,9 +16,9 @@ pub use crate::auth::cache::CacheConfig;
 use crate::auth::throttle::{self, ThrottleSettings};
 use crate::frontend;
 use crate::mech;
-use crate::protocol::dovecot::Endpoint;
 use crate::peer::{AccessSpec, Id, parse_id_list};
 use crate::privileges::RunAsSpec;
+use crate::protocol::dovecot::Endpoint;
 use crate::protocol::{DEFAULT_MAX_FIELD_LEN, MAX_COUNTED_LEN};
 
 pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
@@ -796,8 +796,15 @@ mod tests {
                 .contains("need --dovecot-socket")
         );
         assert!(
-            usage_error(&["-a", "shadow", "--dovecot-socket", "x", "--dovecot-socket-mode", "9"])
-                .contains("octal")
+            usage_error(&[
+                "-a",
+                "shadow",
+                "--dovecot-socket",
+                "x",
+                "--dovecot-socket-mode",
+                "9"
+            ])
+            .contains("octal")
         );
         assert!(
             usage_error(&["-a", "shadow", "--dovecot-socket", "inet:localhost:1"])

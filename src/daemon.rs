@@ -541,7 +541,9 @@ fn bind_dovecot(
         None => Ok(None),
         Some(Endpoint::Tcp(address)) => {
             let listener = std::net::TcpListener::bind(address).map_err(|e| {
-                StartupError::new(format!("could not bind to dovecot socket inet:{address}: {e}"))
+                StartupError::new(format!(
+                    "could not bind to dovecot socket inet:{address}: {e}"
+                ))
             })?;
             let address = tcp_address(&listener, settings)?;
             let bound = BoundDovecot {
@@ -586,7 +588,8 @@ fn dovecot_listener(
     socket: systemd::InheritedSocket,
     settings: &frontend::dovecot::Settings,
 ) -> Result<dovecot::listener::Listener, StartupError> {
-    let failed = |e: std::io::Error| StartupError::new(format!("cannot listen on the dovecot socket: {e}"));
+    let failed =
+        |e: std::io::Error| StartupError::new(format!("cannot listen on the dovecot socket: {e}"));
     match socket {
         systemd::InheritedSocket::Unix(listener) => {
             listener.set_nonblocking(true).map_err(failed)?;

@@ -22,7 +22,6 @@
 
 use super::clients::{code_of, status_text};
 use super::{CmdResult, DEFAULT_TIMEOUT, Daemon, TempDir, proc_stat, run_command, signal};
-use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Write as _};
 use std::net::TcpListener;

@@ -33,8 +33,8 @@ use crate::peer::PeerCredentials;
 use crate::protocol::dovecot::sasl::{self, Exchange, SaslauthdLogin, Step};
 use crate::protocol::dovecot::{
     AuthCommand, Command, FailCode, InitialResponse, Line, MAX_LINE, Mechanism, ProtocolError,
-    cont, decode_base64, fail, handshake, next_line, ok, parse_command, parse_cpid,
-    parse_version, text,
+    cont, decode_base64, fail, handshake, next_line, ok, parse_command, parse_cpid, parse_version,
+    text,
 };
 use crate::protocol::{Reply, Request, text as mux_text};
 use crate::secret::Password;
@@ -138,10 +138,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let cuid = CONNECTIONS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    log_debug!(
+        "dovecot client connected (CUID {cuid}){}",
+        peer.log_fields()
+    );
     let mut session = Session::new(stream, peer, Arc::clone(&context), stop);
     let end = session.run(cuid).await;
     match end {
-        End::Gone(why) => log_debug!("dovecot connection closed: {why}{}", session.peer.log_fields()),
+        End::Gone(why) => log_debug!(
+            "dovecot connection closed: {why}{}",
+            session.peer.log_fields()
+        ),
         End::Protocol(error) => context.protocol_log.log(|| {
             format!(
                 "dovecot protocol error: {error}; closing the connection{}",
@@ -174,7 +181,10 @@ struct Session<S> {
     handshaken: bool,
     requests: HashMap<u32, Pending>,
     generation: u64,
-    verdicts: (mpsc::UnboundedSender<Verdict>, mpsc::UnboundedReceiver<Verdict>),
+    verdicts: (
+        mpsc::UnboundedSender<Verdict>,
+        mpsc::UnboundedReceiver<Verdict>,
+    ),
     /// Replies to write once the lines at hand are handled.
     outgoing: Vec<u8>,
 }
@@ -212,6 +222,8 @@ where
         }
         loop {
             if let Err(end) = self.handle_lines() {
+                // What the lines before the bad one earned still goes out (Dovecot's way).
+                let _ = self.flush().await;
                 return end;
             }
             if let Err(end) = self.flush().await {

@@ -58,9 +58,11 @@ impl Settings {
         match &self.endpoint {
             Some(Endpoint::Tcp(address)) => {
                 if self.owner.is_some() || self.group.is_some() {
-                    return Err("--dovecot-socket-user and --dovecot-socket-group apply to a \
+                    return Err(
+                        "--dovecot-socket-user and --dovecot-socket-group apply to a \
                                 UNIX socket"
-                        .into());
+                            .into(),
+                    );
                 }
                 self.check_address(*address)
             }
