@@ -101,8 +101,14 @@ impl Listener<'_> {
             Listener::Dovecot(l) => {
                 let chroot = if l.chroot { "y" } else { "n" };
                 let maxproc = l.max_processes.map_or("-".to_string(), |n| n.to_string());
+                // The instance is IPv4 only; an auth server on [::1] needs IPv6 in smtpd.
+                let ipv6 = if l.sasl_path.starts_with("inet:[") {
+                    "  -o inet_protocols=all\n"
+                } else {
+                    ""
+                };
                 format!(
-                    "127.0.0.1:{port} inet  n       -       {chroot}       -       {maxproc}       smtpd\n  -o smtpd_sasl_type=dovecot\n  -o smtpd_sasl_path={}\n",
+                    "127.0.0.1:{port} inet  n       -       {chroot}       -       {maxproc}       smtpd\n  -o smtpd_sasl_type=dovecot\n  -o smtpd_sasl_path={}\n{ipv6}",
                     l.sasl_path
                 )
             }
