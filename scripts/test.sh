@@ -15,6 +15,7 @@ TEST_PACKAGES=(
     whois openssl procps python3 util-linux                        # lab tools (mkpasswd, crypt via ctypes, setpriv, prlimit)
     dovecot-imapd                                                  # rimap's IMAP server
     krb5-kdc krb5-admin-server                                     # kerberos5's private KDC (krb5kdc, kdb5_util, kadmin.local)
+    dovecot-core                                                   # the reference Dovecot auth server (--dovecot-socket)
     mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
 # apt-get update + apt-get install -y (apt_install in scripts/lib.sh), with
@@ -22,6 +23,17 @@ TEST_PACKAGES=(
 echo "== installing build and test dependencies"
 apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
 ensure_rust
+# Exim 4.96 for the Dovecot front end's interop tier: downloaded, never installed (an
+# exim4-daemon package would remove Postfix); tests/common/exim.rs unpacks it with dpkg-deb.
+deb_cache="${SASLAUTHD_TEST_DEB_CACHE:-$PWD/target/test-debs}"
+mkdir -p "$deb_cache"
+for pkg in exim4-daemon-heavy libidn12 libmariadb3 libspf2-2; do
+    if ! compgen -G "$deb_cache/${pkg}_*.deb" >/dev/null; then
+        echo "== downloading $pkg (not installed) into $deb_cache"
+        (cd "$deb_cache" && apt-get download -q "$pkg")
+    fi
+done
+export SASLAUTHD_TEST_DEB_CACHE="$deb_cache"
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "== installing cargo-deb"
     cargo install cargo-deb --locked --version 3.8.0

@@ -934,6 +934,56 @@ fn socket_activation_picks_the_socket_named_saslauthd() {
     assert_terminates_cleanly(&mut daemon, &dir.join("daemon.log"));
 }
 
+/// The Dovecot protocol socket as a second named socket (`FileDescriptorName=dovecot`,
+/// e.g. from `init/saslauthd-dovecot.socket`), beside the mux socket, whatever the order.
+#[test]
+fn socket_activation_serves_the_dovecot_socket_named_dovecot() {
+    require_root();
+    let dir = TempDir::new("activate-dovecot");
+    let (mux, auth) = (dir.join("mux"), dir.join("auth"));
+    let mut daemon = socket_activated(
+        &dir,
+        &[
+            "-l".as_ref(),
+            auth.as_ref(),
+            "-l".as_ref(),
+            mux.as_ref(),
+            "--fdname=dovecot:saslauthd".as_ref(),
+        ],
+    );
+    wait_until(STEP, "the activation sockets", || {
+        mux.exists() && auth.exists()
+    });
+    // The first connection (to the Dovecot socket) starts the daemon; both sockets serve.
+    let output = run(
+        Command::new(CLIENT)
+            .args([
+                "--dovecot",
+                "--show-reply",
+                "-u",
+                NOBODY,
+                "-p",
+                "not-the-password",
+                "-f",
+            ])
+            .arg(&auth),
+        STEP,
+    );
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("0: NO \"authentication failed\"\n0: reply \"FAIL\\t1\\tuser={NOBODY}\"\n")
+    );
+    assert_serves_shadow(&mux);
+    let log = fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("listening on dovecot socket: the socket passed by the service manager"),
+        "{log}"
+    );
+    assert_terminates_cleanly(&mut daemon, &dir.join("daemon.log"));
+    assert!(auth.exists(), "the inherited socket must stay in place");
+}
+
 #[test]
 fn readiness_is_notified_once_serving_and_stopping_on_sigterm() {
     require_root();
