@@ -814,7 +814,11 @@ fn systemd_units_verify_clean() {
         false,
     );
     let dir = TempDir::new("units");
-    for unit in ["saslauthd.service", "saslauthd.socket"] {
+    for unit in [
+        "saslauthd.service",
+        "saslauthd.socket",
+        "saslauthd-dovecot.socket",
+    ] {
         copy_file(&repo().join("init").join(unit), &dir.join(unit), 0o644);
     }
     let service = dir.join("saslauthd.service");
@@ -824,7 +828,8 @@ fn systemd_units_verify_clean() {
             ns.command("systemd-analyze")
                 .arg("verify")
                 .arg(&service)
-                .arg(&socket),
+                .arg(&socket)
+                .arg(dir.join("saslauthd-dovecot.socket")),
             STEP,
         ),
         "systemd-analyze verify",
@@ -858,6 +863,16 @@ fn systemd_units_verify_clean() {
         &[
             "ListenStream=/run/saslauthd/mux",
             "SocketGroup=sasl",
+            "SocketMode=0660",
+        ],
+    );
+    assert_has_lines(
+        "init/saslauthd-dovecot.socket",
+        &[
+            "ListenStream=/var/spool/postfix/private/auth",
+            "FileDescriptorName=dovecot",
+            "Service=saslauthd.service",
+            "SocketUser=postfix",
             "SocketMode=0660",
         ],
     );
@@ -1455,6 +1470,7 @@ fn slow_deb_package_installs_runs_and_purges_cleanly() {
         "./usr/share/man/man8/testsaslauthd.8.gz",
         "./usr/lib/systemd/system/saslauthd.service",
         "./usr/lib/systemd/system/saslauthd.socket",
+        "./usr/lib/systemd/system/saslauthd-dovecot.socket",
         "./usr/libexec/saslauthd-rs/saslauthd-start",
         "./usr/lib/tmpfiles.d/saslauthd.conf",
         "./usr/lib/sysusers.d/saslauthd.conf",
