@@ -25,7 +25,6 @@
 #![forbid(unsafe_code)]
 
 mod common;
-#[allow(dead_code)]
 #[path = "common/dovecot.rs"]
 mod dovecot;
 
@@ -267,7 +266,7 @@ fn differential_cases() -> Vec<(&'static str, bool, Vec<Vec<u8>>, bool)> {
             "base64 with whitespace",
             true,
             vec![
-                line(format!("AUTH\t18\tPLAIN\tservice=smtp\n")),
+                line("AUTH\t18\tPLAIN\tservice=smtp\n".to_string()),
                 line(format!("CONT\t18\t {} \n", plain("suser", SUSER_PW))),
             ],
             false,

@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 mod common;
-#[allow(dead_code)]
 #[path = "common/dovecot.rs"]
 mod dovecot;
 

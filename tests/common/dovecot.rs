@@ -14,6 +14,7 @@
 //!
 //! Dovecot's failure delay and anvil's auth penalty are turned off so that failures do not
 //! slow later logins from 127.0.0.1 down (timings would be noisy otherwise).
+#![allow(dead_code)]
 #![forbid(unsafe_code)]
 
 use std::fs;
