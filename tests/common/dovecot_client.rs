@@ -10,6 +10,7 @@
 use super::DEFAULT_TIMEOUT;
 use super::secrets;
 use saslauthd_rs::protocol::dovecot::{Endpoint, decode_base64, encode_base64, unescape};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -58,6 +59,9 @@ pub struct AuthClient {
     stream: Box<dyn Stream>,
     buffer: Vec<u8>,
     closed: bool,
+    /// Per request id sent: its mechanism and how many responses went out, to tell a
+    /// LOGIN username (logged, not secret) from its password.
+    exchanges: HashMap<Vec<u8>, (Vec<u8>, usize)>,
 }
 
 /// `VERSION\t1\t0\nCPID\t<pid>\n`, as Postfix and Exim send it.
@@ -93,6 +97,7 @@ impl AuthClient {
             stream,
             buffer: Vec::new(),
             closed: false,
+            exchanges: HashMap::new(),
         })
     }
 
@@ -113,7 +118,7 @@ impl AuthClient {
     /// Sends bytes as they are (recording any password in them); a failed write (the
     /// server closed) is not an error here.
     pub fn send(&mut self, bytes: &[u8]) {
-        record_secrets(bytes);
+        self.record_secrets(bytes);
         let _ = self.stream.write_all(bytes);
     }
 
@@ -222,32 +227,55 @@ pub fn masked(handshake: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Records the passwords in client lines: `resp=` of AUTH and the data of CONT, base64
-/// and decoded (and a PLAIN message's password part).
-fn record_secrets(bytes: &[u8]) {
-    if !secrets::enabled() {
-        return;
-    }
-    for line in bytes.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let data = if line.starts_with(b"AUTH\t") {
-            line.split(|&b| b == b'\t')
-                .map(unescape)
-                .find_map(|field| field.strip_prefix(b"resp=").map(<[u8]>::to_vec))
-        } else if let Some(rest) = line.strip_prefix(b"CONT\t") {
-            rest.iter()
-                .position(|&b| b == b'\t')
-                .map(|tab| rest[tab + 1..].to_vec())
-        } else {
-            None
-        };
-        let Some(data) = data else { continue };
-        secrets::record_password(&data);
-        if let Some(decoded) = decode_base64(&data) {
+impl AuthClient {
+    /// Records the passwords in client lines (no-op when the scan is off): the base64 text
+    /// of every response (what a leaking AUTH or CONT line would show), and decoded: a
+    /// PLAIN message's password part, and LOGIN's second response.
+    fn record_secrets(&mut self, bytes: &[u8]) {
+        if !secrets::enabled() {
+            return;
+        }
+        for line in bytes.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
+            let (id, data) = match fields.as_slice() {
+                [b"AUTH", id, mech, rest @ ..] => {
+                    let resp = rest
+                        .iter()
+                        .map(|f| unescape(f))
+                        .find_map(|f| f.strip_prefix(b"resp=").map(<[u8]>::to_vec));
+                    let seen = usize::from(resp.as_ref().is_some_and(|r| !r.is_empty()));
+                    self.exchanges
+                        .insert(id.to_vec(), (mech.to_ascii_uppercase(), seen));
+                    (id.to_vec(), resp)
+                }
+                [b"CONT", id, data @ ..] => {
+                    if let Some((_, seen)) = self.exchanges.get_mut(*id) {
+                        *seen += 1;
+                    }
+                    (id.to_vec(), Some(data.join(&b'\t')))
+                }
+                _ => continue,
+            };
+            let Some(data) = data else { continue };
+            secrets::record_password(&data);
+            let Some(decoded) = decode_base64(&data) else {
+                continue;
+            };
             let decoded = decoded.as_bytes();
-            secrets::record_password(decoded);
-            if let Some(nul) = decoded.iter().rposition(|&b| b == 0) {
-                secrets::record_password(&decoded[nul + 1..]);
+            match self.exchanges.get(&id) {
+                Some((mech, seen)) if mech == b"LOGIN" => {
+                    if *seen >= 2 {
+                        secrets::record_password(decoded);
+                    }
+                }
+                _ => {
+                    if let Some(nul) = decoded.iter().rposition(|&b| b == 0) {
+                        secrets::record_password(&decoded[nul + 1..]);
+                    } else {
+                        secrets::record_password(decoded);
+                    }
+                }
             }
         }
     }
