@@ -902,3 +902,114 @@ fn no_auth_line_or_password_in_the_log() {
     ours.daemon
         .finish(&[SUSER_PW.to_string(), resp, b64(SUSER_PW.as_bytes())]);
 }
+
+/// `rip=` is the client address the throttle counts (and `service=`/`rip=` reach the log
+/// line): after `--throttle-free` failures from one address, even a right password from
+/// it waits, while another address is served at once.
+#[test]
+fn throttling_counts_failures_per_rip() {
+    let dir = TempDir::new("dovecot-sock");
+    let socket = dir.join("auth");
+    let daemon = Daemon::start(
+        &ours_bin("saslauthd"),
+        &[
+            "-a",
+            "shadow",
+            "--throttle-free",
+            "2",
+            "--throttle-delay",
+            "600",
+            "--dovecot-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    assert!(wait_for_socket(&socket));
+    let (mut c, _) = AuthClient::start(&Endpoint::Unix(socket.clone()));
+    let mut ask = |id: u32, user: &str, pw: &str, rip: &str| {
+        let started = Instant::now();
+        c.send(
+            format!(
+                "AUTH\t{id}\tPLAIN\tservice=smtp\trip={rip}\tresp={}\n",
+                plain(user, pw)
+            )
+            .as_bytes(),
+        );
+        (c.line(), started.elapsed())
+    };
+    // Three failures from 192.0.2.10, each for another login (the login keys stay clean).
+    for (id, user) in [(1, "buser"), (2, "muser"), (3, "special")] {
+        let (reply, _) = ask(id, user, "wrong-pw-1", "192.0.2.10");
+        assert_eq!(reply, format!("FAIL\t{id}\tuser={user}"));
+    }
+    let (reply, took) = ask(4, "suser", SUSER_PW, "192.0.2.10");
+    assert_eq!(reply, "OK\t4\tuser=suser");
+    assert!(
+        took >= Duration::from_millis(550),
+        "not delayed: {took:?}\n{}",
+        daemon.log()
+    );
+    let (reply, took) = ask(5, "suser", SUSER_PW, "192.0.2.20");
+    assert_eq!(reply, "OK\t5\tuser=suser");
+    assert!(took < Duration::from_millis(500), "delayed: {took:?}");
+    assert!(
+        daemon
+            .log()
+            .contains("[user=buser] [service=smtp] [realm=] [remote=192.0.2.10] [mech=shadow]"),
+        "{}",
+        daemon.log()
+    );
+    daemon.finish(&[SUSER_PW]);
+}
+
+/// Not a timed test (run with `-- --ignored --nocapture`): requests per second through
+/// the Dovecot socket (one connection, one request at a time as Postfix does, and 64 in
+/// flight) and through mux (a connection per request, as libsasl does), `$6$` user, with
+/// and without the cache.
+#[test]
+#[ignore]
+fn throughput_report() {
+    for cache in [false, true] {
+        let extra: &[&str] = if cache { &["-c"] } else { &[] };
+        let ours = Ours::start(extra);
+        let n = 400;
+        let (mut c, _) = AuthClient::start(&ours.endpoint());
+        let line = format!(
+            "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+            plain("suser", SUSER_PW)
+        );
+        let started = Instant::now();
+        for _ in 0..n {
+            c.send(line.as_bytes());
+            assert!(c.line().starts_with("OK\t1"));
+        }
+        let sequential = n as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for batch in 0..(n / 64) {
+            let mut burst = String::new();
+            for id in 1..=64 {
+                burst.push_str(&format!(
+                    "AUTH\t{}\tPLAIN\tservice=smtp\tresp={}\n",
+                    batch * 64 + id,
+                    plain("suser", SUSER_PW)
+                ));
+            }
+            c.send(burst.as_bytes());
+            for _ in 0..64 {
+                assert!(c.line().starts_with("OK\t"));
+            }
+        }
+        let pipelined = (n / 64 * 64) as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for _ in 0..n {
+            assert_eq!(
+                auth(&ours.daemon.socket(), "suser", SUSER_PW, "smtp", "").as_deref(),
+                Some("OK")
+            );
+        }
+        let mux = n as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "cache {cache}: dovecot one at a time {sequential:.0} req/s, 64 in flight {pipelined:.0} req/s; mux {mux:.0} req/s"
+        );
+        ours.daemon.finish(FIXTURE_PASSWORDS);
+    }
+}
