@@ -56,6 +56,11 @@ impl Settings {
     /// Checks what only makes sense together (at startup, before anything is bound).
     pub fn check(&self) -> Result<(), String> {
         match &self.endpoint {
+            Some(Endpoint::Unix(path)) if !path.is_absolute() => Err(format!(
+                "--dovecot-socket {}: must be an absolute path (Postfix's smtpd_sasl_path \
+                 is relative to its queue directory, ours is not)",
+                path.display()
+            )),
             Some(Endpoint::Tcp(address)) => {
                 if self.owner.is_some() || self.group.is_some() {
                     return Err(
@@ -202,6 +207,7 @@ mod tests {
         assert!(settings("inet:127.0.0.1:12345", false).check().is_ok());
         assert!(settings("inet:[::1]:12345", false).check().is_ok());
         assert!(settings("/run/auth", false).check().is_ok());
+        assert!(settings("private/auth", false).check().is_err());
         let error = settings("inet:0.0.0.0:12345", false).check().unwrap_err();
         assert!(error.contains("--dovecot-allow-network"), "{error}");
         assert!(settings("inet:192.0.2.1:12345", false).check().is_err());
