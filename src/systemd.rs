@@ -2,9 +2,9 @@
 //! notification (`NOTIFY_SOCKET`), both optional and both plain environment protocols.
 //!
 //! Activation takes the inherited listening sockets (the mux socket, and the Dovecot
-//! protocol socket named `dovecot`) through `listenfd`, which validates it
-//! as an AF_UNIX stream listener (the one `unsafe` step of turning a number into a socket
-//! stays in that crate). Notification is one datagram per state change, never blocking.
+//! protocol socket named `dovecot`) through `listenfd`, which validates each as a stream
+//! listener of the expected family (the one `unsafe` step of turning a number into a
+//! socket stays in that crate). Notification is one datagram per state change, never blocking.
 #![forbid(unsafe_code)]
 
 use std::ffi::OsStr;

@@ -419,7 +419,7 @@ fn protocolish(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn framing_never_reads_past_a_line(buf in protocolish(40), max in 1usize..64) {
@@ -447,7 +447,11 @@ proptest! {
 
     #[test]
     fn parsers_never_panic_and_depend_only_on_their_line(line in protocolish(30)) {
-        let line: Vec<u8> = line.into_iter().filter(|&b| b != b'\n').collect();
+        // A line as framing hands it over: no LF, no CR at its end (framing drops one).
+        let mut line: Vec<u8> = line.into_iter().filter(|&b| b != b'\n').collect();
+        while line.last() == Some(&b'\r') {
+            line.pop();
+        }
         let _ = parse_version(&line);
         let _ = parse_cpid(&line);
         let _ = parse_server_line(&line);
