@@ -414,17 +414,29 @@ impl RunFiles {
         umask(Mode::from_bits_truncate(0o077));
         let pid_path = config.pid_file_path();
         let pid_file = lock_pid_file(&pid_path)?;
+        // The Dovecot socket first: once mux accepts connections, both serve (clients and
+        // scripts take a connectable mux for "started").
+        let dovecot = bind_dovecot(&config.dovecot, inherited.dovecot, dovecot_owner)?;
         let (listener, socket_path) = match inherited.mux {
             Some(listener) => (listener, None),
             None => {
                 let path = config.socket_path();
-                (bind(&path)?, Some(path))
+                match bind(&path) {
+                    Ok(listener) => (listener, Some(path)),
+                    Err(error) => {
+                        if let Some(dovecot_path) =
+                            dovecot.as_ref().and_then(|(_, bound)| bound.path.as_ref())
+                        {
+                            let _ = fs::remove_file(dovecot_path);
+                        }
+                        return Err(error);
+                    }
+                }
             }
         };
         listener
             .set_nonblocking(true)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
-        let dovecot = bind_dovecot(&config.dovecot, inherited.dovecot, dovecot_owner)?;
         let files = RunFiles {
             pid_file,
             pid_path,
