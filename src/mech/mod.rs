@@ -10,13 +10,16 @@ pub mod conf_file;
 pub mod dummy;
 pub mod file_stamp;
 pub mod getpwent;
+pub mod io_runtime;
 pub mod kerberos5;
+pub mod net;
 pub mod nss_files;
 pub mod pam;
 pub mod passwd;
 pub mod rimap;
 pub mod sasldb;
 pub mod shadow;
+pub mod tls;
 
 use std::fmt;
 use std::num::NonZeroUsize;

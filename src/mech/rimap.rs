@@ -19,19 +19,9 @@
 //! (upstream sends CR and LF raw, splitting the command in two); 8-bit and control bytes go
 //! in literals ([`quote`]); nothing logged ever holds the password.
 //!
-//! **Threads and runtimes.** `authenticate` is called on a thread of the daemon's blocking
-//! pool (`spawn_blocking`). It runs the IMAP exchange with `Runtime::block_on` on a runtime
-//! that this mechanism owns: multi-threaded with one worker thread, which drives the sockets
-//! and timers of every verification in flight, while each calling thread polls its own
-//! exchange. Its own blocking pool runs the `getaddrinfo` calls, so name lookups never take
-//! the daemon's verification threads. Why not the daemon's runtime through `Handle::block_on`:
-//! the daemon sizes its blocking pool to the verification pool, and lookups queued behind
-//! verifications waiting for those lookups would deadlock until the deadline. Why not a
-//! current-thread runtime: concurrent `block_on` calls would take turns driving one reactor.
-//! The runtime is built on the first request, not in `new` (the daemon edits its environment
-//! after creating the mechanism, before any thread exists), and is shut down without waiting
-//! when the mechanism is dropped (which may happen inside the daemon's runtime, where a
-//! blocking shutdown would panic).
+//! **Threads and runtimes.** `authenticate` runs on a thread of the daemon's verification
+//! pool and drives the IMAP exchange on the mechanism's own runtime ([`IoRuntime`], which
+//! says why).
 //!
 //! **async-imap and what is done by hand.** async-imap reads and parses every server
 //! response (greeting, STARTTLS, LOGIN, LOGOUT) and runs `STARTTLS` and `LOGOUT`. The `LOGIN`
@@ -51,19 +41,19 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_imap::Client;
 use async_imap::imap_proto::{Response, Status};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::runtime::Runtime;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use self::address::{Host, PortSpec, ServerSpec};
 use self::transport::{Capped, MAX_SERVER_BYTES, Transport};
-use super::{Credentials, Mechanism};
+use super::io_runtime::IoRuntime;
+use super::{Credentials, Mechanism, net, tls};
 use crate::log::sanitize;
 use crate::protocol::Reply;
 use crate::secret::Password;
@@ -161,7 +151,7 @@ pub struct Rimap {
     security: Security,
     tls: Option<Tls>,
     timeout: Duration,
-    runtime: OnceLock<Runtime>,
+    runtime: IoRuntime,
     cache: Mutex<Option<Resolved>>,
 }
 
@@ -277,27 +267,9 @@ impl Rimap {
             security,
             tls,
             timeout: options.timeout,
-            runtime: OnceLock::new(),
+            runtime: IoRuntime::new("saslauthd-rimap", LOOKUP_THREADS),
             cache: Mutex::new(None),
         })
-    }
-
-    /// The mechanism's runtime, built on first use.
-    fn runtime(&self) -> io::Result<&Runtime> {
-        if let Some(runtime) = self.runtime.get() {
-            return Ok(runtime);
-        }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(LOOKUP_THREADS)
-            .thread_name("saslauthd-rimap")
-            .enable_all()
-            .build()?;
-        if let Err(spare) = self.runtime.set(runtime) {
-            // Another request built one first.
-            spare.shutdown_background();
-        }
-        Ok(self.runtime.get().expect("the runtime was just set"))
     }
 
     /// `host[addr]:port` for log lines.
@@ -358,8 +330,7 @@ impl Rimap {
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Connects to the first address that answers; each attempt gets an equal share of
-    /// the time left.
+    /// Connects to the first address that answers ([`net::connect_first`]).
     async fn connect(&self, deadline: Instant) -> Option<(TcpStream, SocketAddr)> {
         let addrs = match self.resolve(deadline).await {
             Ok(addrs) => addrs,
@@ -368,30 +339,10 @@ impl Rimap {
                 return None;
             }
         };
-        for (i, &addr) in addrs.iter().enumerate() {
-            let left = addrs.len() - i;
-            let now = Instant::now();
-            if now >= deadline {
-                log_warn!(
-                    "rimap: connect to {}: no time left (timeout {} s)",
-                    self.peer(addr),
-                    self.timeout.as_secs()
-                );
-                break;
-            }
-            let share = (deadline - now) / left as u32;
-            match timeout(share, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => {
-                    let _ = tcp.set_nodelay(true);
-                    return Some((tcp, addr));
-                }
-                Ok(Err(error)) => log_warn!("rimap: connect to {}: {error}", self.peer(addr)),
-                Err(_) => log_warn!(
-                    "rimap: connect to {}: no answer within {} ms",
-                    self.peer(addr),
-                    share.as_millis()
-                ),
-            }
+        let connected =
+            net::connect_first("rimap", &addrs, 0, deadline, |addr| self.peer(addr)).await;
+        if connected.is_some() {
+            return connected;
         }
         // The server may have moved: look the name up again next time.
         self.forget_addresses();
@@ -659,15 +610,6 @@ impl Rimap {
     }
 }
 
-impl Drop for Rimap {
-    fn drop(&mut self) {
-        // Possibly inside the daemon's runtime, where waiting for threads would panic.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 impl Mechanism for Rimap {
     fn name(&self) -> &'static str {
         "rimap"
@@ -702,7 +644,7 @@ impl Mechanism for Rimap {
                 return Reply::no(text::BAD_CHARACTER);
             }
         };
-        let runtime = match self.runtime() {
+        let runtime = match self.runtime.get() {
             Ok(runtime) => runtime,
             Err(error) => {
                 log_warn!("rimap: cannot start the I/O runtime: {error}");
@@ -734,24 +676,12 @@ fn tls_setup(host: &Host, options: &Options) -> Result<Tls, String> {
         }
         None => host.tls_name(),
     };
-    let mut builder = native_tls::TlsConnector::builder();
-    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    let mut builder = tls::connector_builder();
     let anchors = match &options.ca_file {
         Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("--rimap-ca-file {}: {e}", path.display()))?;
-            let certificates = native_tls::Certificate::stack_from_pem(&pem)
-                .map_err(|e| format!("--rimap-ca-file {}: {e}", path.display()))?;
-            if certificates.is_empty() {
-                return Err(format!(
-                    "--rimap-ca-file {}: no PEM certificate in the file",
-                    path.display()
-                ));
-            }
-            builder.disable_built_in_roots(true);
-            for certificate in certificates {
-                builder.add_root_certificate(certificate);
-            }
+            let certificates =
+                tls::read_pem_certificates(path).map_err(|e| format!("--rimap-ca-file {e}"))?;
+            tls::trust_only(&mut builder, certificates);
             format!("the CA file {}", path.display())
         }
         None => "the system's trust store".to_string(),
@@ -927,7 +857,7 @@ mod tests {
         assert_eq!(rimap.security, Security::Implicit);
         assert_eq!(rimap.port, 10993);
         assert_eq!(rimap.tls.as_ref().unwrap().name, "::1");
-        assert!(rimap.runtime.get().is_none());
+        assert!(!rimap.runtime.started());
         let rimap = Rimap::new(Some("localhost/imap2"), &options()).unwrap();
         assert_eq!((rimap.port, rimap.security), (143, Security::Plain));
         let starttls = Options {
@@ -959,7 +889,7 @@ mod tests {
         assert_eq!(reply, Reply::no(text::BAD_CHARACTER));
         let reply = rimap.authenticate(&credentials(b"us\ner", b"pw"));
         assert_eq!(reply, Reply::no(text::BAD_CHARACTER));
-        assert!(rimap.runtime.get().is_none(), "no connection was attempted");
+        assert!(!rimap.runtime.started(), "no connection was attempted");
     }
 
     #[test]

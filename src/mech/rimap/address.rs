@@ -15,42 +15,13 @@
 //! ([`service_port`] does the parsing); the host is resolved per request, not here.
 #![forbid(unsafe_code)]
 
-use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+pub use crate::mech::net::Host;
+use crate::mech::net::{parse_host, split_authority};
 
 /// Port of plain IMAP (and STARTTLS).
 pub const IMAP_PORT: u16 = 143;
 /// Port of IMAP over implicit TLS.
 pub const IMAPS_PORT: u16 = 993;
-/// Longest host name accepted (DNS limit).
-const MAX_HOST_LEN: usize = 253;
-
-/// Where the remote IMAP server is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    Ip(IpAddr),
-    Name(String),
-}
-
-impl Host {
-    /// The host as a TLS peer name: an address without brackets, or the DNS name.
-    pub fn tls_name(&self) -> String {
-        match self {
-            Host::Ip(ip) => ip.to_string(),
-            Host::Name(name) => name.clone(),
-        }
-    }
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
-            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
-            Host::Name(name) => f.write_str(name),
-        }
-    }
-}
 
 /// A port as written in the option.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,66 +85,6 @@ pub fn parse_server(option: &str) -> Result<ServerSpec, String> {
     })
 }
 
-/// Splits `host`, `host:port`, `[v6]`, `[v6]:port` and, when `slash` (upstream's form),
-/// `host/port` and `[v6]/port`. A bare IPv6 address (two or more colons) has no port
-/// unless it is followed by `/port`.
-fn split_authority(s: &str, slash: bool) -> Result<(&str, Option<&str>), String> {
-    if let Some(inside) = s.strip_prefix('[') {
-        let Some((v6, after)) = inside.split_once(']') else {
-            return Err("missing ']' after the IPv6 address".into());
-        };
-        if v6.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("{v6:?} in brackets is not an IPv6 address"));
-        }
-        return match after {
-            "" => Ok((v6, None)),
-            _ => match after
-                .strip_prefix(':')
-                .or_else(|| after.strip_prefix('/').filter(|_| slash))
-            {
-                Some(port) => Ok((v6, Some(port))),
-                None => Err(format!("unexpected {after:?} after the IPv6 address")),
-            },
-        };
-    }
-    if slash && let Some((host, port)) = s.split_once('/') {
-        return Ok((host, Some(port)));
-    }
-    match s.matches(':').count() {
-        0 => Ok((s, None)),
-        1 => {
-            let (host, port) = s.split_once(':').expect("one colon");
-            Ok((host, Some(port)))
-        }
-        // A bare IPv6 address; `parse_host` checks it.
-        _ => Ok((s, None)),
-    }
-}
-
-fn parse_host(host: &str) -> Result<Host, String> {
-    if host.is_empty() {
-        return Err("empty host name".into());
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(Host::Ip(ip));
-    }
-    if host.contains(':') {
-        return Err(format!(
-            "{host:?} is not an IPv6 address (write [address]:port for a port)"
-        ));
-    }
-    let valid = host.len() <= MAX_HOST_LEN
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && !host.starts_with(['-', '.'])
-        && !host.contains("..");
-    if !valid {
-        return Err(format!("{host:?} is not a valid host name"));
-    }
-    Ok(Host::Name(host.to_string()))
-}
-
 fn parse_port(port: &str) -> Result<PortSpec, String> {
     if port.is_empty() {
         return Err("empty port".into());
@@ -219,7 +130,7 @@ pub fn service_port(services: &str, name: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     fn ok(option: &str) -> (Host, PortSpec, bool) {
         let spec = parse_server(option).unwrap_or_else(|e| panic!("{option}: {e}"));
@@ -334,14 +245,6 @@ mod tests {
         assert!(err("-host").contains("not a valid host name"));
         assert!(err("host:1x").contains("neither a port"));
         assert!(err(&"a".repeat(254)).contains("not a valid host name"));
-    }
-
-    #[test]
-    fn display_and_tls_name() {
-        assert_eq!(V6_LOOPBACK.to_string(), "[::1]");
-        assert_eq!(V6_LOOPBACK.tls_name(), "::1");
-        assert_eq!(V4_LOOPBACK.tls_name(), "127.0.0.1");
-        assert_eq!(name("localhost").tls_name(), "localhost");
     }
 
     #[test]

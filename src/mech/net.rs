@@ -1,0 +1,181 @@
+//! Server addresses and TCP connections, shared by the mechanisms that talk to a server
+//! (rimap, ldap): host syntax (names, IPv4, bracketed IPv6), and connecting to the first
+//! address that answers within a deadline.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+
+use crate::log_warn;
+
+/// Longest host name accepted (DNS limit).
+const MAX_HOST_LEN: usize = 253;
+
+/// Where a server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl Host {
+    /// The host as a TLS peer name: an address without brackets, or the DNS name.
+    pub fn tls_name(&self) -> String {
+        match self {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(name) => name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Splits `host`, `host:port`, `[v6]`, `[v6]:port` and, when `slash` (upstream rimap's
+/// form), `host/port` and `[v6]/port`. A bare IPv6 address (two or more colons) has no
+/// port unless it is followed by `/port`.
+pub fn split_authority(s: &str, slash: bool) -> Result<(&str, Option<&str>), String> {
+    if let Some(inside) = s.strip_prefix('[') {
+        let Some((v6, after)) = inside.split_once(']') else {
+            return Err("missing ']' after the IPv6 address".into());
+        };
+        if v6.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{v6:?} in brackets is not an IPv6 address"));
+        }
+        return match after {
+            "" => Ok((v6, None)),
+            _ => match after
+                .strip_prefix(':')
+                .or_else(|| after.strip_prefix('/').filter(|_| slash))
+            {
+                Some(port) => Ok((v6, Some(port))),
+                None => Err(format!("unexpected {after:?} after the IPv6 address")),
+            },
+        };
+    }
+    if slash && let Some((host, port)) = s.split_once('/') {
+        return Ok((host, Some(port)));
+    }
+    match s.matches(':').count() {
+        0 => Ok((s, None)),
+        1 => {
+            let (host, port) = s.split_once(':').expect("one colon");
+            Ok((host, Some(port)))
+        }
+        // A bare IPv6 address; `parse_host` checks it.
+        _ => Ok((s, None)),
+    }
+}
+
+/// A host name or address (IPv6 without brackets).
+pub fn parse_host(host: &str) -> Result<Host, String> {
+    if host.is_empty() {
+        return Err("empty host name".into());
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "{host:?} is not an IPv6 address (write [address]:port for a port)"
+        ));
+    }
+    let valid = host.len() <= MAX_HOST_LEN
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !host.starts_with(['-', '.'])
+        && !host.contains("..");
+    if !valid {
+        return Err(format!("{host:?} is not a valid host name"));
+    }
+    Ok(Host::Name(host.to_string()))
+}
+
+/// Connects to the first of `addrs` that accepts. Each attempt gets an equal share of the
+/// time left until `deadline`, counting `attempts_after` more attempts the caller may make
+/// elsewhere (other servers) if all of these fail. Failures are logged as
+/// `{mech}: connect to {describe(addr)}: ...`.
+pub async fn connect_first(
+    mech: &str,
+    addrs: &[SocketAddr],
+    attempts_after: usize,
+    deadline: Instant,
+    describe: impl Fn(SocketAddr) -> String,
+) -> Option<(TcpStream, SocketAddr)> {
+    for (i, &addr) in addrs.iter().enumerate() {
+        let left = addrs.len() - i + attempts_after;
+        let now = Instant::now();
+        if now >= deadline {
+            log_warn!("{mech}: connect to {}: no time left", describe(addr));
+            return None;
+        }
+        let share = (deadline - now) / u32::try_from(left).unwrap_or(u32::MAX);
+        match timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
+                let _ = tcp.set_nodelay(true);
+                return Some((tcp, addr));
+            }
+            Ok(Err(error)) => log_warn!("{mech}: connect to {}: {error}", describe(addr)),
+            Err(_) => log_warn!(
+                "{mech}: connect to {}: no answer within {} ms",
+                describe(addr),
+                share.as_millis()
+            ),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn display_and_tls_name() {
+        let v6 = Host::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let v4 = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(v6.to_string(), "[::1]");
+        assert_eq!(v6.tls_name(), "::1");
+        assert_eq!(v4.tls_name(), "127.0.0.1");
+        assert_eq!(Host::Name("localhost".into()).tls_name(), "localhost");
+    }
+
+    #[test]
+    fn the_first_address_that_accepts_wins() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let closed = {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap()
+            };
+            let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let open_addr = open.local_addr().unwrap();
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            let (_, got) =
+                connect_first("test", &[closed, open_addr], 0, deadline, |a| a.to_string())
+                    .await
+                    .expect("the open address");
+            assert_eq!(got, open_addr);
+            assert!(
+                connect_first("test", &[closed], 1, deadline, |a| a.to_string())
+                    .await
+                    .is_none()
+            );
+        });
+    }
+}
