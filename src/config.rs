@@ -38,7 +38,7 @@ pub const DEFAULT_CACHE_SIZE_KB: u64 = 963;
 )]
 struct Cli {
     /// Authentication mechanism (case-insensitive): sasldb, getpwent, kerberos5, pam,
-    /// rimap, shadow
+    /// rimap, shadow, ldap
     #[arg(short = 'a', value_name = "MECH")]
     mech: Option<String>,
     /// Enable the credential cache
@@ -823,7 +823,7 @@ mod tests {
             Action::Version(text) => {
                 assert!(text.starts_with("saslauthd "));
                 assert!(text.contains(
-                    "\nauthentication mechanisms: sasldb getpwent kerberos5 pam rimap shadow\n\n"
+                    "\nauthentication mechanisms: sasldb getpwent kerberos5 pam rimap shadow ldap\n\n"
                 ));
             }
             other => panic!("{other:?}"),

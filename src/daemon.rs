@@ -223,6 +223,8 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     let throttle = Throttle::new(config.throttle)
         .map_err(|e| StartupError::new(format!("throttle: no random key: {e}")))?;
     log_throttle(&config.throttle);
+    // SIGHUP asks the mechanism to re-read its configuration.
+    let reloadable = Arc::clone(&mechanism);
     let authenticator = Authenticator::new(
         mechanism,
         AuthenticatorOptions {
@@ -300,11 +302,17 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         });
         let serving = tokio::spawn(serve(listener, Arc::clone(&server), stop_rx));
         let name = signals
-            .wait(|| {
-                for line in authenticator.statistics() {
-                    log_info!("{line}");
-                }
-            })
+            .wait(
+                || {
+                    for line in authenticator.statistics() {
+                        log_info!("{line}");
+                    }
+                },
+                || match reloadable.reload() {
+                    Ok(done) => log_info!("SIGHUP received: {done}"),
+                    Err(kept) => log_err!("SIGHUP received: {kept}"),
+                },
+            )
             .await;
         log_info!("{name} received: shutting down");
         systemd::notify("STOPPING=1");
@@ -351,8 +359,8 @@ fn report_ready() -> Result<(), StartupError> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT stop the daemon; SIGUSR1 logs statistics; SIGHUP is logged
-/// (nothing is reloadable yet).
+/// SIGTERM and SIGINT stop the daemon; SIGUSR1 logs statistics; SIGHUP reloads the
+/// mechanism's configuration (where it has one).
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -373,13 +381,14 @@ impl Signals {
         })
     }
 
-    /// Waits for a stop signal and returns its name; runs `statistics` on each SIGUSR1.
-    async fn wait(mut self, statistics: impl Fn()) -> &'static str {
+    /// Waits for a stop signal and returns its name; runs `statistics` on each SIGUSR1 and
+    /// `reload` on each SIGHUP.
+    async fn wait(mut self, statistics: impl Fn(), reload: impl Fn()) -> &'static str {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return "SIGTERM",
                 _ = self.int.recv() => return "SIGINT",
-                _ = self.hup.recv() => log_info!("SIGHUP received: nothing to reload"),
+                _ = self.hup.recv() => reload(),
                 _ = self.usr1.recv() => statistics(),
             }
         }

@@ -183,7 +183,7 @@ impl Authenticator {
                 subject.fields(),
                 subject.peer()
             ),
-            // A bare `NO` (sasldb) has no reason: upstream logs `Unknown`.
+            // A bare `NO` (sasldb, ldap) has no reason: upstream logs `Unknown`.
             Reply::No(reason) => log_info!(
                 "auth failure: {} [mech={mech}] [reason={}]{}",
                 subject.fields(),

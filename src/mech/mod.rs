@@ -12,6 +12,7 @@ pub mod file_stamp;
 pub mod getpwent;
 pub mod io_runtime;
 pub mod kerberos5;
+pub mod ldap;
 pub mod net;
 pub mod nss_files;
 pub mod pam;
@@ -170,6 +171,11 @@ pub trait Mechanism: Send + Sync {
     fn verification_deadline(&self) -> Option<Duration> {
         None
     }
+    /// Re-reads the mechanism's configuration (on `SIGHUP`): `Ok` says what was done,
+    /// `Err` why the settings in use were kept. The default has nothing to reload.
+    fn reload(&self) -> Result<String, String> {
+        Ok("nothing to reload".to_string())
+    }
 }
 
 /// `--verify-timeout` default: the longest a verification may run.
@@ -255,9 +261,17 @@ impl Default for Settings {
 }
 
 /// Mechanisms this build offers, in upstream's table order.
-pub const AVAILABLE: &[&str] = &["sasldb", "getpwent", "kerberos5", "pam", "rimap", "shadow"];
+pub const AVAILABLE: &[&str] = &[
+    "sasldb",
+    "getpwent",
+    "kerberos5",
+    "pam",
+    "rimap",
+    "shadow",
+    "ldap",
+];
 /// Upstream mechanisms we know but do not offer (yet).
-const NOT_AVAILABLE: &[&str] = &["dce", "sia", "ldap", "httpform"];
+const NOT_AVAILABLE: &[&str] = &["dce", "sia", "httpform"];
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum MechError {
@@ -316,6 +330,13 @@ pub fn create(
         "shadow" => Ok(Arc::new(shadow::Shadow::new(option))),
         "sasldb" => Ok(Arc::new(sasldb::Sasldb::new(option, &settings.sasldb))),
         "getpwent" => Ok(Arc::new(getpwent::Getpwent::new(option))),
+        "ldap" => match ldap::Ldap::new(option) {
+            Ok(ldap) => Ok(Arc::new(ldap)),
+            Err(reason) => Err(MechError::Init {
+                name: lower,
+                reason,
+            }),
+        },
         "kerberos5" => match kerberos5::Kerberos5::new(option, settings.verify_timeout) {
             Ok(kerberos5) => Ok(Arc::new(kerberos5)),
             Err(reason) => Err(MechError::Init {
@@ -389,6 +410,26 @@ mod tests {
     }
 
     #[test]
+    fn ldap_refuses_a_missing_file_naming_it() {
+        match create(
+            "LDAP",
+            Some("/nonexistent/saslauthd.conf"),
+            &Settings::default(),
+        )
+        .err()
+        {
+            Some(MechError::Init { name, reason }) => {
+                assert_eq!(name, "ldap");
+                assert!(
+                    reason.starts_with("/nonexistent/saslauthd.conf: cannot read"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn pam_asks_for_a_larger_pool_than_shadow() {
         let none = Settings::default();
         let pam = create("pam", None, &none).unwrap();
@@ -414,8 +455,8 @@ mod tests {
             Some(MechError::Unknown("nosuch".into()))
         );
         assert_eq!(
-            create("LDAP", None, &Settings::default()).err(),
-            Some(MechError::NotAvailable("ldap".into()))
+            create("HTTPFORM", None, &Settings::default()).err(),
+            Some(MechError::NotAvailable("httpform".into()))
         );
     }
 }

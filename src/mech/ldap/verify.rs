@@ -1,0 +1,447 @@
+//! One verification against the directory: the three methods and the group check, on a
+//! [`Session`] of the request's own.
+//!
+//! Fail closed: only these answer `OK` — `bind`: the search as the service identity finds
+//! exactly one entry and a simple bind as *that entry's DN* with the user's password
+//! succeeds; `fastbind`: a simple bind as the DN the template gives succeeds; `custom`:
+//! exactly one entry is found and one of its password values matches — and then, when a
+//! group check is configured, the server confirms membership. An empty password, an empty
+//! DN, a password that can't be sent, an error, a timeout or anything unexpected is `NO`.
+#![forbid(unsafe_code)]
+
+use tokio::time::Instant;
+
+use super::config::{GroupCheck, Method, Settings};
+use super::schemes::{self, Outcome};
+use super::session::{self, Lookup, OpError, Search, Session, rc};
+use super::tls::TlsSetup;
+use super::tokens::{Position, Values};
+use crate::log::sanitize;
+use crate::mech::Credentials;
+use crate::{log_debug, log_info, log_warn};
+
+/// A verification's result; the reason of a `No` is already logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Yes,
+    No,
+}
+
+/// What the log needs to know about the request.
+struct Request<'a> {
+    /// The login, sanitized.
+    user: String,
+    values: Values<'a>,
+    credentials: &'a Credentials,
+}
+
+/// Verifies `credentials` with `settings` before `deadline`.
+pub async fn verify(
+    settings: &Settings,
+    tls: Option<&TlsSetup>,
+    credentials: &Credentials,
+    deadline: Instant,
+) -> Verdict {
+    let realm = if credentials.realm.is_empty() {
+        settings.default_realm.as_bytes()
+    } else {
+        credentials.realm.as_slice()
+    };
+    let request = Request {
+        user: sanitize(&credentials.login),
+        values: Values {
+            login: &credentials.login,
+            service: &credentials.service,
+            realm,
+            user_dn: None,
+        },
+        credentials,
+    };
+    if credentials.password.is_empty() {
+        log_info!("ldap: [user={}]: empty password: refused", request.user);
+        return Verdict::No;
+    }
+    let Some(mut session) = session::open(settings, tls, deadline).await else {
+        log_warn!(
+            "ldap: [user={}]: no LDAP server could be reached",
+            request.user
+        );
+        return Verdict::No;
+    };
+    let verdict = match settings.method {
+        Method::FastBind => fastbind(settings, &request, &mut session, deadline).await,
+        Method::Bind => bind(settings, &request, &mut session, deadline).await,
+        Method::Custom => custom(settings, &request, &mut session, deadline).await,
+    };
+    session.close();
+    verdict
+}
+
+/// The user's password as a bind can carry it (ldap3 takes UTF-8 only).
+fn bind_password<'a>(request: &Request<'a>) -> Option<&'a str> {
+    match std::str::from_utf8(request.credentials.password.as_bytes()) {
+        Ok(password) => Some(password),
+        Err(_) => {
+            log_info!(
+                "ldap: [user={}]: the password is not UTF-8, which this LDAP client can't send \
+                 in a bind: refused",
+                request.user
+            );
+            None
+        }
+    }
+}
+
+/// Logs an operation that gave no result.
+fn failed(request: &Request<'_>, session: &Session, what: &str, error: &OpError) -> Verdict {
+    log_warn!(
+        "ldap: [user={}]: {what} at {}: {error}",
+        request.user,
+        session.server
+    );
+    Verdict::No
+}
+
+async fn fastbind(
+    settings: &Settings,
+    request: &Request<'_>,
+    session: &mut Session,
+    deadline: Instant,
+) -> Verdict {
+    let Some(password) = bind_password(request) else {
+        return Verdict::No;
+    };
+    let dn = settings.filter.expand(&request.values, Position::Dn);
+    if dn.is_empty() {
+        log_info!(
+            "ldap: [user={}]: ldap_filter {:?} gives an empty DN: refused",
+            request.user,
+            settings.filter.source()
+        );
+        return Verdict::No;
+    }
+    if user_bind(request, session, &dn, password, deadline).await == Verdict::No {
+        return Verdict::No;
+    }
+    // Upstream checks groups with the user's own identity after fastbind.
+    group_check(settings, request, session, &dn, deadline).await
+}
+
+async fn bind(
+    settings: &Settings,
+    request: &Request<'_>,
+    session: &mut Session,
+    deadline: Instant,
+) -> Verdict {
+    let Some(password) = bind_password(request) else {
+        return Verdict::No;
+    };
+    if service_bind(settings, request, session, deadline).await == Verdict::No {
+        return Verdict::No;
+    }
+    let Some(entry) = find_user(settings, request, session, None, deadline).await else {
+        return Verdict::No;
+    };
+    if user_bind(request, session, &entry.dn, password, deadline).await == Verdict::No {
+        return Verdict::No;
+    }
+    if settings.group.is_none() {
+        return Verdict::Yes;
+    }
+    // The group check runs as the service identity (or anonymously), not as the user.
+    let reset = match &settings.service {
+        Some(_) => service_bind(settings, request, session, deadline).await,
+        None => match session.bind_anonymously(deadline).await {
+            Ok(result) if result.rc == rc::SUCCESS => Verdict::Yes,
+            Ok(result) => {
+                log_warn!(
+                    "ldap: [user={}]: anonymous bind for the group check at {}: {}",
+                    request.user,
+                    session.server,
+                    session::result_text(&result)
+                );
+                Verdict::No
+            }
+            Err(error) => failed(
+                request,
+                session,
+                "anonymous bind for the group check",
+                &error,
+            ),
+        },
+    };
+    if reset == Verdict::No {
+        return Verdict::No;
+    }
+    group_check(settings, request, session, &entry.dn, deadline).await
+}
+
+async fn custom(
+    settings: &Settings,
+    request: &Request<'_>,
+    session: &mut Session,
+    deadline: Instant,
+) -> Verdict {
+    if service_bind(settings, request, session, deadline).await == Verdict::No {
+        return Verdict::No;
+    }
+    let attribute = settings.password_attr.as_str();
+    let Some(entry) = find_user(settings, request, session, Some(attribute), deadline).await else {
+        return Verdict::No;
+    };
+    if entry.values.is_empty() {
+        log_info!(
+            "ldap: [user={}]: {} has no readable {attribute} (does the {} identity have read \
+             access to it?)",
+            request.user,
+            sanitize(entry.dn.as_bytes()),
+            if settings.service.is_some() {
+                "service"
+            } else {
+                "anonymous"
+            }
+        );
+        return Verdict::No;
+    }
+    // Every value is checked (upstream checks one); the first match decides.
+    let mut matched = false;
+    for (i, value) in entry.values.iter().enumerate() {
+        match schemes::check(value, &request.credentials.password) {
+            Outcome::Match => {
+                matched = true;
+                break;
+            }
+            Outcome::NoMatch => {}
+            Outcome::Unsupported(what) => log_warn!(
+                "ldap: [user={}]: value {} of {attribute} of {} uses {what}, which is not \
+                 supported: it never matches",
+                request.user,
+                i + 1,
+                sanitize(entry.dn.as_bytes())
+            ),
+            Outcome::Malformed(what) => log_warn!(
+                "ldap: [user={}]: value {} of {attribute} of {} is malformed ({what}): it \
+                 never matches",
+                request.user,
+                i + 1,
+                sanitize(entry.dn.as_bytes())
+            ),
+        }
+    }
+    if !matched {
+        log_debug!(
+            "ldap: [user={}]: the password matches none of the {} value(s) of {attribute}",
+            request.user,
+            entry.values.len()
+        );
+        return Verdict::No;
+    }
+    group_check(settings, request, session, &entry.dn, deadline).await
+}
+
+/// Binds as the service identity, if there is one (else the session stays anonymous).
+async fn service_bind(
+    settings: &Settings,
+    request: &Request<'_>,
+    session: &mut Session,
+    deadline: Instant,
+) -> Verdict {
+    let Some(service) = &settings.service else {
+        return Verdict::Yes;
+    };
+    let Ok(password) = std::str::from_utf8(service.password.as_bytes()) else {
+        // The file is UTF-8, so the password is too.
+        return Verdict::No;
+    };
+    match session.bind(&service.dn, password, deadline).await {
+        Ok(result) if result.rc == rc::SUCCESS => Verdict::Yes,
+        Ok(result) => {
+            log_warn!(
+                "ldap: [user={}]: bind as ldap_bind_dn {} at {} failed: {}",
+                request.user,
+                sanitize(service.dn.as_bytes()),
+                session.server,
+                session::result_text(&result)
+            );
+            Verdict::No
+        }
+        Err(error) => failed(request, session, "bind as ldap_bind_dn", &error),
+    }
+}
+
+/// A simple bind as the user; `Yes` only for the server's success.
+async fn user_bind(
+    request: &Request<'_>,
+    session: &mut Session,
+    dn: &str,
+    password: &str,
+    deadline: Instant,
+) -> Verdict {
+    match session.bind(dn, password, deadline).await {
+        Ok(result) if result.rc == rc::SUCCESS => {
+            log_debug!(
+                "ldap: [user={}]: bound as {} at {}{}",
+                request.user,
+                sanitize(dn.as_bytes()),
+                session.server,
+                if session.tls { " over TLS" } else { "" }
+            );
+            Verdict::Yes
+        }
+        Ok(result) if result.rc == rc::INVALID_CREDENTIALS => {
+            log_debug!(
+                "ldap: [user={}]: {} refused the password of {}",
+                request.user,
+                session.server,
+                sanitize(dn.as_bytes())
+            );
+            Verdict::No
+        }
+        Ok(result) => {
+            log_info!(
+                "ldap: [user={}]: bind as {} at {}: {}",
+                request.user,
+                sanitize(dn.as_bytes()),
+                session.server,
+                session::result_text(&result)
+            );
+            Verdict::No
+        }
+        Err(error) => failed(request, session, "bind as the user", &error),
+    }
+}
+
+/// Searches the user's entry: exactly one must match.
+async fn find_user(
+    settings: &Settings,
+    request: &Request<'_>,
+    session: &mut Session,
+    attribute: Option<&str>,
+    deadline: Instant,
+) -> Option<session::Entry> {
+    let base = settings.search_base.expand(&request.values, Position::Dn);
+    let filter = settings.filter.expand(&request.values, Position::Filter);
+    let search = Search {
+        base: &base,
+        scope: settings.scope,
+        filter: &filter,
+        attribute,
+        deref: settings.deref,
+        size_limit: settings.size_limit,
+        time_limit: settings.time_limit,
+    };
+    let shown = || {
+        format!(
+            "base {:?} filter {:?}",
+            sanitize(base.as_bytes()),
+            sanitize(filter.as_bytes())
+        )
+    };
+    match session.lookup(&search, deadline).await {
+        Ok(Lookup::One(entry)) => Some(entry),
+        Ok(Lookup::None) => {
+            log_info!(
+                "ldap: [user={}]: user not found ({})",
+                request.user,
+                shown()
+            );
+            None
+        }
+        Ok(Lookup::Many) => {
+            log_warn!(
+                "ldap: [user={}]: more than one entry matches ({}): refused",
+                request.user,
+                shown()
+            );
+            None
+        }
+        Ok(Lookup::Refused(result)) => {
+            log_warn!(
+                "ldap: [user={}]: search at {} ({}): {}",
+                request.user,
+                session.server,
+                shown(),
+                session::result_text(&result)
+            );
+            None
+        }
+        Err(error) => {
+            failed(request, session, &format!("search ({})", shown()), &error);
+            None
+        }
+    }
+}
+
+/// The group check, if one is configured, for the user `dn`.
+async fn group_check(
+    settings: &Settings,
+    request: &Request<'_>,
+    session: &mut Session,
+    dn: &str,
+    deadline: Instant,
+) -> Verdict {
+    let Some(group) = &settings.group else {
+        return Verdict::Yes;
+    };
+    let values = Values {
+        user_dn: Some(dn),
+        ..request.values
+    };
+    let (answer, what) = match group {
+        GroupCheck::Attr { dn: group_dn, attr } => {
+            let group_dn = group_dn.expand(&values, Position::Dn);
+            let what = format!("{attr} of {group_dn}");
+            (session.compare(&group_dn, attr, dn, deadline).await, what)
+        }
+        GroupCheck::Filter {
+            base,
+            filter,
+            scope,
+        } => {
+            let base = base.expand(&values, Position::Dn);
+            let filter = filter.expand(&values, Position::Filter);
+            let search = Search {
+                base: &base,
+                scope: *scope,
+                filter: &filter,
+                attribute: None,
+                deref: settings.deref,
+                size_limit: 1,
+                time_limit: settings.time_limit,
+            };
+            let what = format!("group search base {base:?} filter {filter:?}");
+            (session.any(&search, deadline).await, what)
+        }
+    };
+    let what = sanitize(what.as_bytes());
+    match answer {
+        Ok(Ok(true)) => Verdict::Yes,
+        Ok(Ok(false)) => {
+            log_info!(
+                "ldap: [user={}]: not a member ({what}): refused",
+                request.user
+            );
+            Verdict::No
+        }
+        Ok(Err(result))
+            if result.rc == rc::NO_SUCH_OBJECT || result.rc == rc::NO_SUCH_ATTRIBUTE =>
+        {
+            log_warn!(
+                "ldap: [user={}]: group check ({what}): {}: refused",
+                request.user,
+                session::result_text(&result)
+            );
+            Verdict::No
+        }
+        Ok(Err(result)) => {
+            log_warn!(
+                "ldap: [user={}]: group check ({what}) at {}: {}",
+                request.user,
+                session.server,
+                session::result_text(&result)
+            );
+            Verdict::No
+        }
+        Err(error) => failed(request, session, &format!("group check ({what})"), &error),
+    }
+}
