@@ -13,7 +13,6 @@ mod common;
 #[path = "common/dovecot.rs"]
 mod dovecot;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -59,30 +58,14 @@ fn dovecot_password(user: &str) -> &'static str {
 /// Our daemon (`-a rimap -d` + `args`) with a private `/etc/hosts` and `nsswitch.conf`.
 struct Lab {
     daemon: Daemon,
-    etc: TempDir,
+    etc: PrivateHosts,
 }
 
 impl Lab {
     fn start(args: &[&str]) -> Lab {
-        let etc = TempDir::new("rimap-etc");
-        fs::write(
-            etc.join("hosts"),
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n",
-        )
-        .expect("write hosts");
-        fs::write(
-            etc.join("nsswitch.conf"),
-            "passwd: files\ngroup: files\nshadow: files\nhosts: files\nservices: files\n",
-        )
-        .expect("write nsswitch.conf");
+        let etc = PrivateHosts::new();
         let options = Options {
-            extra_binds: vec![
-                (etc.join("hosts"), PathBuf::from("/etc/hosts")),
-                (
-                    etc.join("nsswitch.conf"),
-                    PathBuf::from("/etc/nsswitch.conf"),
-                ),
-            ],
+            extra_binds: etc.binds(),
             ..Options::default()
         };
         let mut all = vec!["-a", "rimap"];
@@ -97,13 +80,9 @@ impl Lab {
         self.daemon.socket()
     }
 
-    /// Maps `name` to `addr` in the daemon's `/etc/hosts` (written in place: the bind
-    /// mount follows the inode).
+    /// Maps `name` to `addr` in the daemon's `/etc/hosts`.
     fn add_host(&self, addr: &str, name: &str) {
-        let path = self.etc.join("hosts");
-        let mut hosts = fs::read_to_string(&path).expect("read hosts");
-        hosts.push_str(&format!("{addr}\t{name}\n"));
-        fs::write(&path, hosts).expect("rewrite hosts");
+        self.etc.add(addr, name);
     }
 
     /// One request; asserts the reply and returns how long it took.

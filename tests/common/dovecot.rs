@@ -18,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -355,17 +355,7 @@ fn group_members(pgrp: i32) -> Vec<i32> {
         .collect()
 }
 
-/// A port free on both 127.0.0.1 and ::1 (released again; Dovecot binds it right after).
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = v4.local_addr().expect("local addr").port();
-        if TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and ::1");
-}
+pub use crate::common::free_port;
 
 fn checked(result: CmdResult, what: &str) -> String {
     assert!(

@@ -13,7 +13,7 @@
 //! * [`SilentKdc`]: a UDP socket that reads and drops, and a TCP listener that accepts and
 //!   never answers — a KDC that hangs.
 
-use super::postfix::Watchdog;
+use super::Watchdog;
 use super::{CmdResult, DEFAULT_TIMEOUT, TempDir, proc_stat, run_command, secrets, signal};
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -179,7 +179,7 @@ impl Kdc {
         let pid = child.id() as i32;
         self.child = Some(child);
         if let Some((_, _, start_time)) = proc_stat(pid) {
-            self.watchdog = Some(Watchdog::start(pid, start_time));
+            self.watchdog = Some(Watchdog::start("kdc-watchdog", pid, start_time, None));
         }
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {

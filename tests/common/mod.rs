@@ -362,6 +362,92 @@ fn signal(pid: i32, sig: libc::c_int) {
     }
 }
 
+/// Stops a server the tests started if the test process dies without unwinding (SIGKILL,
+/// abort) or exits while the server is still up (one shared per test binary, in a
+/// `static`), when no `Drop` runs. (`PR_SET_PDEATHSIG` does not survive a server that
+/// changes credentials.)
+///
+/// A `sh` in its own process group reads one line from a pipe whose only write end
+/// (close-on-exec) is held here. `stop` → it exits quietly; EOF (this process is gone) → it
+/// SIGTERMs the server, after checking the PID still has the recorded start time, and then,
+/// when given one, removes the server's temp dir (only a `sasl-rs-*` dir of ours).
+pub struct Watchdog {
+    child: std::process::Child,
+    writer: Option<io::PipeWriter>,
+}
+
+const WATCHDOG_SH: &str = r#"read -r line || line=
+[ "$line" = stop ] && exit 0
+st=$(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null) || st=
+if [ -n "$st" ] && [ "$st" = "$2" ]; then
+    kill -TERM "$1"
+    n=0
+    while [ "$n" -lt 50 ] && [ "$(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null)" = "$2" ]; do
+        sleep 0.1; n=$((n + 1))
+    done
+fi
+case "$3" in */sasl-rs-*) rm -rf -- "$3" ;; esac
+exit 0
+"#;
+
+impl Watchdog {
+    /// Watches `pid` (with /proc start time `start_time`); `cleanup`: a temp dir to remove
+    /// after stopping it.
+    pub fn start(label: &str, pid: i32, start_time: u64, cleanup: Option<&Path>) -> Watchdog {
+        let (reader, writer) = io::pipe().expect("pipe");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(WATCHDOG_SH)
+            .arg(label)
+            .arg(pid.to_string())
+            .arg(start_time.to_string())
+            .arg(cleanup.map(Path::as_os_str).unwrap_or_default())
+            .stdin(reader)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        own_session(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {label}: {e}"));
+        Watchdog {
+            child,
+            writer: Some(writer),
+        }
+    }
+
+    /// Tells the watchdog to exit without doing anything; bounded wait, then SIGKILL.
+    pub fn disarm(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            let _ = w.write_all(b"stop\n");
+        }
+        let start = Instant::now();
+        while start.elapsed() < DEFAULT_TIMEOUT {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            sleep(POLL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The /proc start time of `pid` (to tell it from a later process with the same PID).
+pub fn start_time_of(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, _, start)| start)
+}
+
+/// A TCP port free on both 127.0.0.1 and ::1 (released again; the caller's server binds it
+/// right after).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = v4.local_addr().expect("local addr").port();
+        if std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
+}
+
 /// Makes this test process the reaper of orphaned descendants, so that a daemonised child
 /// (whose starter exited) can be waited for and its exit status observed.
 fn become_subreaper() {
@@ -1013,6 +1099,49 @@ impl Drop for Daemon {
             }
         }
         self.keep_logs();
+    }
+}
+
+/// A private `/etc/hosts` and an `nsswitch.conf` that resolves hosts from files only, for a
+/// daemon's namespace ([`Options::extra_binds`]): no test sends a DNS query, and a test can
+/// make a name resolvable while the daemon runs ([`PrivateHosts::add`]).
+pub struct PrivateHosts {
+    dir: TempDir,
+}
+
+impl PrivateHosts {
+    pub fn new() -> PrivateHosts {
+        let dir = TempDir::new("hosts-etc");
+        fs::write(
+            dir.join("hosts"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n",
+        )
+        .expect("write hosts");
+        fs::write(
+            dir.join("nsswitch.conf"),
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files\nservices: files\n",
+        )
+        .expect("write nsswitch.conf");
+        PrivateHosts { dir }
+    }
+
+    /// The bind mounts over `/etc/hosts` and `/etc/nsswitch.conf`.
+    pub fn binds(&self) -> Vec<(PathBuf, PathBuf)> {
+        vec![
+            (self.dir.join("hosts"), PathBuf::from("/etc/hosts")),
+            (
+                self.dir.join("nsswitch.conf"),
+                PathBuf::from("/etc/nsswitch.conf"),
+            ),
+        ]
+    }
+
+    /// Maps `name` to `addr` (written in place: the bind mount follows the inode).
+    pub fn add(&self, addr: &str, name: &str) {
+        let path = self.dir.join("hosts");
+        let mut hosts = fs::read_to_string(&path).expect("read hosts");
+        hosts.push_str(&format!("{addr}\t{name}\n"));
+        fs::write(&path, hosts).expect("rewrite hosts");
     }
 }
 

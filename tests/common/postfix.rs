@@ -21,12 +21,14 @@
 //!   the master if the test process is killed outright.
 
 use super::clients::{code_of, status_text};
-use super::{CmdResult, DEFAULT_TIMEOUT, Daemon, TempDir, proc_stat, run_command, signal};
+use super::{
+    CmdResult, DEFAULT_TIMEOUT, Daemon, TempDir, Watchdog, proc_stat, run_command, signal,
+};
+use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
+
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::{self, sleep};
@@ -130,66 +132,6 @@ pub struct Postfix {
 
 /// util-linux `setsid` (Debian package `util-linux`, essential).
 const SETSID: &str = "/usr/bin/setsid";
-
-/// Gives the child its own process group.
-fn own_process_group(cmd: &mut Command) {
-    cmd.process_group(0);
-}
-
-/// Stops the master if the test process dies without unwinding (SIGKILL, abort), when no
-/// `Drop` runs. (`PR_SET_PDEATHSIG` does not survive: the master changes credentials.)
-///
-/// A `sh` in its own process group reads one line from a pipe whose only write end (close-on-exec)
-/// is held here. `stop` → it exits quietly; EOF (this process died) → it SIGTERMs the master,
-/// after checking the PID still has the recorded start time.
-pub(super) struct Watchdog {
-    child: Child,
-    writer: Option<io::PipeWriter>,
-}
-
-const WATCHDOG_SH: &str = r#"read -r line || line=
-[ "$line" = stop ] && exit 0
-st=$(cut -d' ' -f22 "/proc/$1/stat" 2>/dev/null) || exit 0
-[ "$st" = "$2" ] && kill -TERM "$1"
-exit 0
-"#;
-
-impl Watchdog {
-    pub(super) fn start(pid: i32, start_time: u64) -> Watchdog {
-        let (reader, writer) = io::pipe().expect("pipe");
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(WATCHDOG_SH)
-            .arg("postfix-watchdog")
-            .arg(pid.to_string())
-            .arg(start_time.to_string())
-            .stdin(reader)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        own_process_group(&mut cmd);
-        let child = cmd.spawn().expect("spawn postfix watchdog");
-        Watchdog {
-            child,
-            writer: Some(writer),
-        }
-    }
-
-    /// Tells the watchdog to exit without doing anything; bounded wait, then SIGKILL.
-    pub(super) fn disarm(&mut self) {
-        if let Some(mut w) = self.writer.take() {
-            let _ = w.write_all(b"stop\n");
-        }
-        let start = Instant::now();
-        while start.elapsed() < DEFAULT_TIMEOUT {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            sleep(POLL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 pub(super) fn alive_as(pid: i32, start_time: u64) -> bool {
     matches!(proc_stat(pid), Some((st, _, t)) if st != 'Z' && st != 'X' && t == start_time)
@@ -467,7 +409,7 @@ impl Postfix {
                 .collect(),
         };
         if let Some(t) = start_time {
-            pf.watchdog = Some(Watchdog::start(pid, t));
+            pf.watchdog = Some(Watchdog::start("postfix-watchdog", pid, t, None));
         }
         pf.wait_ready();
         pf
