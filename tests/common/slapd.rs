@@ -41,6 +41,9 @@ pub const MKPASSWD: &str = "/usr/bin/mkpasswd";
 pub const SUFFIX: &str = "dc=example,dc=org";
 pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
 pub const CONTRACTORS: &str = "ou=contractors,dc=example,dc=org";
+/// Holds [`SUB`]: a login `ldsub,ou=contractors` put into fastbind's
+/// `uid=%u,ou=people,...` names it when escaped as a filter (upstream), not as a DN.
+pub const PEOPLE_CONTRACTORS: &str = "ou=contractors,ou=people,dc=example,dc=org";
 pub const HOSTED: &str = "ou=hosted,dc=example,dc=org";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
 pub const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
@@ -58,7 +61,7 @@ pub const BOB: (&str, &str) = ("ldbob", "Bob-Lab-pw1");
 pub const DUP: (&str, &str) = ("lddup", "Dup-Lab-pw1");
 /// `employeeType: disabled` and locked by ppolicy (`pwdAccountLockedTime`).
 pub const DISABLED: (&str, &str) = ("lddisabled", "Disabled-Lab-pw1");
-/// Lives in ou=contractors only.
+/// Lives in ou=contractors,ou=people only.
 pub const SUB: (&str, &str) = ("ldsub", "Sub-Lab-pw1");
 /// A uid made of filter metacharacters.
 pub const META: (&str, &str) = ("ldmeta*()\\", "Meta-Lab-pw1");
@@ -146,8 +149,8 @@ pub struct Slapd {
     pub ldap_port: u16,
     /// `ldaps://` on 127.0.0.1 and ::1.
     pub ldaps_port: u16,
-    /// Every stored `userPassword` value, for the secrets scan.
-    pub stored_values: Vec<String>,
+    /// Every stored `userPassword` value: (the entry's uid, the value).
+    pub stored_values: Vec<(String, String)>,
 }
 
 static SHARED: OnceLock<Slapd> = OnceLock::new();
@@ -382,7 +385,18 @@ impl Slapd {
     pub fn set_password(&self, dn: &str, new: &str) {
         secrets::record_password(new.as_bytes());
         let mut cmd = Command::new(LDAPPASSWD);
-        cmd.args(["-x", "-H", &self.ldapi_uri(), "-D", ROOT_DN, "-w", ROOT_PW, "-s", new, dn]);
+        cmd.args([
+            "-x",
+            "-H",
+            &self.ldapi_uri(),
+            "-D",
+            ROOT_DN,
+            "-w",
+            ROOT_PW,
+            "-s",
+            new,
+            dn,
+        ]);
         checked(run_command(cmd, None, DEFAULT_TIMEOUT), "ldappasswd");
     }
 
@@ -390,7 +404,10 @@ impl Slapd {
     pub fn modify(&self, ldif: &str) {
         let mut cmd = Command::new(LDAPMODIFY);
         cmd.args(["-x", "-H", &self.ldapi_uri(), "-D", ROOT_DN, "-w", ROOT_PW]);
-        checked(run_command(cmd, Some(ldif.as_bytes()), DEFAULT_TIMEOUT), "ldapmodify");
+        checked(
+            run_command(cmd, Some(ldif.as_bytes()), DEFAULT_TIMEOUT),
+            "ldapmodify",
+        );
     }
 }
 
@@ -412,15 +429,27 @@ fn checked(result: CmdResult, what: &str) -> String {
 fn openssl(args: &[&str], dir: &Path) {
     let mut cmd = Command::new("openssl");
     cmd.args(args).current_dir(dir);
-    checked(run_command(cmd, None, DEFAULT_TIMEOUT), &format!("openssl {}", args[0]));
+    checked(
+        run_command(cmd, None, DEFAULT_TIMEOUT),
+        &format!("openssl {}", args[0]),
+    );
 }
 
 /// A CA, a server certificate for localhost, 127.0.0.1 and ::1, a client certificate, and
 /// an unrelated CA, all EC P-256, in `dir`.
 fn make_certificates(dir: &Path) {
     fs::create_dir_all(dir.join("cadir")).expect("create tls dir");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    for (name, subject) in [("ca", "/CN=saslauthd-rs lab CA"), ("other-ca", "/CN=another CA")] {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, subject) in [
+        ("ca", "/CN=saslauthd-rs lab CA"),
+        ("other-ca", "/CN=another CA"),
+    ] {
         let key = format!("{name}.key");
         let pem = format!("{name}.pem");
         let mut args = vec!["req", "-x509", "-days", "30", "-subj", subject];
@@ -429,8 +458,16 @@ fn make_certificates(dir: &Path) {
         openssl(&args, dir);
     }
     for (name, subject, san) in [
-        ("server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"),
-        ("client", "/CN=saslauthd-client", "extendedKeyUsage=clientAuth"),
+        (
+            "server",
+            "/CN=localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+        ),
+        (
+            "client",
+            "/CN=saslauthd-client",
+            "extendedKeyUsage=clientAuth",
+        ),
     ] {
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");
@@ -443,8 +480,21 @@ fn make_certificates(dir: &Path) {
         openssl(&args, dir);
         openssl(
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "30", "-extfile", &ext, "-out", &pem,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
             ],
             dir,
         );
@@ -463,7 +513,10 @@ fn hash(scheme: &str, password: &str) -> String {
     if let Some(method) = scheme.strip_prefix("{CRYPT}") {
         let mut cmd = Command::new(MKPASSWD);
         cmd.args(["-m", method, "--stdin"]);
-        let out = checked(run_command(cmd, Some(password.as_bytes()), DEFAULT_TIMEOUT), "mkpasswd");
+        let out = checked(
+            run_command(cmd, Some(password.as_bytes()), DEFAULT_TIMEOUT),
+            "mkpasswd",
+        );
         return format!("{{CRYPT}}{}", out.trim());
     }
     let mut cmd = Command::new(SLAPPASSWD);
@@ -479,15 +532,16 @@ fn hash(scheme: &str, password: &str) -> String {
     cmd.args(["-h", scheme, "-s", password]);
     let out = checked(run_command(cmd, None, DEFAULT_TIMEOUT), "slappasswd");
     let value = out.trim().to_string();
-    assert!(value.starts_with(scheme), "slappasswd -h {scheme}: {value:?}");
+    assert!(
+        value.starts_with(scheme),
+        "slappasswd -h {scheme}: {value:?}"
+    );
     value
 }
 
 /// LDIF of one inetOrgPerson.
 fn person(dn: &str, uid: &str, extra: &[(&str, &str)], passwords: &[String]) -> String {
-    let mut out = format!(
-        "dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: lab\n"
-    );
+    let mut out = format!("dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: lab\n");
     for (attr, value) in extra {
         out.push_str(&format!("{attr}: {value}\n"));
     }
@@ -503,11 +557,14 @@ fn person(dn: &str, uid: &str, extra: &[(&str, &str)], passwords: &[String]) -> 
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -521,7 +578,12 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 /// `slapd.conf`, the entries (loaded with slapadd); returns every stored password value.
-fn write_directory(dir: &Path, options: SlapdOptions, ldap_port: u16, ldaps_port: u16) -> Vec<String> {
+fn write_directory(
+    dir: &Path,
+    options: SlapdOptions,
+    ldap_port: u16,
+    ldaps_port: u16,
+) -> Vec<(String, String)> {
     let d = dir.display();
     fs::create_dir_all(dir.join("db")).expect("create db dir");
     let verify_client = if options.require_client_certificate {
@@ -573,6 +635,9 @@ access to * by * read
             "dn: ou={ou},{SUFFIX}\nobjectClass: organizationalUnit\nou: {ou}\n\n"
         ));
     }
+    ldif.push_str(&format!(
+        "dn: {PEOPLE_CONTRACTORS}\nobjectClass: organizationalUnit\nou: contractors\n\n"
+    ));
     for domain in ["example.net", "example.com"] {
         ldif.push_str(&format!(
             "dn: ou={domain},{HOSTED}\nobjectClass: organizationalUnit\nou: {domain}\n\n"
@@ -585,39 +650,50 @@ access to * by * read
     ldif.push_str(&format!(
         "dn: {READER_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n\
          cn: reader\nuserPassword: {}\n\n",
-        stored.value("{SSHA}", READER_PW)
+        stored.value("reader", "{SSHA}", READER_PW)
     ));
     ldif.push_str(&ssha(
         ALICE.0,
         ALICE.1,
-        &[("mail", "ldalice@example.org"), ("businessCategory", "smtp")],
+        &[
+            ("mail", "ldalice@example.org"),
+            ("businessCategory", "smtp"),
+        ],
         &mut stored,
     ));
-    ldif.push_str(&ssha(BOB.0, BOB.1, &[("mail", "ldbob@example.org")], &mut stored));
+    ldif.push_str(&ssha(
+        BOB.0,
+        BOB.1,
+        &[("mail", "ldbob@example.org")],
+        &mut stored,
+    ));
     ldif.push_str(&ssha(DUP.0, DUP.1, &[], &mut stored));
     ldif.push_str(&person(
         &format!("uid={},{CONTRACTORS}", DUP.0),
         DUP.0,
         &[],
-        &[stored.value("{SSHA}", DUP.1)],
+        &[stored.value(DUP.0, "{SSHA}", DUP.1)],
     ));
     ldif.push_str(&ssha(
         DISABLED.0,
         DISABLED.1,
-        &[("employeeType", "disabled"), ("pwdAccountLockedTime", "000001010000Z")],
+        &[
+            ("employeeType", "disabled"),
+            ("pwdAccountLockedTime", "000001010000Z"),
+        ],
         &mut stored,
     ));
     ldif.push_str(&person(
-        &format!("uid={},{CONTRACTORS}", SUB.0),
+        &format!("uid={},{PEOPLE_CONTRACTORS}", SUB.0),
         SUB.0,
         &[],
-        &[stored.value("{SSHA}", SUB.1)],
+        &[stored.value(SUB.0, "{SSHA}", SUB.1)],
     ));
     ldif.push_str(&person(
         &format!("uid=ldmeta*()\\5c,{PEOPLE}"),
         META.0,
         &[],
-        &[stored.value("{SSHA}", META.1)],
+        &[stored.value(META.0, "{SSHA}", META.1)],
     ));
     ldif.push_str(&ssha(SPECIAL.0, SPECIAL.1, &[], &mut stored));
     ldif.push_str(&ssha(CHANGE.0, CHANGE.1, &[], &mut stored));
@@ -626,18 +702,29 @@ access to * by * read
         &format!("uid={},{PEOPLE}", MULTI.0),
         MULTI.0,
         &[],
-        &[stored.value("{SSHA}", MULTI.1), stored.value("{SSHA512}", MULTI.2)],
+        &[
+            stored.value(MULTI.0, "{SSHA}", MULTI.1),
+            stored.value(MULTI.0, "{SSHA512}", MULTI.2),
+        ],
     ));
-    for (uid, raw) in [(BROKEN, BROKEN_VALUE), (UNKNOWN_SCHEME, UNKNOWN_SCHEME_VALUE)] {
-        stored.raw(raw);
-        ldif.push_str(&person(&format!("uid={uid},{PEOPLE}"), uid, &[], &[raw.to_string()]));
+    for (uid, raw) in [
+        (BROKEN, BROKEN_VALUE),
+        (UNKNOWN_SCHEME, UNKNOWN_SCHEME_VALUE),
+    ] {
+        stored.raw(uid, raw);
+        ldif.push_str(&person(
+            &format!("uid={uid},{PEOPLE}"),
+            uid,
+            &[],
+            &[raw.to_string()],
+        ));
     }
     for (uid, scheme, pw) in SCHEME_USERS {
         ldif.push_str(&person(
             &format!("uid={uid},{PEOPLE}"),
             uid,
             &[],
-            &[stored.value(scheme, pw)],
+            &[stored.value(uid, scheme, pw)],
         ));
     }
     for (domain, pw) in [("example.net", VUSER_NET_PW), ("example.com", VUSER_COM_PW)] {
@@ -645,7 +732,7 @@ access to * by * read
             &format!("uid=vuser,ou={domain},{HOSTED}"),
             "vuser",
             &[("mail", &format!("vuser@{domain}"))],
-            &[stored.value("{SSHA}", pw)],
+            &[stored.value("vuser", "{SSHA}", pw)],
         ));
     }
     ldif.push_str(&format!(
@@ -671,20 +758,20 @@ access to * by * read
 /// The stored password values, each recorded for the secrets scan with its password.
 #[derive(Default)]
 struct Stored {
-    values: Vec<String>,
+    values: Vec<(String, String)>,
 }
 
 impl Stored {
-    fn value(&mut self, scheme: &str, password: &str) -> String {
+    fn value(&mut self, uid: &str, scheme: &str, password: &str) -> String {
         secrets::record_password(password.as_bytes());
         let value = hash(scheme, password);
-        self.raw(&value);
+        self.raw(uid, &value);
         value
     }
 
-    fn raw(&mut self, value: &str) {
+    fn raw(&mut self, uid: &str, value: &str) {
         secrets::record_password(value.as_bytes());
-        self.values.push(value.to_string());
+        self.values.push((uid.to_string(), value.to_string()));
     }
 }
 
@@ -694,6 +781,6 @@ fn ssha(uid: &str, password: &str, extra: &[(&str, &str)], stored: &mut Stored) 
         &format!("uid={uid},{PEOPLE}"),
         uid,
         extra,
-        &[stored.value("{SSHA}", password)],
+        &[stored.value(uid, "{SSHA}", password)],
     )
 }
