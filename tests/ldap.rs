@@ -1221,3 +1221,25 @@ fn latency_of_each_transport() {
         report.join("\n  ")
     );
 }
+
+#[test]
+fn a_new_ldap_timeout_applies_after_sighup_backstop_included() {
+    let silent = Stall::start(usize::MAX, None);
+    let lab = Lab::start(&conf(&silent.uri(), "bind", "ldap_timeout: 1\n"), &[]);
+    let took = lab.expect(ALICE.0, ALICE.1, NO);
+    assert!(took < Duration::from_millis(1600), "took {took:?}");
+    fs::write(
+        lab.conf_path(),
+        conf(&silent.uri(), "bind", "ldap_timeout: 3\n"),
+    )
+    .unwrap();
+    lab.daemon.signal(libc::SIGHUP);
+    lab.assert_log_has("SIGHUP received: ldap: re-read");
+    // Our own NO after 3 s: not the daemon's backstop at the old 1 s + 0.5 s.
+    let took = lab.expect(ALICE.0, ALICE.1, NO);
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(3600),
+        "took {took:?}"
+    );
+    lab.finish();
+}

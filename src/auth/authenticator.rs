@@ -63,9 +63,8 @@ pub struct Authenticator {
     state_pool: WorkerPool,
     /// `--throttle-*`: penalised requests wait before verification (cache included).
     throttle: Throttle,
-    /// How long a verification may run before the request is answered `NO` anyway (the
-    /// mechanism's deadline, or `--verify-timeout`, plus [`DEADLINE_GRACE`]).
-    verification_limit: Duration,
+    /// `--verify-timeout`, for mechanisms without a deadline of their own.
+    verify_timeout: Duration,
     timeout_log: RateLimitedLog,
 }
 
@@ -142,13 +141,19 @@ impl Authenticator {
             state_pool: WorkerPool::new("saslauthd-state", state_slots(), options.max_queue)?,
             cache: options.cache,
             throttle: options.throttle,
-            verification_limit: mechanism
-                .verification_deadline()
-                .unwrap_or(options.verify_timeout)
-                + DEADLINE_GRACE,
+            verify_timeout: options.verify_timeout,
             timeout_log: RateLimitedLog::at(Level::Warning),
             mechanism,
         })
+    }
+
+    /// How long a verification may run before the request is answered `NO` anyway (the
+    /// mechanism's deadline, or `--verify-timeout`, plus [`DEADLINE_GRACE`]).
+    fn verification_limit(&self) -> Duration {
+        self.mechanism
+            .verification_deadline()
+            .unwrap_or(self.verify_timeout)
+            + DEADLINE_GRACE
     }
 
     /// The verdict on `request`, which came from `origin`. Every front end maps its
@@ -273,9 +278,11 @@ impl Authenticator {
         tokio::pin!(verified);
         // Queue time doesn't count (the queue is capped): the clock starts when a thread
         // takes the job. A job that never starts (queue full, panic) ends `verified` too.
+        // Asked per request: a mechanism's deadline may change on SIGHUP (ldap_timeout).
+        let limit = self.verification_limit();
         let verification = tokio::select! {
             result = &mut verified => result.unwrap_or_else(Verification::refused),
-            _ = has_started => match tokio::time::timeout(self.verification_limit, verified).await {
+            _ = has_started => match tokio::time::timeout(limit, verified).await {
                 Ok(result) => result.unwrap_or_else(Verification::refused),
                 Err(_) => {
                     self.timeout_log.log(|| {
@@ -283,7 +290,7 @@ impl Authenticator {
                             "mechanism {} gave no verdict within {} ms; answering: NO {} \
                              (its thread stays busy until the call returns)",
                             self.mechanism.name(),
-                            self.verification_limit.as_millis(),
+                            limit.as_millis(),
                             text::TIMED_OUT
                         )
                     });
@@ -292,7 +299,7 @@ impl Authenticator {
             },
         };
         if !verification.hold.is_zero() {
-            tokio::time::sleep(verification.hold.min(self.verification_limit)).await;
+            tokio::time::sleep(verification.hold.min(limit)).await;
         }
         verification
     }
