@@ -16,6 +16,7 @@ TEST_PACKAGES=(
     dovecot-imapd                                                  # rimap's IMAP server
     krb5-kdc krb5-admin-server                                     # kerberos5's private KDC (krb5kdc, kdb5_util, kadmin.local)
     dovecot-core                                                   # the reference Dovecot auth server (--dovecot-socket)
+    slapd ldap-utils                                               # ldap's directory (private slapd), ldappasswd
     mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
 )
 # apt-get update + apt-get install -y (apt_install in scripts/lib.sh), with

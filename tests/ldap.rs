@@ -423,6 +423,33 @@ fn service_account_and_anonymous_search() {
     }
 }
 
+#[test]
+fn referrals_are_followed_only_when_asked_and_never_forever() {
+    let slapd = Slapd::shared();
+    for method in ["bind", "custom"] {
+        let file = conf(&slapd.ldap_uri(), method, "").replace(
+            &format!("ldap_search_base: {SUFFIX}"),
+            &format!("ldap_search_base: {STAFF}"),
+        );
+        let lab = Lab::start(&file, &[]);
+        lab.expect(ALICE.0, ALICE.1, NO);
+        lab.assert_log_has("(ldap_referrals is off)");
+        lab.finish();
+        let lab = Lab::start(&format!("{file}ldap_referrals: yes\n"), &[]);
+        lab.expect(ALICE.0, ALICE.1, OK);
+        lab.expect(ALICE.0, WRONG_PW, NO);
+        lab.finish();
+        let looping = conf(&slapd.ldap_uri(), method, "ldap_referrals: yes\n").replace(
+            &format!("ldap_search_base: {SUFFIX}"),
+            &format!("ldap_search_base: {LOOP}"),
+        );
+        let lab = Lab::start(&looping, &[]);
+        lab.expect(ALICE.0, ALICE.1, NO);
+        lab.assert_log_has("more than 3 referrals in a row");
+        lab.finish();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS, failover, ldapi
 // ---------------------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ pub const CONTRACTORS: &str = "ou=contractors,dc=example,dc=org";
 pub const PEOPLE_CONTRACTORS: &str = "ou=contractors,ou=people,dc=example,dc=org";
 pub const HOSTED: &str = "ou=hosted,dc=example,dc=org";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
+/// Holds nobody, only a referral to [`PEOPLE`].
+pub const STAFF: &str = "ou=staff,dc=example,dc=org";
+/// A referral to itself.
+pub const LOOP: &str = "ou=loop,dc=example,dc=org";
 pub const ROOT_DN: &str = "cn=admin,dc=example,dc=org";
 pub const ROOT_PW: &str = "Admin-Lab-secret1";
 /// The service account: may read `userPassword`.
@@ -637,6 +641,14 @@ access to * by * read
     }
     ldif.push_str(&format!(
         "dn: {PEOPLE_CONTRACTORS}\nobjectClass: organizationalUnit\nou: contractors\n\n"
+    ));
+    // Referrals: ou=staff holds one to ou=people; ou=loop refers to itself.
+    ldif.push_str(&format!(
+        "dn: {STAFF}\nobjectClass: organizationalUnit\nou: staff\n\n\
+         dn: ou=remote,{STAFF}\nobjectClass: referral\nobjectClass: extensibleObject\n\
+         ou: remote\nref: ldap://127.0.0.1:{ldap_port}/{PEOPLE}\n\n\
+         dn: {LOOP}\nobjectClass: referral\nobjectClass: extensibleObject\nou: loop\n\
+         ref: ldap://127.0.0.1:{ldap_port}/{LOOP}\n\n"
     ));
     for domain in ["example.net", "example.com"] {
         ldif.push_str(&format!(

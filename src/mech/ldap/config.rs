@@ -702,7 +702,7 @@ pub fn parse_server(uri: &str) -> Result<Server, String> {
 }
 
 /// `%XX` escapes decoded; `None` for a broken escape or a result that isn't UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub fn percent_decode(s: &str) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {

@@ -28,7 +28,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ldap3::adapters::EntriesOnly;
 use ldap3::asn1::{PL, StructureTag};
 use ldap3::{
     DerefAliases, Ldap, LdapConnAsync, LdapConnSettings, LdapResult, SearchOptions, StdStream,
@@ -90,6 +89,8 @@ pub enum Lookup {
     Many,
     /// The server answered with an error (code and text, for the log).
     Refused(LdapResult),
+    /// No entry here, but referrals (LDAP URLs) to where the search may go on.
+    Referred(Vec<String>),
 }
 
 /// A connection to one server.
@@ -216,6 +217,29 @@ async fn open_one(
             })
         }
     }
+}
+
+/// Connects to the server a referral URL names (`ldap://host:port/base?...`), with the
+/// same TLS settings; returns the session and the base DN the URL gives, if any.
+pub async fn open_referral(
+    settings: &Settings,
+    tls: Option<&TlsSetup>,
+    url: &str,
+    deadline: Instant,
+) -> Result<(Session, Option<String>), String> {
+    let server = super::config::parse_server(url)?;
+    let base = referral_base(url);
+    let session = open_one(settings, tls, &server, 0, deadline).await?;
+    Ok((session, base))
+}
+
+/// The DN part of an LDAP URL (`scheme://host/DN?attributes?scope?filter`), %-decoded.
+fn referral_base(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let (_, path) = rest.split_once('/')?;
+    let dn = path.split('?').next().unwrap_or("");
+    let decoded = super::config::percent_decode(dn)?;
+    (!decoded.is_empty()).then_some(decoded)
 }
 
 /// The addresses of `host`.
@@ -378,16 +402,11 @@ impl Session {
         let mut stream = self
             .ldap
             .with_search_options(options)
-            .streaming_search_with(
-                EntriesOnly::new(),
-                search.base,
-                ldap3_scope(search.scope),
-                search.filter,
-                attrs,
-            )
+            .streaming_search(search.base, ldap3_scope(search.scope), search.filter, attrs)
             .await
             .map_err(|e| OpError::Failed(describe(&e)))?;
         let mut found: Option<Entry> = None;
+        let mut references = Vec::new();
         loop {
             let next = stream
                 .next()
@@ -396,6 +415,15 @@ impl Session {
             let Some(result_entry) = next else {
                 break;
             };
+            if result_entry.is_intermediate() {
+                continue;
+            }
+            if result_entry.is_ref() {
+                references.extend(parse_urls(result_entry.0).ok_or_else(|| {
+                    OpError::Failed("malformed reference in the search result".into())
+                })?);
+                continue;
+            }
             let entry = parse_entry(result_entry.0, search.attribute)
                 .ok_or_else(|| OpError::Failed("malformed entry in the search result".into()))?;
             if found.is_some() {
@@ -407,9 +435,13 @@ impl Session {
         let result = stream.finish().await;
         match (result.rc, found) {
             (rc::SUCCESS, Some(entry)) => Ok(Lookup::One(entry)),
+            (rc::SUCCESS, None) if !references.is_empty() => Ok(Lookup::Referred(references)),
             (rc::SUCCESS | rc::NO_SUCH_OBJECT, None) => Ok(Lookup::None),
             // With a size limit of 1 (upstream's default), a second match shows up as this.
             (rc::SIZE_LIMIT_EXCEEDED, Some(_)) => Ok(Lookup::Many),
+            (rc::REFERRAL, None) if !result.refs.is_empty() => {
+                Ok(Lookup::Referred(result.refs.clone()))
+            }
             _ => Ok(Lookup::Refused(result)),
         }
     }
@@ -445,6 +477,8 @@ impl Session {
             Lookup::None => Ok(Ok(false)),
             Lookup::Refused(result) if result.rc == rc::SIZE_LIMIT_EXCEEDED => Ok(Ok(true)),
             Lookup::Refused(result) => Ok(Err(result)),
+            // Group searches don't follow referrals.
+            Lookup::Referred(_) => Ok(Ok(false)),
         }
     }
 
@@ -456,6 +490,14 @@ impl Session {
             let _ = timeout(UNBIND_BOUND, ldap.unbind()).await;
         });
     }
+}
+
+/// The URLs of a SearchResultReference, without ldap3's panicking parser.
+fn parse_urls(tag: StructureTag) -> Option<Vec<String>> {
+    tag.expect_constructed()?
+        .into_iter()
+        .map(|url| String::from_utf8(url.expect_primitive()?).ok())
+        .collect()
 }
 
 /// The DN and the values of `attribute` (any returned attribute of that name, options
@@ -560,6 +602,43 @@ mod tests {
         assert!(parse_entry(entry(b"\xff", &[]), None).is_none());
         let truncated = constructed(TagClass::Application, 4, vec![primitive(4, b"dn")]);
         assert!(parse_entry(truncated, None).is_none());
+    }
+
+    #[test]
+    fn referral_urls() {
+        let reference = constructed(
+            TagClass::Application,
+            19,
+            vec![
+                primitive(4, b"ldap://a.example.org/ou=people,dc=example,dc=org??sub"),
+                primitive(4, b"ldaps://b.example.org:636/"),
+            ],
+        );
+        assert_eq!(
+            parse_urls(reference).unwrap(),
+            [
+                "ldap://a.example.org/ou=people,dc=example,dc=org??sub",
+                "ldaps://b.example.org:636/"
+            ]
+        );
+        assert!(
+            parse_urls(constructed(
+                TagClass::Application,
+                19,
+                vec![primitive(4, b"\xff")]
+            ))
+            .is_none()
+        );
+        assert_eq!(
+            referral_base("ldap://a/ou=people,dc=example,dc=org??sub").as_deref(),
+            Some("ou=people,dc=example,dc=org")
+        );
+        assert_eq!(
+            referral_base("ldap://a/ou=a%20b,dc=x").as_deref(),
+            Some("ou=a b,dc=x")
+        );
+        assert_eq!(referral_base("ldap://a/"), None);
+        assert_eq!(referral_base("ldap://a"), None);
     }
 
     #[test]

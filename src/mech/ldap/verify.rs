@@ -70,8 +70,8 @@ pub async fn verify(
     };
     let verdict = match settings.method {
         Method::FastBind => fastbind(settings, &request, &mut session, deadline).await,
-        Method::Bind => bind(settings, &request, &mut session, deadline).await,
-        Method::Custom => custom(settings, &request, &mut session, deadline).await,
+        Method::Bind => bind(settings, tls, &request, &mut session, deadline).await,
+        Method::Custom => custom(settings, tls, &request, &mut session, deadline).await,
     };
     session.close();
     verdict
@@ -129,6 +129,7 @@ async fn fastbind(
 
 async fn bind(
     settings: &Settings,
+    tls: Option<&TlsSetup>,
     request: &Request<'_>,
     session: &mut Session,
     deadline: Instant,
@@ -139,7 +140,7 @@ async fn bind(
     if service_bind(settings, request, session, deadline).await == Verdict::No {
         return Verdict::No;
     }
-    let Some(entry) = find_user(settings, request, session, None, deadline).await else {
+    let Some(entry) = find_user(settings, tls, request, session, None, deadline).await else {
         return Verdict::No;
     };
     if user_bind(request, session, &entry.dn, password, deadline).await == Verdict::No {
@@ -178,6 +179,7 @@ async fn bind(
 
 async fn custom(
     settings: &Settings,
+    tls: Option<&TlsSetup>,
     request: &Request<'_>,
     session: &mut Session,
     deadline: Instant,
@@ -186,7 +188,8 @@ async fn custom(
         return Verdict::No;
     }
     let attribute = settings.password_attr.as_str();
-    let Some(entry) = find_user(settings, request, session, Some(attribute), deadline).await else {
+    let Some(entry) = find_user(settings, tls, request, session, Some(attribute), deadline).await
+    else {
         return Verdict::No;
     };
     if entry.values.is_empty() {
@@ -311,65 +314,119 @@ async fn user_bind(
     }
 }
 
-/// Searches the user's entry: exactly one must match.
+/// How many referrals a user search follows, one after the other.
+pub const MAX_REFERRAL_HOPS: usize = 3;
+
+/// Searches the user's entry: exactly one must match. With `ldap_referrals: yes`, a search
+/// that ends in referrals goes on at the server they name (with the same identity and TLS
+/// settings), which then replaces `session`: the user binds where the entry lives.
 async fn find_user(
     settings: &Settings,
+    tls: Option<&TlsSetup>,
     request: &Request<'_>,
     session: &mut Session,
     attribute: Option<&str>,
     deadline: Instant,
 ) -> Option<session::Entry> {
-    let base = settings.search_base.expand(&request.values, Position::Dn);
+    let mut base = settings.search_base.expand(&request.values, Position::Dn);
     let filter = settings.filter.expand(&request.values, Position::Filter);
-    let search = Search {
-        base: &base,
-        scope: settings.scope,
-        filter: &filter,
-        attribute,
-        deref: settings.deref,
-        size_limit: settings.size_limit,
-        time_limit: settings.time_limit,
-    };
-    let shown = || {
-        format!(
+    let mut hops = 0;
+    loop {
+        let search = Search {
+            base: &base,
+            scope: settings.scope,
+            filter: &filter,
+            attribute,
+            deref: settings.deref,
+            size_limit: settings.size_limit,
+            time_limit: settings.time_limit,
+        };
+        let shown = format!(
             "base {:?} filter {:?}",
             sanitize(base.as_bytes()),
             sanitize(filter.as_bytes())
-        )
-    };
-    match session.lookup(&search, deadline).await {
-        Ok(Lookup::One(entry)) => Some(entry),
-        Ok(Lookup::None) => {
-            log_info!(
-                "ldap: [user={}]: user not found ({})",
-                request.user,
-                shown()
-            );
-            None
-        }
-        Ok(Lookup::Many) => {
+        );
+        let urls = match session.lookup(&search, deadline).await {
+            Ok(Lookup::One(entry)) => return Some(entry),
+            Ok(Lookup::None) => {
+                log_info!("ldap: [user={}]: user not found ({shown})", request.user);
+                return None;
+            }
+            Ok(Lookup::Referred(urls)) if !settings.referrals => {
+                log_info!(
+                    "ldap: [user={}]: user not found ({shown}); the server refers to {}                      (ldap_referrals is off)",
+                    request.user,
+                    sanitize(urls.join(" ").as_bytes())
+                );
+                return None;
+            }
+            Ok(Lookup::Referred(urls)) => urls,
+            Ok(Lookup::Many) => {
+                log_warn!(
+                    "ldap: [user={}]: more than one entry matches ({shown}): refused",
+                    request.user
+                );
+                return None;
+            }
+            Ok(Lookup::Refused(result)) => {
+                log_warn!(
+                    "ldap: [user={}]: search at {} ({shown}): {}",
+                    request.user,
+                    session.server,
+                    session::result_text(&result)
+                );
+                return None;
+            }
+            Err(error) => {
+                failed(request, session, &format!("search ({shown})"), &error);
+                return None;
+            }
+        };
+        hops += 1;
+        if hops > MAX_REFERRAL_HOPS {
             log_warn!(
-                "ldap: [user={}]: more than one entry matches ({}): refused",
-                request.user,
-                shown()
+                "ldap: [user={}]: more than {MAX_REFERRAL_HOPS} referrals in a row: refused",
+                request.user
             );
-            None
+            return None;
         }
-        Ok(Lookup::Refused(result)) => {
-            log_warn!(
-                "ldap: [user={}]: search at {} ({}): {}",
-                request.user,
-                session.server,
-                shown(),
-                session::result_text(&result)
-            );
-            None
+        let (next, next_base) = follow(settings, tls, request, &urls, deadline).await?;
+        std::mem::replace(session, next).close();
+        if service_bind(settings, request, session, deadline).await == Verdict::No {
+            return None;
         }
-        Err(error) => {
-            failed(request, session, &format!("search ({})", shown()), &error);
-            None
+        if let Some(next_base) = next_base {
+            base = next_base;
         }
     }
+}
+
+/// Connects to the first referral URL that answers.
+async fn follow(
+    settings: &Settings,
+    tls: Option<&TlsSetup>,
+    request: &Request<'_>,
+    urls: &[String],
+    deadline: Instant,
+) -> Option<(Session, Option<String>)> {
+    for url in urls {
+        match session::open_referral(settings, tls, url, deadline).await {
+            Ok(found) => {
+                log_debug!(
+                    "ldap: [user={}]: following the referral to {}",
+                    request.user,
+                    sanitize(url.as_bytes())
+                );
+                return Some(found);
+            }
+            Err(why) => log_warn!(
+                "ldap: [user={}]: cannot follow the referral to {}: {why}",
+                request.user,
+                sanitize(url.as_bytes())
+            ),
+        }
+    }
+    None
 }
 
 /// The group check, if one is configured, for the user `dn`.
