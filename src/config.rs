@@ -64,8 +64,8 @@ struct Cli {
     #[arg(short = 'n', value_name = "N", allow_negative_numbers = true)]
     workers: Option<i64>,
     /// Option for the mechanism (the last one wins); -a rimap: the IMAP server, e.g.
-    /// host, host/port, host:port, [v6]:port, imaps://host[:port]; -a kerberos5: the
-    /// settings file (default: /etc/saslauthd.conf if it exists)
+    /// host, host/port, host:port, [v6]:port, imaps://host[:port]; -a kerberos5 and -a ldap:
+    /// the settings file (default: /etc/saslauthd.conf; for kerberos5, if it exists)
     #[arg(short = 'O', value_name = "OPTION")]
     mech_option: Option<String>,
     /// Verify `login@realm` when the request has a non-empty realm
