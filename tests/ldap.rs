@@ -374,9 +374,8 @@ fn group_checks_by_attribute_and_by_filter() {
             format!(
                 "ldap_group_match_method: filter\nldap_group_search_base: {GROUPS}\nldap_group_filter: (&(cn=mailusers)(memberUid=%U))\n"
             ),
-            format!(
-                "ldap_group_match_method: filter\nldap_group_filter: (&(cn=mail)(uniqueMember=%D))\n"
-            ),
+            "ldap_group_match_method: filter\nldap_group_filter: (&(cn=mail)(uniqueMember=%D))\n"
+                .to_string(),
             format!(
                 "ldap_group_match_method: filter\nldap_group_search_base: {GROUPS}\nldap_group_filter: {long_filter}\n"
             ),
