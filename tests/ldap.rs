@@ -464,7 +464,7 @@ fn ldaps_and_starttls_with_a_ca_file() {
     let slapd = Slapd::shared();
     let ca = slapd.ca_file();
     let ca = ca.display();
-    let alice_dn = format!("uid={},{PEOPLE}", ALICE.0);
+    let user_dn = format!("uid={},{PEOPLE}", TLS_USER.0);
     for (servers, tls) in [
         (slapd.ldaps_uri(), String::new()),
         (slapd.ldaps_v6_uri(), String::new()),
@@ -473,18 +473,18 @@ fn ldaps_and_starttls_with_a_ca_file() {
         (slapd.ldap_v6_uri(), "ldap_start_tls: Yes\n".to_string()),
     ] {
         for method in METHODS {
-            let before = slapd.bind_ssfs(&alice_dn).len();
+            let before = slapd.bind_ssfs(&user_dn).len();
             let file = conf(
                 &servers,
                 method,
                 &format!("{tls}ldap_tls_cacert_file: {ca}\n"),
             );
             let lab = Lab::start(&file, &[]);
-            lab.expect(ALICE.0, ALICE.1, OK);
-            lab.expect(ALICE.0, WRONG_PW, NO);
+            lab.expect(TLS_USER.0, TLS_USER.1, OK);
+            lab.expect(TLS_USER.0, WRONG_PW, NO);
             lab.assert_log_has("TLS certificates checked against the CA file");
             if method != "custom" {
-                let ssfs = binds_since(slapd, &alice_dn, before);
+                let ssfs = binds_since(slapd, &user_dn, before);
                 // slapd logs the mechanism and ssf of successful binds only.
                 assert!(
                     !ssfs.is_empty() && ssfs.iter().all(|&ssf| ssf >= 128),
@@ -1088,7 +1088,7 @@ fn upstream_defects_are_not_ours() {
     ours.finish();
 
     // `ldap_start_tls: Yes` means no TLS upstream (the bind goes in clear: ssf=0).
-    let alice_dn = format!("uid={},{PEOPLE}", ALICE.0);
+    let user_dn = format!("uid={},{PEOPLE}", CLEAR_USER.0);
     let yes = conf(
         &servers,
         "fastbind",
@@ -1097,23 +1097,25 @@ fn upstream_defects_are_not_ours() {
             slapd.ca_file().display()
         ),
     );
-    let before = slapd.bind_ssfs(&alice_dn).len();
+    let before = slapd.bind_ssfs(&user_dn).len();
     let theirs = Lab::upstream(&yes);
     assert_eq!(
-        theirs.reply(ALICE.0, ALICE.1, "imap", "").as_deref(),
+        theirs
+            .reply(CLEAR_USER.0, CLEAR_USER.1, "imap", "")
+            .as_deref(),
         Some(OK)
     );
     theirs.stop();
     assert_eq!(
-        binds_since(slapd, &alice_dn, before),
+        binds_since(slapd, &user_dn, before),
         [0],
         "upstream binds in clear"
     );
-    let before = slapd.bind_ssfs(&alice_dn).len();
+    let before = slapd.bind_ssfs(&user_dn).len();
     let ours = Lab::start(&yes, &[]);
-    ours.expect(ALICE.0, ALICE.1, OK);
+    ours.expect(CLEAR_USER.0, CLEAR_USER.1, OK);
     ours.finish();
-    let ssfs = binds_since(slapd, &alice_dn, before);
+    let ssfs = binds_since(slapd, &user_dn, before);
     assert!(
         ssfs.len() == 1 && ssfs[0] >= 128,
         "ours binds over TLS: {ssfs:?}"

@@ -71,6 +71,11 @@ pub const SUB: (&str, &str) = ("ldsub", "Sub-Lab-pw1");
 pub const META: (&str, &str) = ("ldmeta*()\\", "Meta-Lab-pw1");
 /// Space, double quote, backslash, UTF-8.
 pub const SPECIAL: (&str, &str) = ("ldspecial", "pä ss \"q\\ €");
+/// Used only by the test that checks, in slapd's log, that binds travel over TLS (the
+/// shared slapd sees other tests' binds in clear at the same time).
+pub const TLS_USER: (&str, &str) = ("ldtls", "Tls-Lab-pw1");
+/// Likewise, for the test that shows upstream binding in clear.
+pub const CLEAR_USER: (&str, &str) = ("ldclearbind", "Clear-bind-Lab-pw1");
 /// Changed by the ldappasswd test, to [`CHANGED_PW`].
 pub const CHANGE: (&str, &str) = ("ldchange", "Change-Lab-pw1");
 pub const CHANGED_PW: &str = "Changed-Lab-pw2";
@@ -122,6 +127,8 @@ pub fn all_passwords() -> Vec<String> {
         SPECIAL.1,
         CHANGE.1,
         CHANGED_PW,
+        TLS_USER.1,
+        CLEAR_USER.1,
         VUSER_NET_PW,
         VUSER_COM_PW,
         MULTI.1,
@@ -709,6 +716,8 @@ access to * by * read
     ));
     ldif.push_str(&ssha(SPECIAL.0, SPECIAL.1, &[], &mut stored));
     ldif.push_str(&ssha(CHANGE.0, CHANGE.1, &[], &mut stored));
+    ldif.push_str(&ssha(TLS_USER.0, TLS_USER.1, &[], &mut stored));
+    ldif.push_str(&ssha(CLEAR_USER.0, CLEAR_USER.1, &[], &mut stored));
     ldif.push_str(&ssha(LONG_USER, &long_password(), &[], &mut stored));
     ldif.push_str(&person(
         &format!("uid={},{PEOPLE}", MULTI.0),

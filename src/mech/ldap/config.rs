@@ -409,7 +409,22 @@ impl Settings {
         let search_base = r.template("ldap_search_base", "", false)?;
         let filter = r.template("ldap_filter", "(uid=%u)", false)?;
         let scope = r.choice("ldap_scope", Scope::Sub, &scope_words)?;
-        if method != Method::FastBind {
+        if method == Method::FastBind {
+            if filter.source().trim_start().starts_with('(') || !filter.source().contains('=') {
+                let message = format!(
+                    "{:?}: with ldap_auth_method: fastbind, ldap_filter is the template of the \
+                     user's DN (e.g. uid=%u,ou=people,dc=example,dc=org), not a search filter",
+                    filter.source()
+                );
+                return Err(match r.entry(&["ldap_filter"]) {
+                    Some(entry) => r.invalid(entry, message),
+                    None => r.invalid(
+                        r.entry(&["ldap_auth_method"]).expect("fastbind is set"),
+                        format!("fastbind needs ldap_filter; the default {message}"),
+                    ),
+                });
+            }
+        } else {
             check_filter(&r, "ldap_filter", &filter)?;
         }
         let password_attr = r.string("ldap_password_attr", "userPassword");
@@ -919,6 +934,14 @@ mod tests {
             ),
             ("ldap_password_attr: (x)\n", "is not an attribute name"),
             ("ldap_version: 4\n", "ldap_version"),
+            (
+                "ldap_auth_method: fastbind\nldap_filter: (uid=%u)\n",
+                "line 2: ldap_filter: \"(uid=%u)\": with ldap_auth_method: fastbind, ldap_filter is the template",
+            ),
+            (
+                "ldap_auth_method: fastbind\n",
+                "line 1: ldap_auth_method: fastbind needs ldap_filter",
+            ),
             (
                 "ldap_timeout : 5\n",
                 "line 1: key `ldap_timeout` must be followed directly by `:`",

@@ -641,6 +641,47 @@ mod tests {
         assert_eq!(referral_base("ldap://a"), None);
     }
 
+    /// ldap3 logs through the `log` crate: nothing may route that to a log of ours
+    /// (no backend in the dependency graph, no logger installed by our code).
+    #[test]
+    fn no_log_backend_can_route_ldap3_output() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+        for backend in [
+            "env_logger",
+            "pretty_env_logger",
+            "log4rs",
+            "fern",
+            "simplelog",
+            "simple_logger",
+            "stderrlog",
+            "flexi_logger",
+            "syslog",
+            "tracing-log",
+            "systemd-journal-logger",
+        ] {
+            assert!(
+                !lock.contains(&format!("name = \"{backend}\"\n")),
+                "{backend} is in Cargo.lock: make sure it never receives ldap3's output"
+            );
+        }
+        let mut stack = vec![root.join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") && path != root.join(file!())
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for call in ["set_logger", "set_boxed_logger", "set_max_level"] {
+                        assert!(!text.contains(call), "{} calls log::{call}", path.display());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn result_texts_name_the_code() {
         let result = LdapResult {

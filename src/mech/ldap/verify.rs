@@ -112,14 +112,6 @@ async fn fastbind(
         return Verdict::No;
     };
     let dn = settings.filter.expand(&request.values, Position::Dn);
-    if dn.is_empty() {
-        log_info!(
-            "ldap: [user={}]: ldap_filter {:?} gives an empty DN: refused",
-            request.user,
-            settings.filter.source()
-        );
-        return Verdict::No;
-    }
     if user_bind(request, session, &dn, password, deadline).await == Verdict::No {
         return Verdict::No;
     }
@@ -280,6 +272,14 @@ async fn user_bind(
     password: &str,
     deadline: Instant,
 ) -> Verdict {
+    // A bind with an empty name is anonymous whatever the password: never a user's.
+    if dn.is_empty() {
+        log_info!(
+            "ldap: [user={}]: the user's DN is empty: refused",
+            request.user
+        );
+        return Verdict::No;
+    }
     match session.bind(dn, password, deadline).await {
         Ok(result) if result.rc == rc::SUCCESS => {
             log_debug!(
