@@ -66,11 +66,16 @@ impl Lab {
 
     /// Debian's saslauthd with the same file.
     fn upstream(conf: &str) -> Lab {
+        Lab::upstream_with(conf, &[])
+    }
+
+    /// Debian's saslauthd with the same file and more arguments.
+    fn upstream_with(conf: &str, extra: &[&str]) -> Lab {
         assert!(
             Path::new(UPSTREAM_SASLAUTHD).exists(),
             "{UPSTREAM_SASLAUTHD} is missing: install sasl2-bin"
         );
-        Lab::start_program(Path::new(UPSTREAM_SASLAUTHD), conf, &[])
+        Lab::start_program(Path::new(UPSTREAM_SASLAUTHD), conf, extra)
     }
 
     fn start_program(program: &Path, conf: &str, extra: &[&str]) -> Lab {
@@ -447,6 +452,27 @@ fn referrals_are_followed_only_when_asked_and_never_forever() {
         lab.assert_log_has("more than 3 referrals in a row");
         lab.finish();
     }
+}
+
+#[test]
+fn runs_without_root_after_binding_its_socket() {
+    let slapd = Slapd::shared();
+    let lab = Lab::start(
+        &conf(
+            &slapd.ldaps_uri(),
+            "custom",
+            &format!("ldap_tls_cacert_file: {}\n", slapd.ca_file().display()),
+        ),
+        &["--user", "nobody"],
+    );
+    lab.assert_log_has("dropped privileges");
+    lab.expect(ALICE.0, ALICE.1, OK);
+    lab.expect(ALICE.0, WRONG_PW, NO);
+    // The file stays readable by nobody here, so SIGHUP still works.
+    lab.daemon.signal(libc::SIGHUP);
+    lab.assert_log_has("SIGHUP received: ldap: re-read");
+    lab.expect(ALICE.0, ALICE.1, OK);
+    lab.finish();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1086,6 +1112,46 @@ fn upstream_defects_are_not_ours() {
     let ours = Lab::start(&bind, &[]);
     ours.expect(LONG_USER, &long, OK);
     ours.finish();
+
+    // fastbind answers from the process's last bind (#550): after a password change the
+    // old password keeps working upstream (one worker, so the same process answers).
+    let fast = conf(&servers, "fastbind", "");
+    let theirs = Lab::upstream_with(&fast, &["-n", "1"]);
+    let ours = Lab::start(&fast, &["-n", "1"]);
+    assert_eq!(
+        theirs
+            .reply(FAST_USER.0, FAST_USER.1, "imap", "")
+            .as_deref(),
+        Some(OK)
+    );
+    ours.expect(FAST_USER.0, FAST_USER.1, OK);
+    slapd.set_password(&format!("uid={},{PEOPLE}", FAST_USER.0), FAST_CHANGED_PW);
+    assert_eq!(
+        theirs
+            .reply(FAST_USER.0, FAST_USER.1, "imap", "")
+            .as_deref(),
+        Some(OK),
+        "upstream's stale fastbind OK (#550)"
+    );
+    ours.expect(FAST_USER.0, FAST_USER.1, NO);
+    ours.expect(FAST_USER.0, FAST_CHANGED_PW, OK);
+    theirs.stop();
+    ours.finish();
+
+    // A silent server: upstream retries, so ldap_timeout counts twice.
+    let silent = Stall::start(usize::MAX, None);
+    let theirs = Lab::upstream(&conf(&silent.uri(), "bind", "ldap_timeout: 1\n"));
+    let started = Instant::now();
+    assert_eq!(
+        theirs.reply(ALICE.0, ALICE.1, "imap", "").as_deref(),
+        Some(NO)
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "upstream took {took:?}"
+    );
+    theirs.stop();
 
     // `ldap_start_tls: Yes` means no TLS upstream (the bind goes in clear: ssf=0).
     let user_dn = format!("uid={},{PEOPLE}", CLEAR_USER.0);

@@ -76,6 +76,10 @@ pub const SPECIAL: (&str, &str) = ("ldspecial", "pä ss \"q\\ €");
 pub const TLS_USER: (&str, &str) = ("ldtls", "Tls-Lab-pw1");
 /// Likewise, for the test that shows upstream binding in clear.
 pub const CLEAR_USER: (&str, &str) = ("ldclearbind", "Clear-bind-Lab-pw1");
+/// Changed by the test that shows upstream's fastbind answering from its last bind
+/// (issue #550), to [`FAST_CHANGED_PW`].
+pub const FAST_USER: (&str, &str) = ("ldfast", "Fast-Lab-pw1");
+pub const FAST_CHANGED_PW: &str = "Fast-Lab-pw2";
 /// Changed by the ldappasswd test, to [`CHANGED_PW`].
 pub const CHANGE: (&str, &str) = ("ldchange", "Change-Lab-pw1");
 pub const CHANGED_PW: &str = "Changed-Lab-pw2";
@@ -129,6 +133,8 @@ pub fn all_passwords() -> Vec<String> {
         CHANGED_PW,
         TLS_USER.1,
         CLEAR_USER.1,
+        FAST_USER.1,
+        FAST_CHANGED_PW,
         VUSER_NET_PW,
         VUSER_COM_PW,
         MULTI.1,
@@ -717,6 +723,7 @@ access to * by * read
     ldif.push_str(&ssha(SPECIAL.0, SPECIAL.1, &[], &mut stored));
     ldif.push_str(&ssha(CHANGE.0, CHANGE.1, &[], &mut stored));
     ldif.push_str(&ssha(TLS_USER.0, TLS_USER.1, &[], &mut stored));
+    ldif.push_str(&ssha(FAST_USER.0, FAST_USER.1, &[], &mut stored));
     ldif.push_str(&ssha(CLEAR_USER.0, CLEAR_USER.1, &[], &mut stored));
     ldif.push_str(&ssha(LONG_USER, &long_password(), &[], &mut stored));
     ldif.push_str(&person(

@@ -6,8 +6,10 @@
 //! cached answer (upstream keeps one connection per process, left bound as whoever bound
 //! last, and its fastbind answers `OK` from that state after a password change or while the
 //! server is down, issue #550). A stalled operation holds only its own request's
-//! connection. On loopback a fresh connection costs well under a millisecond in plain text
-//! and one TLS handshake with TLS (measured in `tests/ldap.rs`, `latency_of_each_transport`).
+//! connection. The price, measured on loopback against slapd (`tests/ldap.rs`,
+//! `latency_of_each_transport`, release build, 2 cores): 0.43 ms per verification in plain
+//! text and 2 ms with TLS (a handshake each time), against upstream's 0.3 ms on a kept
+//! connection; small next to a mail client's round trips, and `-c` spares repeated logins.
 //!
 //! **Connecting.** The servers of `ldap_servers` are tried in order; a server whose name
 //! resolves to several addresses has each tried in turn. A failure before the first
@@ -18,6 +20,12 @@
 //! IPv6 address that would be the bracketed form, which OpenSSL can't match, so for those
 //! the connector skips the name check and the address is checked here against the
 //! certificate's IP SANs before anything is sent.
+//!
+//! **Bounds.** Every operation ends by the deadline, and a search stops reading at the
+//! second entry. ldap3 buffers one response message until it is complete, without a cap of
+//! its own: a directory sending one huge message could make a verification hold that much
+//! memory until the deadline (the directory is the administrator's; unlike rimap's IMAP
+//! stream, ldap3 gives no hook to cap it).
 //!
 //! **Secrets and logs.** ldap3 logs through the `log` crate, only at `warn` and never a PDU;
 //! this program installs no `log` backend, so nothing of it reaches our log. Our lines never

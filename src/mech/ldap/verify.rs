@@ -480,16 +480,6 @@ async fn group_check(
             );
             Verdict::No
         }
-        Ok(Err(result))
-            if result.rc == rc::NO_SUCH_OBJECT || result.rc == rc::NO_SUCH_ATTRIBUTE =>
-        {
-            log_warn!(
-                "ldap: [user={}]: group check ({what}): {}: refused",
-                request.user,
-                session::result_text(&result)
-            );
-            Verdict::No
-        }
         Ok(Err(result)) => {
             log_warn!(
                 "ldap: [user={}]: group check ({what}) at {}: {}",
