@@ -27,9 +27,10 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use crate::hash::{constant_time_eq, verify as crypt_verify};
 use crate::secret::Password;
 
-/// Largest Argon2 memory cost accepted, in KiB (a directory entry can't make one check
-/// take gigabytes).
-pub const ARGON2_MAX_MEMORY_KIB: u32 = 256 * 1024;
+/// Largest Argon2 memory cost accepted, in KiB: a directory entry can't make one check
+/// take gigabytes (the verification pool is sized for about 16 MiB per check; OpenLDAP's
+/// argon2 module writes m=4096, 4 MiB, by default).
+pub const ARGON2_MAX_MEMORY_KIB: u32 = 64 * 1024;
 /// Largest Argon2 time cost (passes) accepted.
 pub const ARGON2_MAX_PASSES: u32 = 64;
 /// Largest Argon2 parallelism accepted.

@@ -61,6 +61,10 @@ pub async fn verify(
         log_info!("ldap: [user={}]: empty password: refused", request.user);
         return Verdict::No;
     }
+    // Refused before connecting when a bind can't carry it.
+    if settings.method != Method::Custom && bind_password(&request).is_none() {
+        return Verdict::No;
+    }
     let Some(mut session) = session::open(settings, tls, deadline).await else {
         log_warn!(
             "ldap: [user={}]: no LDAP server could be reached",
