@@ -127,11 +127,6 @@ impl Template {
         &self.source
     }
 
-    /// Whether the template uses `%D`.
-    pub fn uses_user_dn(&self) -> bool {
-        self.pieces.contains(&Piece::UserDn)
-    }
-
     /// The template with `values` inserted, escaped for `position`.
     pub fn expand(&self, values: &Values<'_>, position: Position) -> String {
         let mut out = String::new();
@@ -342,7 +337,6 @@ mod tests {
             "(member=uid=a\\281\\29,ou=people,dc=example,dc=org)"
         );
         assert_eq!(dn("%D", &v), "uid=a(1),ou=people,dc=example,dc=org");
-        assert!(Template::parse("(member=%D)", true).unwrap().uses_user_dn());
     }
 
     #[test]
