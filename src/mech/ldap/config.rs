@@ -517,8 +517,9 @@ impl Settings {
             .map(|(value, _)| value.to_string())
             .unwrap_or_default();
 
+        // The file may be shared with -a kerberos5, whose keys are krb5_*.
         let unknown_keys = file
-            .unknown_keys(|key| KNOWN_KEYS.contains(&key))
+            .unknown_keys(|key| KNOWN_KEYS.contains(&key) || key.starts_with("krb5_"))
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -837,6 +838,11 @@ mod tests {
         assert!(s.tls.check_peer, "Yes means yes");
         assert_eq!(s.default_realm, "example.org");
         assert_eq!(s.unknown_keys, ["log_level", "ldap_port"]);
+        let shared = parse("krb5_keytab: /etc/krb5.keytab\nkrb5_imap_instance: mail\n").unwrap();
+        assert!(
+            shared.unknown_keys.is_empty(),
+            "kerberos5's keys are not unknown"
+        );
     }
 
     #[test]
