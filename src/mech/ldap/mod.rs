@@ -181,7 +181,7 @@ impl Mechanism for Ldap {
             Ok(runtime) => runtime,
             Err(error) => {
                 log_warn!("ldap: cannot start the I/O runtime: {error}");
-                return Reply::No(String::new());
+                return Reply::bare_no();
             }
         };
         let timeout = loaded.settings.timeout;
@@ -203,7 +203,7 @@ impl Mechanism for Ldap {
         match verdict {
             Verdict::Yes => Reply::ok(),
             // Upstream's reply: `NO` and nothing else.
-            Verdict::No => Reply::No(String::new()),
+            Verdict::No => Reply::bare_no(),
         }
     }
 }
