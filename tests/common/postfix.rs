@@ -24,7 +24,6 @@ use super::clients::{code_of, status_text};
 use super::{
     CmdResult, DEFAULT_TIMEOUT, Daemon, TempDir, Watchdog, proc_stat, run_command, signal,
 };
-use std::fmt::Write as _;
 use std::fs;
 
 use std::net::TcpListener;
