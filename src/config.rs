@@ -186,6 +186,10 @@ struct Cli {
     /// comma-separated; default: 127.0.0.0/8,::1)
     #[arg(long = "dovecot-allow-from", value_name = "LIST")]
     dovecot_allow_from: Option<String>,
+    /// Take the run directory over from the saslauthd serving it without a moment without
+    /// a socket: swap our socket in, then stop the old daemon and take its pid-file lock
+    #[arg(long = "replace")]
+    replace: bool,
 }
 
 /// Everything the daemon runs from.
@@ -219,6 +223,8 @@ pub struct Config {
     pub throttle: ThrottleSettings,
     /// The Dovecot protocol front end (`--dovecot-*`).
     pub dovecot: frontend::dovecot::Settings,
+    /// `--replace`: take over from the daemon serving the run directory.
+    pub replace: bool,
 }
 
 impl Config {
@@ -339,6 +345,7 @@ where
             decay: Duration::from_secs(cli.throttle_decay),
         },
         dovecot,
+        replace: cli.replace,
     })))
 }
 

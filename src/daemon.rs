@@ -21,8 +21,6 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::stat::{Mode, umask};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -34,9 +32,11 @@ use crate::config::{self, Action, Config};
 use crate::frontend::dovecot;
 use crate::frontend::gate::Gate;
 use crate::frontend::mux::listener::{Server, serve};
+use crate::handover::{self, FileId, LockAttempt};
 use crate::log::{self, LogConfig};
 use crate::mech;
 use crate::privileges;
+use crate::sys::record_lock::{self, LockError};
 use crate::{frontend, protocol};
 use crate::{log_debug, log_err, log_info, systemd};
 
@@ -264,8 +264,8 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         if detached {
             report_ready()?;
         }
-        let listening_on = match &files.socket_path {
-            Some(path) => path.display().to_string(),
+        let listening_on = match &files.socket {
+            Some((path, _)) => path.display().to_string(),
             None => "the socket passed by the service manager".to_string(),
         };
         log_info!("master pid is: {}", std::process::id());
@@ -398,14 +398,19 @@ impl Signals {
 /// The run directory's files: the locked pid file and the socket we bound (none when the
 /// service manager passed one: it owns that socket).
 struct RunFiles {
-    pid_file: Flock<File>,
+    /// Locked with a POSIX record lock ([`record_lock`]), like upstream's: this must stay
+    /// the only descriptor of the file we ever open, since closing any would drop the lock.
+    pid_file: File,
     pid_path: PathBuf,
-    socket_path: Option<PathBuf>,
+    socket: Option<BoundSocket>,
     /// The Dovecot protocol's socket file, when we bound one.
     dovecot_path: Option<PathBuf>,
     /// Where the Dovecot protocol is served, for the log.
     dovecot_description: Option<String>,
 }
+
+/// The socket's path and the file we bound there.
+type BoundSocket = (PathBuf, Option<FileId>);
 
 impl RunFiles {
     fn create(
@@ -422,43 +427,56 @@ impl RunFiles {
         // Files we create are private; `bind` sets the socket's mode explicitly.
         umask(Mode::from_bits_truncate(0o077));
         let pid_path = config.pid_file_path();
-        let pid_file = lock_pid_file(&pid_path)?;
-        // The Dovecot socket first: once mux accepts connections, both serve (clients and
-        // scripts take a connectable mux for "started").
-        let dovecot = bind_dovecot(&config.dovecot, inherited.dovecot, dovecot_owner)?;
-        let (listener, socket_path) = match inherited.mux {
-            Some(listener) => (listener, None),
-            None => {
-                let path = config.socket_path();
-                match bind(&path) {
-                    Ok(listener) => (listener, Some(path)),
-                    Err(error) => {
-                        if let Some(dovecot_path) =
-                            dovecot.as_ref().and_then(|(_, bound)| bound.path.as_ref())
-                        {
-                            let _ = fs::remove_file(dovecot_path);
-                        }
-                        return Err(error);
-                    }
-                }
+        let mux_path = config.socket_path();
+        // --replace: our mux socket in place and the old daemon gone (see [`handover`]).
+        let (pid_file, swapped) = match &inherited.mux {
+            None if config.replace => {
+                let (file, listener, socket) = take_over(&pid_path, &mux_path)?;
+                (file, Some((listener, socket)))
             }
+            _ => (lock_pid_file(&pid_path)?, None),
         };
+        // The Dovecot socket before mux: once mux accepts connections, both serve (clients
+        // and scripts take a connectable mux for "started"). With --replace, mux is in place
+        // already and the Dovecot socket follows once the old daemon has removed its own.
+        let dovecot = bind_dovecot(&config.dovecot, inherited.dovecot, dovecot_owner)?;
+        let (listener, socket) = match (inherited.mux, swapped) {
+            (Some(listener), _) => (listener, None),
+            (None, Some(swapped)) => swapped,
+            (None, None) => match bind(&mux_path) {
+                Ok(listener) => {
+                    let id = FileId::of_path(&mux_path);
+                    (listener, Some((mux_path, id)))
+                }
+                Err(error) => {
+                    if let Some(dovecot_path) =
+                        dovecot.as_ref().and_then(|(_, bound)| bound.path.as_ref())
+                    {
+                        let _ = fs::remove_file(dovecot_path);
+                    }
+                    return Err(error);
+                }
+            },
+        };
+        write_pid(&pid_file, &pid_path)?;
         listener
             .set_nonblocking(true)
             .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
         let files = RunFiles {
             pid_file,
             pid_path,
-            socket_path,
+            socket,
             dovecot_path: dovecot.as_ref().and_then(|(_, bound)| bound.path.clone()),
             dovecot_description: dovecot.as_ref().map(|(_, bound)| bound.description.clone()),
         };
         Ok((files, listener, dovecot))
     }
 
-    /// Removes the socket, then the pid file (while still holding its lock). After
-    /// `--user` the run directory is usually not ours to write: then both stay, which is
-    /// harmless (the next start replaces the stale socket and rewrites the pid file).
+    /// Removes the sockets, then the pid file (while still holding its lock); mux and the
+    /// pid file only if their names still lead to our files: after `--replace` they belong
+    /// to the new daemon. After `--user` the run directory is usually not ours to write:
+    /// then they stay, which is harmless (the next start replaces the stale socket and
+    /// rewrites the pid file).
     fn remove(self) {
         let remove = |path: &Path| match fs::remove_file(path) {
             Ok(()) => {}
@@ -474,14 +492,49 @@ impl RunFiles {
             }
             Err(error) => log_err!("cannot remove {}: {error}", path.display()),
         };
-        if let Some(socket_path) = &self.socket_path {
-            remove(socket_path);
+        if let Some((path, bound)) = &self.socket {
+            if bound.is_some() && FileId::of_path(path) == *bound {
+                remove(path);
+            } else {
+                log_info!(
+                    "{} is another daemon's socket now: left in place",
+                    path.display()
+                );
+            }
         }
         if let Some(dovecot_path) = &self.dovecot_path {
             remove(dovecot_path);
         }
-        remove(&self.pid_path);
+        if FileId::of_path(&self.pid_path) == FileId::of_file(&self.pid_file) {
+            remove(&self.pid_path);
+        }
         drop(self.pid_file);
+    }
+}
+
+/// `--replace`: our socket takes the place of the running daemon's, which is then asked
+/// to stop; returns once its pid-file lock is ours (see [`handover`]).
+fn take_over(
+    pid_path: &Path,
+    socket_path: &Path,
+) -> Result<(File, UnixListener, Option<BoundSocket>), StartupError> {
+    let swapped = handover::swap_in(socket_path, |path| bind(path).map_err(|e| e.message))
+        .map_err(StartupError::new)?;
+    let locked = handover::take_lock(pid_path, || match try_lock_pid_file(pid_path) {
+        Ok(Ok(file)) => Ok(LockAttempt::Locked(file)),
+        Ok(Err(holder)) => Ok(LockAttempt::Held(holder)),
+        Err(error) => Err(error.message),
+    })
+    .and_then(|file| swapped.settle().map(|()| file));
+    match locked {
+        Ok(file) => {
+            let socket = Some((socket_path.to_path_buf(), Some(swapped.id)));
+            Ok((file, swapped.listener, socket))
+        }
+        Err(message) => {
+            swapped.abandon();
+            Err(StartupError::new(message))
+        }
     }
 }
 
@@ -628,10 +681,9 @@ fn dovecot_listener(
     }
 }
 
-/// Opens and locks the pid file, then writes our pid. A lock held by someone else means
-/// another instance serves this directory.
-fn lock_pid_file(path: &Path) -> Result<Flock<File>, StartupError> {
-    let file = OpenOptions::new()
+/// Opens the pid file without following a symbolic link.
+fn open_pid_file(path: &Path) -> Result<File, StartupError> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -640,31 +692,47 @@ fn lock_pid_file(path: &Path) -> Result<Flock<File>, StartupError> {
         // A symbolic link planted in the run directory is never followed.
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| StartupError::new(format!("cannot open {}: {e}", path.display())))?;
-    let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(locked) => locked,
-        Err((_, Errno::EWOULDBLOCK)) => {
-            return Err(StartupError {
-                message: format!(
-                    "another instance of saslauthd is currently running ({} is locked)",
-                    path.display()
-                ),
-                status: EXIT_ALREADY_RUNNING,
-            });
-        }
-        Err((_, errno)) => {
-            return Err(StartupError::new(format!(
-                "could not lock pid file {}: {errno}",
+        .map_err(|e| StartupError::new(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Opens the pid file and tries to lock it once: `Ok(Err(holder))` when another process
+/// (another saslauthd-rs, or Cyrus's saslauthd, which takes the same `fcntl` lock) holds
+/// it, with its pid if known.
+fn try_lock_pid_file(path: &Path) -> Result<Result<File, Option<i32>>, StartupError> {
+    let file = open_pid_file(path)?;
+    match record_lock::lock_exclusive(&file) {
+        Ok(()) => Ok(Ok(file)),
+        Err(LockError::Held(holder)) => Ok(Err(holder)),
+        Err(LockError::Failed(errno)) => Err(StartupError::new(format!(
+            "could not lock pid file {}: {errno}",
+            path.display()
+        ))),
+    }
+}
+
+/// Opens and locks the pid file; a lock held by someone else means another instance
+/// serves this directory (exit status 2).
+fn lock_pid_file(path: &Path) -> Result<File, StartupError> {
+    try_lock_pid_file(path)?.map_err(|holder| {
+        let who = holder.map_or_else(|| "another process".to_string(), |pid| format!("pid {pid}"));
+        StartupError {
+            message: format!(
+                "another instance of saslauthd is currently running: {who} holds the lock on \
+                 {} (stop it first, or start with --replace to take over)",
                 path.display()
-            )));
+            ),
+            status: EXIT_ALREADY_RUNNING,
         }
-    };
-    let written = locked
+    })
+}
+
+/// Writes our pid into the locked pid file.
+fn write_pid(mut file: &File, path: &Path) -> Result<(), StartupError> {
+    let written = file
         .set_len(0)
-        .and_then(|()| writeln!(locked, "{}", std::process::id()))
-        .and_then(|()| locked.sync_all());
-    written.map_err(|e| StartupError::new(format!("cannot write {}: {e}", path.display())))?;
-    Ok(locked)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .and_then(|()| file.sync_all());
+    written.map_err(|e| StartupError::new(format!("cannot write {}: {e}", path.display())))
 }
 
 /// A leftover socket from a crash is removed; anything else at that path is left alone.

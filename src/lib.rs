@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod frontend;
+pub mod handover;
 pub mod hash;
 pub mod log;
 pub mod mech;

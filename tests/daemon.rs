@@ -1286,12 +1286,90 @@ fn daemon_mode_second_instance_exits_2() {
         second.status,
         second.output()
     );
+    assert!(
+        second
+            .output()
+            .contains(&format!("pid {} holds the lock on", first.pid())),
+        "the refusal should name the running daemon's pid:\n{}",
+        second.output()
+    );
     assert_eq!(
         fs::read_to_string(first.pid_file()).ok(),
         Some(format!("{}\n", first.pid()))
     );
     expect_reply(&first, "suser", SUSER_PW, "OK");
     first.finish(&secrets());
+}
+
+/// `--replace` (package upgrades, seamless restarts): a second daemon takes the run
+/// directory over while a client keeps asking; no request ever finds no socket or gets
+/// anything but its answer, the old daemon exits 0, and only the new one's files remain.
+#[test]
+fn replace_takes_over_with_no_moment_without_a_socket() {
+    let daemon_mode = || Options {
+        foreground: false,
+        ..Options::default()
+    };
+    let mut first = Daemon::start_with(&ours(), &["-a", "shadow"], daemon_mode());
+    let socket = first.socket();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let stop = std::sync::Arc::clone(&stop);
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                answers.push(auth(&socket, "suser", SUSER_PW, "imap", ""));
+            }
+            answers
+        })
+    };
+    sleep(Duration::from_millis(200));
+    let second = Daemon::start_with(
+        &ours(),
+        &["-a", "shadow", "--replace"],
+        Options {
+            run_dir: Some(first.run_dir().to_path_buf()),
+            ..daemon_mode()
+        },
+    );
+    let old_status = first.wait_exit(DEFAULT_TIMEOUT);
+    sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = asker.join().expect("asking thread");
+    assert_ne!(second.pid(), first.pid());
+    assert!(
+        old_status.is_some_and(|s| s.success()),
+        "the replaced daemon: {old_status:?}\n{}",
+        first.log()
+    );
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|a| a.as_deref() != Some("OK"))
+        .collect();
+    assert!(
+        answers.len() > 5 && failed.is_empty(),
+        "{} of {} requests across the handover failed: {failed:?}\n--- old ---\n{}\n--- new ---\n{}",
+        failed.len(),
+        answers.len(),
+        first.log(),
+        second.log()
+    );
+    let mut names: Vec<_> = fs::read_dir(second.run_dir())
+        .expect("run dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["mux", "saslauthd.pid"]);
+    assert_eq!(
+        fs::read_to_string(second.pid_file()).ok(),
+        Some(format!("{}\n", second.pid()))
+    );
+    second.finish(&secrets());
+    assert!(
+        !socket.exists(),
+        "the new daemon removes its socket when it stops"
+    );
 }
 
 #[test]

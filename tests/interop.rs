@@ -526,3 +526,82 @@ fn postfix_smtp_auth_through_libsasl() {
         pf.diagnostics()
     );
 }
+
+/// The instance lock: Cyrus's saslauthd and ours take the same `fcntl` write lock on
+/// `<rundir>/saslauthd.pid`, so neither starts in a directory the other serves (both in
+/// daemon mode, as distributions run them). Ours exits 2 naming the pid that serves;
+/// Cyrus refuses before it touches our socket.
+#[test]
+fn ours_and_upstream_exclude_each_other_on_one_run_dir() {
+    require_root();
+    let daemon_mode = |run_dir: Option<PathBuf>| Options {
+        foreground: false,
+        run_dir,
+        ..Options::default()
+    };
+    let socket_id = |d: &Daemon| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(d.socket())
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+
+    // Cyrus first, then ours.
+    let mut cyrus = Daemon::start_with(
+        &daemon_path("upstream"),
+        &["-a", "shadow", "-n", "2"],
+        daemon_mode(None),
+    );
+    let cyrus_socket = socket_id(&cyrus);
+    let run = cyrus.run_dir().to_str().expect("utf-8").to_string();
+    let refused = run_in_namespace(
+        &daemon_path("ours"),
+        &["-a", "shadow", "-m", &run],
+        DEFAULT_TIMEOUT,
+    );
+    assert_eq!(
+        refused.status.and_then(|s| s.code()),
+        Some(2),
+        "ours started in a directory Cyrus serves:\n{}",
+        refused.output()
+    );
+    assert!(
+        refused
+            .output()
+            .contains(&format!("pid {} holds the lock on", cyrus.pid())),
+        "ours should name Cyrus's pid:\n{}",
+        refused.output()
+    );
+    assert_eq!(
+        socket_id(&cyrus),
+        cyrus_socket,
+        "ours touched Cyrus's socket"
+    );
+    expect_reply(&cyrus, "suser", SUSER_PW, "OK");
+    cyrus.stop();
+
+    // Ours first, then Cyrus.
+    let ours = Daemon::start_with(&daemon_path("ours"), &["-a", "shadow"], daemon_mode(None));
+    let our_socket = socket_id(&ours);
+    let run = ours.run_dir().to_str().expect("utf-8").to_string();
+    let cyrus = run_in_namespace(
+        &daemon_path("upstream"),
+        &["-a", "shadow", "-m", &run, "-n", "2"],
+        DEFAULT_TIMEOUT,
+    );
+    assert_ne!(
+        cyrus.status.and_then(|s| s.code()),
+        Some(0),
+        "Cyrus started in a directory ours serves:\n{}",
+        cyrus.output()
+    );
+    // A Cyrus that had started would remove the socket when it stops; it never got that far.
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(socket_id(&ours), our_socket, "Cyrus touched our socket");
+    assert_eq!(
+        std::fs::read_to_string(ours.pid_file()).ok(),
+        Some(format!("{}\n", ours.pid()))
+    );
+    expect_reply(&ours, "suser", SUSER_PW, "OK");
+    ours.finish(&[SUSER_PW]);
+}

@@ -10,4 +10,5 @@ pub mod crypt;
 pub mod krb5;
 pub mod nss;
 pub mod pam;
+pub mod record_lock;
 pub mod thread_uid;
