@@ -87,18 +87,26 @@ struct Cli {
         requires = "dovecot"
     )]
     dovecot_mech: String,
-    /// Show this help and exit
-    #[arg(short = 'h', long = "help")]
+    /// Show this help on stderr and exit
+    #[arg(short = 'h')]
     help: bool,
+    /// Show this help on stdout and exit
+    #[arg(long = "help")]
+    long_help: bool,
 }
 
 /// `testsaslauthd`'s entry point.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(std::env::args_os()) {
-        Ok(cli) if !cli.help => cli,
-        Ok(_) => {
+        Ok(cli) if !cli.help && !cli.long_help => cli,
+        Ok(cli) => {
             use clap::CommandFactory;
-            eprint!("{}", Cli::command().render_help());
+            let help = Cli::command().render_help();
+            if cli.long_help {
+                print!("{help}");
+            } else {
+                eprint!("{help}");
+            }
             return ExitCode::SUCCESS;
         }
         Err(error) => {

@@ -50,9 +50,12 @@ struct Cli {
     /// Run in the foreground (do not detach)
     #[arg(short = 'f')]
     foreground: bool,
-    /// Show this help and exit
-    #[arg(short = 'h', long = "help")]
+    /// Show this help on stderr, like upstream, and exit
+    #[arg(short = 'h')]
     help: bool,
+    /// Show this help on stdout and exit
+    #[arg(long = "help")]
+    long_help: bool,
     /// Accepted for compatibility; no effect (there is no accept lock)
     #[arg(short = 'l')]
     no_accept_lock: bool,
@@ -241,8 +244,10 @@ impl Config {
 #[derive(Debug)]
 pub enum Action {
     Run(Box<Config>),
-    /// `-h`: the text to print on stderr (usage, then the version block).
+    /// `-h`: the text to print on stderr (usage, then the version block), as upstream.
     Help(String),
+    /// `--help`: the same text, for stdout (so `saslauthd --help | less` works).
+    LongHelp(String),
     /// `-v`: the version block, for stderr.
     Version(String),
 }
@@ -282,9 +287,14 @@ where
         let first = text.lines().next().unwrap_or("invalid arguments");
         UsageError(first.trim_start_matches("error: ").to_string())
     })?;
-    if cli.help {
+    if cli.help || cli.long_help {
         let help = Cli::command().render_help().to_string();
-        return Ok(Action::Help(format!("{help}\n{}", version_block())));
+        let text = format!("{help}\n{}", version_block());
+        return Ok(if cli.long_help {
+            Action::LongHelp(text)
+        } else {
+            Action::Help(text)
+        });
     }
     if cli.version {
         return Ok(Action::Version(version_block()));
@@ -841,6 +851,10 @@ mod tests {
                 assert!(text.contains("--max-field-len"));
                 assert!(text.ends_with(&version_block()));
             }
+            other => panic!("{other:?}"),
+        }
+        match parse_one("--help") {
+            Action::LongHelp(text) => assert!(text.contains("--max-queue")),
             other => panic!("{other:?}"),
         }
     }

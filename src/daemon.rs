@@ -74,6 +74,10 @@ pub fn main() -> ExitCode {
             eprint!("{text}");
             ExitCode::SUCCESS
         }
+        Ok(Action::LongHelp(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Err(usage) => {
             eprintln!("saslauthd: {usage}");
             ExitCode::from(1)

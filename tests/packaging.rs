@@ -3,8 +3,9 @@
 //! the Debian package.
 //!
 //! Run as root. Tools: mandoc, groff, man-db, shellcheck, systemd (systemd-analyze,
-//! systemd-socket-activate), openrc (openrc-run), util-linux (unshare, nsenter), dpkg, and
-//! cargo-deb (`cargo install cargo-deb`).
+//! systemd-socket-activate), openrc (openrc-run), util-linux (unshare, nsenter), dpkg,
+//! lintian, swaks and postfix, cargo-deb (`cargo install cargo-deb`), and Debian's
+//! sasl2-bin package file in target/test-debs/ (`scripts/test.sh` downloads it).
 //!
 //! The host is left alone: the service-manager paths run in private mount namespaces
 //! whose /etc, /usr/sbin, /usr/libexec (and /run, /usr/share/man/man8) are overlays that
@@ -12,12 +13,17 @@
 //! ExecStart= run exactly as installed. Daemons use run directories in temporary
 //! directories, and requests ask for a user that does not exist (`NO Invalid username` is
 //! the shadow mechanism's answer, which shows both that the daemon serves and which
-//! mechanism it runs). Only the Debian package test (`slow_deb_*`, select it with
-//! `cargo test --test packaging slow_deb`) changes the host: it installs and purges the
-//! package and checks that everything it saw before, sasl2-bin's files included, is back.
+//! mechanism it runs). The Debian package tests (`slow_deb_*`, select them with
+//! `cargo test --test packaging slow_deb`) run dpkg in namespaces whose /etc, /usr and
+//! /var are overlays and whose /run is private: install over running Cyrus daemons
+//! serving a private Postfix, upgrade, remove, purge, sasl2-bin in every order; each
+//! checks that the host's package state is the same afterwards.
 
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::postfix::{Advert, Postfix, SmtpAuth, SmtpListener, smtp_case};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
@@ -26,7 +32,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{OnceLock, RwLock, mpsc};
+use std::sync::{OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -41,19 +47,6 @@ const STEP: Duration = Duration::from_secs(20);
 const NOBODY: &str = "saslauthd-rs-no-such-user";
 const INVALID_USERNAME: &str = "NO Invalid username";
 const HELPER_PATH: &str = "/usr/libexec/saslauthd-rs/saslauthd-start";
-
-/// Namespaced tests read /usr/sbin and /etc through overlays; the package test changes
-/// them. Overlay lower layers must not change under a mount, so the two kinds never
-/// overlap.
-static HOST: RwLock<()> = RwLock::new(());
-
-fn host_shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    HOST.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn host_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
-    HOST.write().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -92,10 +85,6 @@ impl TempDir {
         let path = nix::unistd::mkdtemp(&template).expect("mkdtemp");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
         TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
     }
 
     fn join(&self, part: impl AsRef<Path>) -> PathBuf {
@@ -444,17 +433,28 @@ enum Content {
     Copy(PathBuf),
 }
 
-/// A process parked in a private mount namespace; commands run in it with nsenter.
+/// What a namespace sees at /run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RunFs {
+    /// The host's.
+    Host,
+    /// A fresh tmpfs: no systemd (so the LSB functions never hand over to systemctl),
+    /// no daemon's run directory.
+    Private,
+    /// A fresh tmpfs prepared for openrc-run.
+    Openrc,
+}
+
+/// A process parked in a private mount namespace; commands run in it with nsenter. On
+/// drop, every process still in the namespace (daemons a test started there) is killed.
 struct Namespace {
     holder: Proc,
     _dir: TempDir,
 }
 
 impl Namespace {
-    /// `layers`: (directory to overlay, what to add to it). `private_run`: a fresh tmpfs
-    /// on /run, prepared for openrc-run (and hiding systemd, so the LSB functions never
-    /// hand over to systemctl).
-    fn new(layers: Vec<(&str, Layer)>, private_run: bool) -> Namespace {
+    /// `layers`: (directory to overlay, what to add to it); `run`: what /run is.
+    fn new(layers: Vec<(&str, Layer)>, run: RunFs) -> Namespace {
         require_tool("unshare", "util-linux");
         require_tool("nsenter", "util-linux");
         let dir = TempDir::new("ns");
@@ -482,10 +482,12 @@ impl Namespace {
                 work.display()
             ));
         }
-        if private_run {
+        if run != RunFs::Host {
+            script.push_str("mount -t tmpfs -o mode=0755 tmpfs /run\nmkdir -p /run/lock\n");
+        }
+        if run == RunFs::Openrc {
             script.push_str(
-                "mount -t tmpfs -o mode=0755 tmpfs /run\n\
-                 mkdir -p /run/openrc /run/lock\n\
+                "mkdir -p /run/openrc\n\
                  cd /run/openrc\n\
                  mkdir daemons exclusive failed hotplugged inactive options scheduled \
                  started starting stopping tmp wasinactive\n\
@@ -494,7 +496,7 @@ impl Namespace {
             );
         }
         let ready = dir.join("ready");
-        script.push_str(&format!("touch '{}'\nexec sleep 600\n", ready.display()));
+        script.push_str(&format!("touch '{}'\nexec sleep 3600\n", ready.display()));
         let log = dir.join("holder.log");
         let mut holder = spawn_logged(
             Command::new("unshare").args([
@@ -522,10 +524,59 @@ impl Namespace {
 
     /// A command that runs inside the namespace.
     fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &self.holder.pid.to_string(), "-m", "--", program])
+        let enter = self.enter();
+        let mut cmd = Command::new(&enter[0]);
+        cmd.args(&enter[1..])
+            .arg(program)
             .env("_SYSTEMCTL_SKIP_REDIRECT", "1");
         cmd
+    }
+
+    /// The words that run a command inside the namespace (nsenter execs it in place).
+    fn enter(&self) -> Vec<String> {
+        strings(&["nsenter", "-t", &self.holder.pid.to_string(), "-m", "--"])
+    }
+
+    /// Processes in this mount namespace other than the holder: (pid, command name).
+    fn processes(&self) -> Vec<(i32, String)> {
+        let ours = fs::read_link(format!("/proc/{}/ns/mnt", self.holder.pid)).ok();
+        let mut found = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == self.holder.pid || !pid_alive(pid) {
+                continue;
+            }
+            if ours.is_some() && fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == ours {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                found.push((pid, comm.trim().to_string()));
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // Only processes started inside this namespace can be in it.
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            let left = self.processes();
+            if left.is_empty() {
+                break;
+            }
+            for (pid, _) in &left {
+                let _ = kill(Pid::from_raw(*pid), signal);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !self.processes().is_empty() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 
@@ -538,14 +589,16 @@ fn sbin_layer() -> (&'static str, Layer) {
     ("/usr/sbin", layer)
 }
 
-/// /usr/libexec with the start helper.
+/// /usr/libexec with the start helper and the instances helper.
 fn libexec_layer() -> (&'static str, Layer) {
     let mut layer = Layer::default();
-    layer.files.push((
-        "saslauthd-rs/saslauthd-start".into(),
-        Content::Copy(repo().join("init/saslauthd-start")),
-        0o755,
-    ));
+    for helper in ["saslauthd-start", "saslauthd-instances"] {
+        layer.files.push((
+            format!("saslauthd-rs/{helper}"),
+            Content::Copy(repo().join("init").join(helper)),
+            0o755,
+        ));
+    }
     ("/usr/libexec", layer)
 }
 
@@ -665,15 +718,22 @@ fn man_pages_lint_clean() {
 
 /// Option names (`-a`, `--timeout`) in clap's `--help` output.
 fn help_options(program: &str) -> BTreeSet<String> {
+    // --help on stdout (so it can be piped), -h on stderr like upstream's.
     let output = assert_passed(
         run(Command::new(program).arg("--help"), STEP),
         &format!("{program} --help"),
+        Prints::StdoutOnly,
+    );
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let short = assert_passed(
+        run(Command::new(program).arg("-h"), STEP),
+        &format!("{program} -h"),
         Prints::Anything,
     );
-    let help = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    assert!(
+        short.stdout.is_empty() && String::from_utf8_lossy(&short.stderr) == help,
+        "{program} -h should print --help's text on stderr:\n{}",
+        text(&short)
     );
     let mut options = BTreeSet::new();
     for line in help.lines() {
@@ -740,13 +800,36 @@ fn help_and_man_page_list_the_same_options() {
             "{page} vs {program} --help: undocumented {missing:?}, documented but unknown {extra:?}"
         );
     }
+    // saslauthd(8) sums up the options Cyrus SASL lacks: all of our long options.
+    let daemon_page = repo_text(MAN_PAGES[0]);
+    let differences = daemon_page
+        .split("\n.SH ")
+        .find(|s| s.starts_with("DIFFERENCES FROM CYRUS SASL\n"))
+        .expect("saslauthd.8: DIFFERENCES FROM CYRUS SASL");
+    let summary = differences
+        .split(".IP ")
+        .find(|item| item.contains("are new."))
+        .expect("the bullet listing the new options")
+        .replace("\\-", "-");
+    let listed: BTreeSet<String> = option_tokens(&summary).into_iter().collect();
+    let long: BTreeSet<String> = help_options(DAEMON)
+        .into_iter()
+        .filter(|o| o.starts_with("--"))
+        .collect();
+    let unlisted: Vec<_> = long.difference(&listed).collect();
+    assert!(
+        unlisted.is_empty(),
+        "saslauthd.8's summary of the new options lacks {unlisted:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
 // units and scripts
 
-const SHELL_SCRIPTS: [&str; 7] = [
+const SHELL_SCRIPTS: [&str; 9] = [
     "init/saslauthd-start",
+    "init/saslauthd-instances",
+    "pkg/deb/build-deb",
     "init/saslauthd.init",
     "init/saslauthd.openrc",
     "pkg/deb/preinst",
@@ -798,7 +881,6 @@ fn shell_scripts_pass_shellcheck() {
 fn systemd_units_verify_clean() {
     require_root();
     require_tool("systemd-analyze", "systemd");
-    let _host = host_shared();
     // The unit names the installed helper and man pages: provide them in a namespace.
     let mut man = Layer::default();
     for page in MAN_PAGES {
@@ -811,23 +893,35 @@ fn systemd_units_verify_clean() {
     }
     let ns = Namespace::new(
         vec![sbin_layer(), libexec_layer(), ("/usr/share/man/man8", man)],
-        false,
+        RunFs::Host,
     );
+    // As installed: the units, and the shared sandbox as a drop-in for both services.
     let dir = TempDir::new("units");
     for unit in [
         "saslauthd.service",
+        "saslauthd@.service",
         "saslauthd.socket",
         "saslauthd-dovecot.socket",
     ] {
         copy_file(&repo().join("init").join(unit), &dir.join(unit), 0o644);
     }
+    for service in ["saslauthd.service", "saslauthd@.service"] {
+        copy_file(
+            &repo().join("init/sandbox.conf"),
+            &dir.join(format!("{service}.d/sandbox.conf")),
+            0o644,
+        );
+    }
     let service = dir.join("saslauthd.service");
+    // An instance is verified by its name; the template's directory is searched.
+    let instance = dir.join("saslauthd@second.service");
     let socket = dir.join("saslauthd.socket");
     assert_passed(
         run(
             ns.command("systemd-analyze")
                 .arg("verify")
                 .arg(&service)
+                .arg(&instance)
                 .arg(&socket)
                 .arg(dir.join("saslauthd-dovecot.socket")),
             STEP,
@@ -836,28 +930,47 @@ fn systemd_units_verify_clean() {
         Prints::Nothing,
     );
     // The sandbox stays tight: exposure 3.5 or better on systemd's 0-10 scale.
-    assert_passed(
-        run(
-            ns.command("systemd-analyze")
-                .args(["security", "--offline=yes", "--threshold=35", "--no-pager"])
-                .arg(&service),
-            STEP,
-        ),
-        "systemd-analyze security",
-        Prints::Anything,
-    );
+    for unit in [&service, &instance] {
+        assert_passed(
+            run(
+                ns.command("systemd-analyze")
+                    .args(["security", "--offline=yes", "--threshold=35", "--no-pager"])
+                    .arg(unit),
+                STEP,
+            ),
+            "systemd-analyze security",
+            Prints::Anything,
+        );
+    }
     // The facts the rest of the packaging relies on.
     assert_has_lines(
-        "init/saslauthd.service",
+        "init/sandbox.conf",
         &[
             "Type=notify",
-            "RuntimeDirectory=saslauthd",
             "RuntimeDirectoryMode=0710",
             "Group=sasl",
             "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
             "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "PrivateTmp=yes",
         ],
     );
+    assert_has_lines("init/saslauthd.service", &["RuntimeDirectory=saslauthd"]);
+    assert_has_lines(
+        "init/saslauthd@.service",
+        &[
+            "RuntimeDirectory=saslauthd-%i",
+            "ConditionPathExists=/etc/default/saslauthd-%i",
+            "ExecCondition=/usr/libexec/saslauthd-rs/saslauthd-start --check /etc/default/saslauthd-%i",
+        ],
+    );
+    for unit in ["init/saslauthd.service", "init/saslauthd@.service"] {
+        let text = repo_text(unit);
+        assert!(
+            !text.contains("ProtectSystem") && !text.contains("Type="),
+            "{unit}: the sandbox and process settings belong in init/sandbox.conf"
+        );
+    }
     assert_has_lines(
         "init/saslauthd.socket",
         &[
@@ -1084,10 +1197,9 @@ fn check_unit_start(
     run_dir: &Path,
     expected_args: &[&str],
 ) {
-    let _host = host_shared();
     let ns = Namespace::new(
         vec![etc_layer(etc_files, hidden), sbin_layer(), libexec_layer()],
-        false,
+        RunFs::Host,
     );
     let mut unit = UnitService::start(&ns, dir);
     let ready = &unit.ready;
@@ -1192,7 +1304,7 @@ fn init_script_namespace(script: &str, config: (&str, String), hidden: &[&str]) 
             sbin_layer(),
             libexec_layer(),
         ],
-        true,
+        RunFs::Openrc,
     )
 }
 
@@ -1243,7 +1355,6 @@ fn check_init_script(
 fn lsb_init_script_honours_debian_defaults() {
     require_root();
     require_tool("start-stop-daemon", "dpkg");
-    let _host = host_shared();
     let (_dir, run_dir, run_dir_arg) = scratch_run_dir("lsb");
     let defaults = format!(
         "MECHANISMS=\"shadow\"\nMECH_OPTIONS=\"\"\nTHREADS=2\nOPTIONS=\"-m {run_dir_arg}\"\n"
@@ -1268,7 +1379,6 @@ fn lsb_init_script_honours_debian_defaults() {
 fn lsb_init_script_honours_fedora_sysconfig_and_start_no() {
     require_root();
     require_tool("start-stop-daemon", "dpkg");
-    let _host = host_shared();
     let (dir, run_dir, run_dir_arg) = scratch_run_dir("lsb-fedora");
     let sysconfig = format!("SOCKETDIR={run_dir_arg}\nMECH=shadow\nFLAGS=\n");
     let ns = init_script_namespace(
@@ -1303,7 +1413,6 @@ fn lsb_init_script_honours_fedora_sysconfig_and_start_no() {
 fn openrc_script_honours_conf_d() {
     require_root();
     require_tool("openrc-run", "openrc");
-    let _host = host_shared();
     let (_dir, run_dir, run_dir_arg) = scratch_run_dir("openrc");
     let conf = format!("SASLAUTHD_OPTS=\"-a shadow -m {run_dir_arg} -n 2\"\n");
     let ns = init_script_namespace("init/saslauthd.openrc", ("conf.d/saslauthd", conf), &[]);
@@ -1317,114 +1426,13 @@ fn openrc_script_honours_conf_d() {
 
 // ---------------------------------------------------------------------------------------
 // the Debian package
+//
+// Never installed on the host: every test below runs dpkg in a private mount namespace
+// whose /etc, /usr and /var are overlays and whose /run is private ([`deb_namespace`]),
+// and compares the host's package state before and after ([`PackageState`]).
 
-/// (mode, uid, gid) of a directory.
-type DirStat = (u32, u32, u32);
-
-/// Everything of the host the package may touch, to compare before and after.
-#[derive(Debug, PartialEq)]
-struct HostState {
-    sasl2_bin: String,
-    ours: String,
-    /// (path, (length, hash of the content)).
-    files: Vec<(String, Option<(usize, u64)>)>,
-    dirs: Vec<(String, Option<DirStat>)>,
-    diversions: Vec<String>,
-    statoverrides: String,
-    group_sasl: Option<u32>,
-}
-
-const WATCHED_FILES: [&str; 8] = [
-    "/usr/sbin/saslauthd",
-    "/usr/sbin/testsaslauthd",
-    "/usr/share/man/man8/saslauthd.8.gz",
-    "/usr/share/man/man8/testsaslauthd.8.gz",
-    "/usr/lib/systemd/system/saslauthd.service",
-    "/usr/lib/systemd/system/saslauthd.socket",
-    "/etc/default/saslauthd",
-    "/etc/init.d/saslauthd",
-];
-const WATCHED_DIRS: [&str; 5] = [
-    "/run/saslauthd",
-    "/usr/libexec/saslauthd-rs",
-    "/usr/share/saslauthd-rs",
-    "/var/lib/saslauthd-rs",
-    "/usr/share/doc/saslauthd-rs",
-];
-
-fn digest(content: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    content.hash(&mut hasher);
-    hasher.finish()
-}
-
-fn package_status(name: &str) -> String {
-    let output = run(
-        Command::new("dpkg-query").args(["-W", "-f=${Status}", name]),
-        STEP,
-    );
-    if output.status.success() {
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    } else {
-        "absent".into()
-    }
-}
-
-impl HostState {
-    fn take() -> HostState {
-        let mut diversions: Vec<String> = String::from_utf8_lossy(
-            &run_ok(Command::new("dpkg-divert").arg("--list"), STEP).stdout,
-        )
-        .lines()
-        .map(str::to_string)
-        .collect();
-        diversions.sort();
-        let statoverrides = String::from_utf8_lossy(
-            &run(Command::new("dpkg-statoverride").arg("--list"), STEP).stdout,
-        )
-        .into_owned();
-        HostState {
-            sasl2_bin: package_status("sasl2-bin"),
-            ours: package_status("saslauthd-rs"),
-            files: WATCHED_FILES
-                .iter()
-                .map(|f| {
-                    (
-                        f.to_string(),
-                        fs::read(f).ok().map(|c| (c.len(), digest(&c))),
-                    )
-                })
-                .collect(),
-            dirs: WATCHED_DIRS
-                .iter()
-                .map(|d| {
-                    let meta = fs::metadata(d).ok();
-                    (d.to_string(), meta.map(|m| (m.mode(), m.uid(), m.gid())))
-                })
-                .collect(),
-            diversions,
-            statoverrides,
-            group_sasl: sasl_gid(),
-        }
-    }
-}
-
-/// Purges the package if a check fails half-way.
-struct PurgeOnDrop;
-
-impl Drop for PurgeOnDrop {
-    fn drop(&mut self) {
-        if package_status("saslauthd-rs") != "absent" {
-            let _ = run(
-                Command::new("dpkg").args(["--purge", "saslauthd-rs"]),
-                STEP * 6,
-            );
-        }
-    }
-}
-
-/// Builds the package once per test run (`cargo deb`), into the target directory.
+/// The Debian package, built once per test run by `pkg/deb/build-deb` into the target
+/// directory.
 fn built_deb() -> PathBuf {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
@@ -1434,19 +1442,11 @@ fn built_deb() -> PathBuf {
             "cargo-deb is missing: cargo install cargo-deb",
             Prints::Anything,
         );
-        // target/debug/saslauthd -> target/packaging-test/
-        let dir = Path::new(DAEMON)
-            .ancestors()
-            .nth(2)
-            .expect("target directory")
-            .join("packaging-test");
-        fs::create_dir_all(&dir).expect("mkdir");
-        let deb = dir.join("saslauthd-rs.deb");
+        let deb = target_dir().join("packaging-test/saslauthd-rs.deb");
         run_ok(
-            Command::new(&cargo)
-                .current_dir(repo())
-                .args(["deb", "--fast", "--output"])
-                .arg(&deb),
+            Command::new(repo().join("pkg/deb/build-deb"))
+                .arg(&deb)
+                .env("CARGO", &cargo),
             Duration::from_secs(1800),
         );
         deb
@@ -1454,151 +1454,109 @@ fn built_deb() -> PathBuf {
     .clone()
 }
 
-#[test]
-fn slow_deb_package_installs_runs_and_purges_cleanly() {
-    require_root();
-    require_tool("dpkg", "dpkg");
-    require_tool("man", "man-db");
-    require_tool("systemd-analyze", "systemd");
-    let deb = built_deb();
-    let contents = run_ok(Command::new("dpkg-deb").arg("--contents").arg(&deb), STEP);
-    let contents = String::from_utf8_lossy(&contents.stdout);
-    for path in [
-        "./usr/sbin/saslauthd",
-        "./usr/sbin/testsaslauthd",
-        "./usr/share/man/man8/saslauthd.8.gz",
-        "./usr/share/man/man8/testsaslauthd.8.gz",
-        "./usr/lib/systemd/system/saslauthd.service",
-        "./usr/lib/systemd/system/saslauthd.socket",
-        "./usr/lib/systemd/system/saslauthd-dovecot.socket",
-        "./usr/libexec/saslauthd-rs/saslauthd-start",
-        "./usr/lib/tmpfiles.d/saslauthd.conf",
-        "./usr/lib/sysusers.d/saslauthd.conf",
-        "./usr/share/saslauthd-rs/default/saslauthd",
-    ] {
-        assert!(
-            contents.contains(path),
-            "the package lacks {path}:\n{contents}"
-        );
+/// target/ (the parent of target/debug/).
+fn target_dir() -> PathBuf {
+    Path::new(DAEMON)
+        .ancestors()
+        .nth(2)
+        .expect("target directory")
+        .to_path_buf()
+}
+
+/// Debian's sasl2-bin package file, which `scripts/test.sh` downloads (apt-get download)
+/// into target/test-debs/, so that the tests can install it inside a namespace without
+/// the network.
+fn sasl2_bin_deb() -> PathBuf {
+    let dir = target_dir().join("test-debs");
+    let found = fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("sasl2-bin_") && n.ends_with(".deb"))
+        });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no sasl2-bin_*.deb in {}: scripts/test.sh downloads it (mkdir -p {0} && cd {0} \
+             && apt-get download sasl2-bin)",
+            dir.display()
+        )
+    })
+}
+
+/// What of a system's package state the package may touch, as text: the relevant
+/// packages' status, diversions, statoverrides, the daemon binaries, the saslauthd
+/// settings files, boot links and enabled units, the package's own directories.
+const PACKAGE_STATE_SCRIPT: &str = r#"
+dpkg-query -W -f='${Package} ${Version} ${Status}\n' sasl2-bin saslauthd-rs libsasl2-2 libsasl2-modules postfix 2>&1
+echo '--- diversions'; dpkg-divert --list | sort
+echo '--- statoverrides'; dpkg-statoverride --list | sort
+echo '--- binaries'; for f in /usr/sbin/saslauthd /usr/sbin/testsaslauthd /usr/sbin/saslauthd.cyrus /usr/sbin/testsaslauthd.cyrus; do
+  if [ -e "$f" ]; then md5sum "$f"; else echo "no $f"; fi; done
+echo '--- settings'; for f in /etc/default/saslauthd* /etc/init.d/saslauthd*; do [ -e "$f" ] && md5sum "$f"; done
+echo '--- boot'; ls -l /etc/rc?.d/*saslauthd* /etc/systemd/system/*/saslauthd* 2>/dev/null | sed 's/.* \(\/etc\/\)/\1/'
+echo '--- ours'; ls -d /var/lib/saslauthd-rs /usr/libexec/saslauthd-rs /usr/share/saslauthd-rs /usr/share/doc/saslauthd-rs 2>/dev/null
+echo '--- group'; getent group sasl | cut -d: -f1,3
+true
+"#;
+
+/// A snapshot of [`PACKAGE_STATE_SCRIPT`]'s view, on the host or in a namespace.
+#[derive(Debug, PartialEq)]
+struct PackageState(String);
+
+impl PackageState {
+    fn of_host() -> PackageState {
+        let output = run_ok(Command::new("sh").args(["-c", PACKAGE_STATE_SCRIPT]), STEP);
+        PackageState(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    let _host = host_exclusive();
-    let before = HostState::take();
-    assert_eq!(
-        before.ours, "absent",
-        "saslauthd-rs is already installed here; this test leaves installed packages alone \
-         (dpkg --purge saslauthd-rs first)"
-    );
-    let sasl2_bin_installed = before.sasl2_bin == "install ok installed";
-    let purge = PurgeOnDrop;
+    fn of(ns: &Namespace) -> PackageState {
+        PackageState(ns_sh_ok(ns, PACKAGE_STATE_SCRIPT))
+    }
 
-    assert_passed(
-        run(Command::new("dpkg").arg("-i").arg(&deb), STEP * 6),
-        "dpkg -i",
-        Prints::Anything,
-    );
-    assert_eq!(package_status("saslauthd-rs"), "install ok installed");
-
-    let version = run_ok(Command::new("/usr/sbin/saslauthd").arg("-v"), STEP);
-    let version = String::from_utf8_lossy(&version.stderr).into_owned();
-    assert!(
-        version.contains("(saslauthd-rs)") && version.contains("authentication mechanisms:"),
-        "saslauthd -v: {version}"
-    );
-    let help = run_ok(Command::new("/usr/sbin/testsaslauthd").arg("-h"), STEP);
-    assert!(String::from_utf8_lossy(&help.stderr).contains("saslauthd-rs"));
-    for page in ["saslauthd", "testsaslauthd"] {
-        let output = run_ok(
-            Command::new("man")
-                .arg("-l")
-                .arg(format!("/usr/share/man/man8/{page}.8.gz"))
-                .env("MANPAGER", "cat")
-                .env("PAGER", "cat")
-                .env("MANWIDTH", "80"),
-            STEP,
-        );
-        let rendered = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            rendered.contains("saslauthd-rs") && rendered.contains("NAME"),
-            "man -l {page}:\n{rendered}"
+    /// Asserts that `self` (after) equals `before`, showing the lines that differ.
+    fn assert_same_as(&self, before: &PackageState, what: &str) {
+        if self == before {
+            return;
+        }
+        let old: BTreeSet<&str> = before.0.lines().collect();
+        let new: BTreeSet<&str> = self.0.lines().collect();
+        panic!(
+            "{what} differs:\n  gone: {:?}\n  new: {:?}",
+            old.difference(&new).collect::<Vec<_>>(),
+            new.difference(&old).collect::<Vec<_>>()
         );
     }
-    if sasl2_bin_installed {
-        let diversions = run_ok(Command::new("dpkg-divert").arg("--list"), STEP);
-        let diversions = String::from_utf8_lossy(&diversions.stdout);
-        assert!(
-            diversions.contains(
-                "diversion of /usr/sbin/saslauthd to /usr/sbin/saslauthd.cyrus by saslauthd-rs"
-            ),
-            "{diversions}"
-        );
-        let cyrus = run(Command::new("/usr/sbin/saslauthd.cyrus").arg("-v"), STEP);
-        let cyrus = String::from_utf8_lossy(&cyrus.stderr);
-        assert!(
-            cyrus.starts_with("saslauthd 2") && !cyrus.contains("saslauthd-rs"),
-            "Cyrus's daemon should stay available as saslauthd.cyrus: {cyrus}"
-        );
-    }
-    let run_dir = fs::metadata("/run/saslauthd").expect("/run/saslauthd after install");
-    assert!(run_dir.is_dir());
-    if before.dirs[0].1.is_none() {
-        assert_run_dir_private(Path::new("/run/saslauthd"));
-    }
-    assert!(Path::new("/etc/default/saslauthd").exists());
-    let print = run_ok(
-        Command::new(HELPER_PATH).args(["--print", "/etc/default/saslauthd"]),
-        STEP,
-    );
-    assert!(String::from_utf8_lossy(&print.stdout).starts_with("/usr/sbin/saslauthd\n-a\n"));
-    assert_passed(
-        run(
-            Command::new("systemd-analyze").args([
-                "verify",
-                "/usr/lib/systemd/system/saslauthd.service",
-                "/usr/lib/systemd/system/saslauthd.socket",
-            ]),
-            STEP,
-        ),
-        "systemd-analyze verify of the installed units",
-        Prints::StdoutOnly,
-    );
-    // The installed binaries talk to each other.
-    let work = TempDir::new("deb-run");
-    let log = work.join("daemon.log");
-    let mut daemon = spawn_logged(
-        foreground_daemon(
-            &mut Command::new("/usr/sbin/saslauthd"),
-            "shadow",
-            work.path(),
-        ),
-        &log,
-    );
-    let socket = work.join("mux");
-    wait_until(STEP, "the installed daemon's socket", || socket.exists());
-    let output = run(
-        Command::new("/usr/sbin/testsaslauthd")
-            .args(["-u", NOBODY, "-p", "not-the-password", "--show-reply", "-f"])
-            .arg(&socket),
-        STEP,
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "0: NO \"authentication failed\"\n0: reply \"NO Invalid username\"\n"
-    );
-    assert_eq!(output.status.code(), Some(255));
-    assert_terminates_cleanly(&mut daemon, &log);
+}
 
-    assert_passed(
-        run(
-            Command::new("dpkg").args(["--purge", "saslauthd-rs"]),
-            STEP * 6,
-        ),
-        "dpkg --purge",
-        Prints::Anything,
-    );
-    drop(purge);
-    let after = HostState::take();
-    assert_eq!(after, before, "the host differs after purging the package");
+/// The host's package state, checked unchanged when the test ends (also when it fails).
+struct HostUnchanged(PackageState);
+
+impl HostUnchanged {
+    fn take() -> HostUnchanged {
+        let state = PackageState::of_host();
+        assert!(
+            state
+                .0
+                .contains("dpkg-query: no packages found matching saslauthd-rs"),
+            "saslauthd-rs is installed on this host; these tests never touch the host's \
+             packages, but refuse to run next to it:\n{}",
+            state.0
+        );
+        HostUnchanged(state)
+    }
+}
+
+impl Drop for HostUnchanged {
+    fn drop(&mut self) {
+        let after = PackageState::of_host();
+        if !thread::panicking() {
+            after.assert_same_as(&self.0, "the host's package state");
+        }
+    }
 }
 
 /// Runs a shell command inside the namespace; the output.
@@ -1616,30 +1574,527 @@ fn ns_sh_ok(ns: &Namespace, script: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A machine without sasl2-bin, made inside a namespace whose /usr, /var and /etc are
-/// overlays (sasl2-bin is purged there only): the package then installs its own
-/// /etc/default/saslauthd and /run/saslauthd, the unit's start helper runs the daemon on
-/// the default socket with that file, and purge removes what the package created.
-#[test]
-fn slow_deb_package_without_sasl2_bin_in_a_namespace() {
-    require_root();
-    require_tool("dpkg", "dpkg");
-    let deb = built_deb();
-    let _host = host_shared();
+/// Runs `dpkg ARGS` in the namespace with stdin closed (a conffile prompt fails instead
+/// of waiting) and asserts it succeeded without asking anything and left no
+/// `.dpkg-new`/`.dpkg-dist`/`.dpkg-old` file in /etc; returns its output.
+fn ns_dpkg(ns: &Namespace, args: &str) -> String {
+    let list_leftovers = "find /etc -name '*.dpkg-*' | sort";
+    let before = ns_sh_ok(ns, list_leftovers);
+    let output = ns_sh(ns, &format!("exec dpkg {args} <&-"));
+    let all = text(&output);
+    assert!(output.status.success(), "dpkg {args}:\n{all}");
+    assert!(
+        !all.contains("conffile prompt") && !all.contains("Configuration file '"),
+        "dpkg {args} asked about a configuration file:\n{all}"
+    );
+    assert_eq!(
+        ns_sh_ok(ns, list_leftovers),
+        before,
+        "dpkg {args} left files for the administrator to merge:\n{all}"
+    );
+    all
+}
+
+/// A namespace for dpkg: /etc, /usr and /var overlays and a private /run, made to look
+/// like a running sysvinit system in runlevel 2 (so invoke-rc.d acts on boot links, as
+/// on a real machine) with no policy-rc.d (the host's, if any, is hidden).
+fn deb_namespace() -> Namespace {
+    let mut usr = Layer::default();
+    usr.files.push((
+        "sbin/runlevel".into(),
+        Content::Text("#!/bin/sh\necho N 2\n".into()),
+        0o755,
+    ));
+    usr.hidden.push("sbin/policy-rc.d".into());
     let ns = Namespace::new(
         vec![
-            ("/usr", Layer::default()),
+            ("/usr", usr),
             ("/var", Layer::default()),
             ("/etc", Layer::default()),
         ],
-        true,
+        RunFs::Private,
     );
+    ns_sh_ok(&ns, "! dpkg-query -W saslauthd-rs 2>/dev/null");
+    ns
+}
+
+/// Installs Debian's sasl2-bin in the namespace unless it is there (configured).
+fn ensure_sasl2_bin(ns: &Namespace) {
+    let status = ns_sh_ok(
+        ns,
+        "dpkg-query -W -f='${Status}' sasl2-bin 2>/dev/null; true",
+    );
+    if status != "install ok installed" {
+        ns_dpkg(ns, &format!("-i '{}'", sasl2_bin_deb().display()));
+    }
+}
+
+/// A daemon in a namespace: its pid and the first line of `<its binary> -v`.
+#[derive(Debug, Clone, PartialEq)]
+struct Server {
+    pid: i32,
+    version: String,
+}
+
+impl Server {
+    fn is_ours(&self) -> bool {
+        self.version.contains("(saslauthd-rs)")
+    }
+
+    fn is_cyrus(&self) -> bool {
+        self.version.starts_with("saslauthd 2.") && !self.is_ours()
+    }
+}
+
+/// The first line of `<the binary of process pid> -v`: /proc/PID/exe is the running
+/// binary itself, whatever its name is now.
+fn version_of(pid: i32) -> String {
+    let output = run(Command::new(format!("/proc/{pid}/exe")).arg("-v"), STEP);
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Who serves the run directory `run_dir` of the namespace, by its pid file.
+fn server(ns: &Namespace, run_dir: &str) -> Option<Server> {
+    let pid: i32 = ns_sh_ok(
+        ns,
+        &format!("cat {run_dir}/saslauthd.pid 2>/dev/null; true"),
+    )
+    .trim()
+    .parse()
+    .ok()?;
+    pid_alive(pid).then(|| Server {
+        pid,
+        version: version_of(pid),
+    })
+}
+
+/// The saslauthd processes in the namespace, with the path of their binary.
+fn saslauthd_processes(ns: &Namespace) -> Vec<(i32, String)> {
+    ns.processes()
+        .into_iter()
+        .filter(|(_, comm)| comm.starts_with("saslauthd"))
+        .map(|(pid, _)| {
+            let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            (pid, exe.display().to_string())
+        })
+        .collect()
+}
+
+/// The packaged files, installed in the namespace, are what they should be: the daemon
+/// and client run, the man pages render, the units verify, Cyrus's copies stay runnable.
+fn check_installed_files(ns: &Namespace, with_sasl2_bin: bool) {
+    let version = ns_sh(ns, "/usr/sbin/saslauthd -v");
+    assert!(
+        String::from_utf8_lossy(&version.stderr).contains("(saslauthd-rs)"),
+        "{}",
+        text(&version)
+    );
+    let help = ns_sh_ok(ns, "/usr/sbin/testsaslauthd --help");
+    assert!(help.contains("saslauthd-rs"), "{help}");
+    for page in ["saslauthd", "testsaslauthd"] {
+        let rendered = ns_sh_ok(
+            ns,
+            &format!("MANPAGER=cat PAGER=cat MANWIDTH=80 man -l /usr/share/man/man8/{page}.8.gz"),
+        );
+        assert!(
+            rendered.contains("saslauthd-rs") && rendered.contains("NAME"),
+            "{rendered}"
+        );
+    }
+    let verify = ns_sh(
+        ns,
+        "systemd-analyze verify /usr/lib/systemd/system/saslauthd.service \
+         /usr/lib/systemd/system/saslauthd.socket /usr/lib/systemd/system/saslauthd-dovecot.socket \
+         /usr/lib/systemd/system/saslauthd@second.service",
+    );
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify of the installed units:\n{}",
+        text(&verify)
+    );
+    ns_sh_ok(ns, "dpkg --verify saslauthd-rs");
+    if with_sasl2_bin {
+        let diversions = ns_sh_ok(ns, "dpkg-divert --list");
+        assert!(
+            diversions.contains(
+                "diversion of /usr/sbin/saslauthd to /usr/sbin/saslauthd.cyrus by saslauthd-rs"
+            ),
+            "{diversions}"
+        );
+        let cyrus = ns_sh(ns, "/usr/sbin/saslauthd.cyrus -v");
+        let cyrus = String::from_utf8_lossy(&cyrus.stderr);
+        assert!(
+            cyrus.starts_with("saslauthd 2") && !cyrus.contains("saslauthd-rs"),
+            "Cyrus's daemon should stay available as saslauthd.cyrus: {cyrus}"
+        );
+    }
+}
+
+#[test]
+fn slow_deb_package_is_lintian_clean() {
+    require_root();
+    require_tool("lintian", "lintian");
+    let deb = built_deb();
+    let contents = run_ok(Command::new("dpkg-deb").arg("--contents").arg(&deb), STEP);
+    let contents = String::from_utf8_lossy(&contents.stdout);
+    for path in [
+        "./usr/sbin/saslauthd",
+        "./usr/sbin/testsaslauthd",
+        "./usr/share/man/man8/saslauthd.8.gz",
+        "./usr/share/man/man8/testsaslauthd.8.gz",
+        "./usr/lib/systemd/system/saslauthd.service",
+        "./usr/lib/systemd/system/saslauthd@.service",
+        "./usr/lib/systemd/system/saslauthd.service.d/sandbox.conf",
+        "./usr/lib/systemd/system/saslauthd@.service.d/sandbox.conf",
+        "./usr/lib/systemd/system/saslauthd.socket",
+        "./usr/lib/systemd/system/saslauthd-dovecot.socket",
+        "./usr/libexec/saslauthd-rs/saslauthd-start",
+        "./usr/libexec/saslauthd-rs/saslauthd-instances",
+        "./usr/lib/tmpfiles.d/saslauthd.conf",
+        "./usr/lib/sysusers.d/saslauthd.conf",
+        "./usr/share/saslauthd-rs/default/saslauthd",
+        "./usr/share/doc/saslauthd-rs/changelog.Debian.gz",
+        "./usr/share/doc/saslauthd-rs/copyright",
+    ] {
+        assert!(
+            contents.contains(path),
+            "the package lacks {path}:\n{contents}"
+        );
+    }
+    let control = run_ok(Command::new("dpkg-deb").arg("--info").arg(&deb), STEP);
+    let control = String::from_utf8_lossy(&control.stdout);
+    assert!(control.contains(" md5sums"), "no md5sums:\n{control}");
+
+    // Every tag lintian reports, at any level, must be justified in pkg/deb/README.md's
+    // table, which may hold no error.
+    let readme = repo_text("pkg/deb/README.md");
+    let justified: BTreeSet<(String, String)> = readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            match cells.as_slice() {
+                ["", level, tag, ..] if level.len() == 1 && tag.starts_with('`') => {
+                    Some((level.to_string(), tag.trim_matches('`').to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(
+        !justified.is_empty() && justified.iter().all(|(level, _)| level != "E"),
+        "pkg/deb/README.md: no table of justified lintian tags, or an error in it: {justified:?}"
+    );
+    let output = run(
+        Command::new("lintian")
+            .args(["--pedantic", "--display-info", "--no-tag-display-limit"])
+            .arg(&deb),
+        Duration::from_secs(300),
+    );
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let unjustified: Vec<&str> = report
+        .lines()
+        .filter(|l| {
+            // "W: saslauthd-rs: tag-name [context]"
+            let mut parts = l.splitn(3, ": ");
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(level), Some(_), Some(rest)) if level.len() == 1 => {
+                    let tag = rest.split_whitespace().next().unwrap_or_default();
+                    !justified.contains(&(level.to_string(), tag.to_string()))
+                }
+                _ => false,
+            }
+        })
+        .collect();
+    assert!(
+        unjustified.is_empty(),
+        "lintian tags not justified in pkg/deb/README.md:\n{}\n--- full report ---\n{}{}",
+        unjustified.join("\n"),
+        report,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The Cyrus and saslauthd-rs settings of the lifecycle test: the default instance and
+/// a second one (/etc/default/saslauthd-second), both with `START` as given.
+fn configure_instances(ns: &Namespace, start: &str) {
+    ns_sh_ok(
+        ns,
+        &format!(
+            "set -e
+             f=/etc/default/saslauthd
+             sed -i -e 's/^MECHANISMS=.*/MECHANISMS=\"shadow\"/' -e 's/^THREADS=.*/THREADS=2/' \
+                 -e '/^START=/d' $f
+             echo 'START={start}' >>$f
+             sed -e 's#/var/run/saslauthd#/var/run/saslauthd-second#' \
+                 -e 's/^NAME=.*/NAME=\"saslauthd-second\"/' $f >$f-second
+             update-rc.d saslauthd enable"
+        ),
+    );
+}
+
+const FIXTURE_USER: &str = "saslrs-pkg";
+const FIXTURE_PASSWORD: &str = "Pkg-Lifecycle-pw1";
+const RUN_DIRS: [&str; 2] = ["/var/run/saslauthd", "/var/run/saslauthd-second"];
+
+/// Who serves each instance (default, second), `None` where nobody does.
+fn servers(ns: &Namespace) -> [Option<Server>; 2] {
+    RUN_DIRS.map(|dir| server(ns, dir))
+}
+
+/// Both instances are served by ours (`ours`), or both by Cyrus's, and no other
+/// saslauthd process is left in the namespace; returns the servers.
+fn assert_served_by(ns: &Namespace, ours: bool, step: &str) -> Vec<Server> {
+    let found = servers(ns);
+    let processes = saslauthd_processes(ns);
+    let wanted = if ours { "saslauthd-rs" } else { "Cyrus" };
+    let served: Vec<Server> = found
+        .iter()
+        .map(|s| match s {
+            Some(s) if (ours && s.is_ours()) || (!ours && s.is_cyrus()) => s.clone(),
+            _ => panic!(
+                "{step}: an instance is not served by {wanted}: {found:?}; saslauthd \
+                 processes: {processes:?}"
+            ),
+        })
+        .collect();
+    // Ours is one process per instance; Cyrus a master and its workers (THREADS=2).
+    for (pid, exe) in &processes {
+        let fine = if ours {
+            served.iter().any(|s| s.pid == *pid)
+        } else {
+            Server {
+                pid: *pid,
+                version: version_of(*pid),
+            }
+            .is_cyrus()
+        };
+        assert!(
+            fine && exe == "/usr/sbin/saslauthd",
+            "{step}: process {pid} ({exe}) should not be running; {wanted} serves {served:?}"
+        );
+    }
+    served
+}
+
+/// One AUTH PLAIN through each listener; `want` from both.
+fn assert_smtp(ports: [u16; 2], want: SmtpAuth, step: &str) {
+    for port in ports {
+        if let Some(failure) = smtp_case(
+            port,
+            "PLAIN",
+            FIXTURE_USER,
+            FIXTURE_PASSWORD,
+            want,
+            Advert::NotChecked,
+        ) {
+            panic!("{step}:\n{failure}");
+        }
+    }
+}
+
+/// The whole life of the package on a machine where Cyrus's saslauthd serves Postfix (a
+/// private instance in the namespace, its smtpd in group sasl as README.Debian says):
+/// install over the running daemons (two instances), upgrade, remove, purge, with swaks
+/// through both sockets after every step and throughout the upgrade.
+#[test]
+fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
+    require_root();
+    require_tool("dpkg", "dpkg");
+    require_tool("swaks", "swaks");
+    let deb = built_deb();
+    let host = HostUnchanged::take();
+    let ns = deb_namespace();
+    ensure_sasl2_bin(&ns);
+    configure_instances(&ns, "yes");
     ns_sh_ok(
         &ns,
-        "if dpkg-query -W -f='${Status}' sasl2-bin 2>/dev/null | grep -q installed; then \
-           dpkg --purge sasl2-bin; fi; \
-         ! dpkg-query -W saslauthd-rs 2>/dev/null",
+        &format!(
+            "set -e
+             useradd -M -d /nonexistent -s /usr/sbin/nologin {FIXTURE_USER}
+             echo '{FIXTURE_USER}:{FIXTURE_PASSWORD}' | chpasswd
+             adduser --quiet postfix sasl
+             invoke-rc.d saslauthd start"
+        ),
     );
+    let postfix = Postfix::start_wrapped(
+        &[
+            SmtpListener {
+                name: "default".into(),
+                saslauthd_socket: PathBuf::from(RUN_DIRS[0]).join("mux"),
+            },
+            SmtpListener {
+                name: "second".into(),
+                saslauthd_socket: PathBuf::from(RUN_DIRS[1]).join("mux"),
+            },
+        ],
+        &ns.enter(),
+    );
+    let ports = [postfix.port("default"), postfix.port("second")];
+    assert_served_by(&ns, false, "Cyrus before the install");
+    assert_smtp(ports, SmtpAuth::Accepted, "Cyrus before the install");
+    let before = PackageState::of(&ns);
+
+    // Install over the running Cyrus daemons: ours takes both over.
+    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    let installed = assert_served_by(&ns, true, "after the install");
+    assert_smtp(ports, SmtpAuth::Accepted, "after the install");
+    check_installed_files(&ns, true);
+
+    // Upgrade (the same package again) while swaks keeps asking through both sockets.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let stop = std::sync::Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut tries = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || tries < 4 {
+                let port = ports[tries % 2];
+                tries += 1;
+                failures.extend(smtp_case(
+                    port,
+                    "PLAIN",
+                    FIXTURE_USER,
+                    FIXTURE_PASSWORD,
+                    SmtpAuth::Accepted,
+                    Advert::NotChecked,
+                ));
+            }
+            (tries, failures)
+        })
+    };
+    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (tries, failures) = asker.join().expect("swaks thread");
+    assert!(
+        failures.is_empty(),
+        "{} of {tries} AUTH attempts failed during the upgrade:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let upgraded = assert_served_by(&ns, true, "after the upgrade");
+    for (old, new) in installed.iter().zip(&upgraded) {
+        assert_ne!(old.pid, new.pid, "the upgrade did not restart the daemon");
+    }
+    assert_smtp(ports, SmtpAuth::Accepted, "after the upgrade");
+
+    // Remove: Cyrus's daemons serve again.
+    ns_dpkg(&ns, "-r saslauthd-rs");
+    assert_served_by(&ns, false, "after remove");
+    assert_smtp(ports, SmtpAuth::Accepted, "after remove");
+
+    // Purge: the namespace is as before the install.
+    ns_dpkg(&ns, "--purge saslauthd-rs");
+    PackageState::of(&ns).assert_same_as(&before, "the namespace after purge");
+    assert_served_by(&ns, false, "after purge");
+    assert_smtp(ports, SmtpAuth::Accepted, "after purge");
+    drop(postfix);
+    drop(ns);
+    drop(host);
+}
+
+/// The same life with START=no in both instances' files: nothing ever starts, and no
+/// unit is enabled for boot.
+#[test]
+fn slow_deb_lifecycle_with_start_no_starts_nothing() {
+    require_root();
+    require_tool("dpkg", "dpkg");
+    let deb = built_deb();
+    let host = HostUnchanged::take();
+    let ns = deb_namespace();
+    ensure_sasl2_bin(&ns);
+    configure_instances(&ns, "no");
+    ns_sh_ok(&ns, "invoke-rc.d saslauthd start");
+    let before = PackageState::of(&ns);
+    let nothing_runs = |step: &str| {
+        assert_eq!(servers(&ns), [None, None], "{step}");
+        assert_eq!(saslauthd_processes(&ns), [], "{step}");
+        assert_eq!(
+            ns_sh_ok(
+                &ns,
+                "ls /etc/systemd/system/*.wants/saslauthd* 2>/dev/null; true"
+            ),
+            "",
+            "{step}: a unit was enabled"
+        );
+    };
+    nothing_runs("before the install");
+    for (step, args) in [
+        ("install", format!("-i '{}'", deb.display())),
+        ("upgrade", format!("-i '{}'", deb.display())),
+        ("remove", "-r saslauthd-rs".to_string()),
+        ("purge", "--purge saslauthd-rs".to_string()),
+    ] {
+        ns_dpkg(&ns, &args);
+        nothing_runs(step);
+    }
+    PackageState::of(&ns).assert_same_as(&before, "the namespace after purge");
+    drop(ns);
+    drop(host);
+}
+
+/// sasl2-bin installed after ours, reinstalled, and before ours, each with stdin closed:
+/// no conffile prompt, no `.dpkg-new`, exit 0, and the diversions in place.
+#[test]
+fn slow_deb_sasl2_bin_in_any_order_without_prompts() {
+    require_root();
+    require_tool("dpkg", "dpkg");
+    let deb = built_deb();
+    let cyrus_deb = sasl2_bin_deb();
+    let host = HostUnchanged::take();
+    let ns = deb_namespace();
+    ns_sh_ok(
+        &ns,
+        "if dpkg-query -W sasl2-bin >/dev/null 2>&1; then dpkg --purge sasl2-bin; fi",
+    );
+    let diverted = |step: &str| {
+        let ours = ns_sh(&ns, "/usr/sbin/saslauthd -v");
+        let cyrus = ns_sh(&ns, "/usr/sbin/saslauthd.cyrus -v");
+        assert!(
+            String::from_utf8_lossy(&ours.stderr).contains("(saslauthd-rs)")
+                && String::from_utf8_lossy(&cyrus.stderr).starts_with("saslauthd 2"),
+            "{step}:\n{}\n{}",
+            text(&ours),
+            text(&cyrus)
+        );
+        assert_eq!(
+            ns_sh_ok(&ns, "dpkg-query -W -f='${Status}' sasl2-bin saslauthd-rs"),
+            "install ok installedinstall ok installed",
+            "{step}"
+        );
+    };
+    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    ns_dpkg(&ns, &format!("-i '{}'", cyrus_deb.display()));
+    diverted("sasl2-bin after ours");
+    ns_dpkg(&ns, &format!("-i '{}'", cyrus_deb.display()));
+    diverted("sasl2-bin reinstalled");
+    check_installed_files(&ns, true);
+    ns_dpkg(&ns, "--purge saslauthd-rs");
+    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    diverted("sasl2-bin before ours");
+    drop(ns);
+    drop(host);
+}
+
+/// A machine without sasl2-bin (purged in the namespace only): the package creates
+/// /run/saslauthd, reads its shipped defaults (no /etc/default/saslauthd: that name is
+/// sasl2-bin's conffile), the unit's start helper runs the daemon on the default socket,
+/// and purge removes everything.
+#[test]
+fn slow_deb_package_without_sasl2_bin() {
+    require_root();
+    require_tool("dpkg", "dpkg");
+    let deb = built_deb();
+    let host = HostUnchanged::take();
+    let ns = deb_namespace();
+    ns_sh_ok(
+        &ns,
+        "if dpkg-query -W sasl2-bin >/dev/null 2>&1; then dpkg --purge sasl2-bin; fi",
+    );
+    let before = PackageState::of(&ns);
     assert_eq!(
         ns_sh_ok(
             &ns,
@@ -1647,16 +2102,26 @@ fn slow_deb_package_without_sasl2_bin_in_a_namespace() {
         ),
         ""
     );
-    ns_sh_ok(&ns, &format!("dpkg -i '{}'", deb.display()));
-    let defaults = ns_sh_ok(&ns, "cat /etc/default/saslauthd");
-    assert!(defaults.contains("\nMECHANISMS=\"shadow\"\n"), "{defaults}");
+    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    check_installed_files(&ns, false);
+    assert_eq!(
+        ns_sh_ok(&ns, "ls -d /etc/default/saslauthd 2>/dev/null || true"),
+        ""
+    );
     assert_eq!(
         ns_sh_ok(&ns, "stat -c '%U:%G %a' /run/saslauthd"),
         "root:sasl 710\n"
     );
+    assert_eq!(
+        ns_sh_ok(&ns, "/usr/libexec/saslauthd-rs/saslauthd-instances list"),
+        "/usr/share/saslauthd-rs/default/saslauthd\n"
+    );
     let helper = ns_sh_ok(
         &ns,
-        &format!("{HELPER_PATH} --print /etc/default/saslauthd /etc/sysconfig/saslauthd"),
+        &format!(
+            "{HELPER_PATH} --print /etc/default/saslauthd /etc/sysconfig/saslauthd \
+             /usr/share/saslauthd-rs/default/saslauthd"
+        ),
     );
     assert_eq!(
         helper.lines().collect::<Vec<_>>(),
@@ -1670,7 +2135,7 @@ fn slow_deb_package_without_sasl2_bin_in_a_namespace() {
             "0"
         ]
     );
-    // The unit's ExecStart= as installed, with the installed defaults file.
+    // The unit's ExecStart= as installed, with the shipped defaults.
     let dir = TempDir::new("deb-ns");
     let mut unit = UnitService::start(&ns, &dir);
     let reply = ns_sh(
@@ -1684,15 +2149,17 @@ fn slow_deb_package_without_sasl2_bin_in_a_namespace() {
         text(&reply)
     );
     assert_terminates_cleanly(&mut unit.daemon, &unit.log);
-    ns_sh_ok(&ns, "dpkg --purge saslauthd-rs");
+    ns_dpkg(&ns, "--purge saslauthd-rs");
+    PackageState::of(&ns).assert_same_as(&before, "the namespace after purge");
     assert_eq!(
         ns_sh_ok(
             &ns,
-            "ls -d /etc/default/saslauthd /run/saslauthd /var/lib/saslauthd-rs \
-               /usr/libexec/saslauthd-rs 2>/dev/null; dpkg-divert --list | grep saslauthd-rs; true"
+            "ls -d /run/saslauthd /var/lib/saslauthd-rs 2>/dev/null; true"
         ),
         ""
     );
+    drop(ns);
+    drop(host);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1781,7 +2248,7 @@ fn unit_sandbox_allows_what_the_daemon_uses() {
     require_root();
     require_tool("strace", "strace");
     require_tool("systemd-analyze", "systemd");
-    let unit = repo_text("init/saslauthd.service");
+    let unit = repo_text("init/sandbox.conf");
     let value = |key: &str| -> Vec<String> {
         unit.lines()
             .filter_map(|l| l.strip_prefix(key))

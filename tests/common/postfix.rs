@@ -299,25 +299,46 @@ fn sasl_app(i: usize, l: &SmtpListener) -> String {
     }
 }
 
+/// `program`, run through `wrapper` (e.g. `nsenter -t PID -m --`) when there is one.
+fn wrapped(wrapper: &[String], program: &str) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+    }
+}
+
 impl Postfix {
     /// Writes the configuration, runs `postfix -c DIR check`, starts `master -c DIR` and waits
     /// (bounded) until every listener is up on 127.0.0.1 and owned by that master.
     pub fn start(listeners: &[SmtpListener]) -> Postfix {
+        Postfix::start_wrapped(listeners, &[])
+    }
+
+    /// [`Postfix::start`] with every Postfix command run through `wrapper`, a command that
+    /// execs its arguments in place (no fork, so the master's pid stays the one spawned),
+    /// e.g. `nsenter -t PID -m --` to run Postfix in another mount namespace, where it sees
+    /// that namespace's `/etc/group` and sockets. The instance's directory is a temp dir
+    /// both namespaces must see.
+    pub fn start_wrapped(listeners: &[SmtpListener], wrapper: &[String]) -> Postfix {
         let listeners: Vec<Listener> = listeners
             .iter()
             .enumerate()
             .map(|(i, l)| Listener::Cyrus(i, l))
             .collect();
-        Self::start_listeners(&listeners)
+        Self::start_listeners(&listeners, wrapper)
     }
 
     /// Like [`Postfix::start`], with `smtpd_sasl_type = dovecot` listeners.
     pub fn start_dovecot(listeners: &[DovecotListener]) -> Postfix {
         let listeners: Vec<Listener> = listeners.iter().map(Listener::Dovecot).collect();
-        Self::start_listeners(&listeners)
+        Self::start_listeners(&listeners, &[])
     }
 
-    fn start_listeners(listeners: &[Listener]) -> Postfix {
+    fn start_listeners(listeners: &[Listener], wrapper: &[String]) -> Postfix {
         super::require_root();
         assert!(!listeners.is_empty(), "need at least one listener");
         for p in [POSTFIX, POSTFIX_MASTER] {
@@ -358,12 +379,12 @@ impl Postfix {
         fs::write(lab.join("etc/master.cf"), master_cf).expect("write master.cf");
 
         let etc = lab.join("etc");
-        let mut check = Command::new(POSTFIX);
+        let mut check = wrapped(wrapper, POSTFIX);
         check.arg("-c").arg(&etc).arg("check");
         let r = run_command(check, None, START_TIMEOUT);
         if r.status.and_then(|s| s.code()) != Some(0) {
             // Without /dev/log Postfix's fatal messages are invisible unless stderr is a tty.
-            let mut again = Command::new("script");
+            let mut again = wrapped(wrapper, "script");
             again
                 .args(["-qec"])
                 .arg(format!("{POSTFIX} -c {} check", etc.display()));
@@ -384,7 +405,7 @@ impl Postfix {
         let out = fs::File::create(lab.join("log/master.out")).expect("create master.out");
         // Not `process_group(0)`: a group leader cannot setsid(), and master exits (status 1,
         // "unable to set session and process group ID") unless it leads its own session.
-        let mut cmd = Command::new(SETSID);
+        let mut cmd = wrapped(wrapper, SETSID);
         cmd.arg(POSTFIX_MASTER)
             .arg("-c")
             .arg(&etc)
