@@ -48,3 +48,49 @@ ensure_rust() {
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
 }
+
+# Boot-time enablement of system services, as symbolic links: systemd's (wants/requires
+# links and masks below /etc/systemd/system) and sysvinit's (/etc/rc?.d/[SK]NNname). Both
+# work without a running systemd, and together they are what `systemctl is-enabled` and
+# update-rc.d report.
+
+# service_links SERVICE...: "link<TAB>target" for every such link of the services.
+service_links() {
+    local service
+    for service in "$@"; do
+        find /etc/systemd/system /etc/rc0.d /etc/rc1.d /etc/rc2.d /etc/rc3.d /etc/rc4.d \
+            /etc/rc5.d /etc/rc6.d /etc/rcS.d -maxdepth 2 -type l \
+            \( -name "$service.service" -o -name "$service.socket" -o -name "$service@*.service" \
+            -o -name "$service.path" -o -name "$service.timer" -o -name "[SK][0-9][0-9]$service" \) \
+            -printf '%p\t%l\n' 2>/dev/null
+    done | LC_ALL=C sort
+}
+
+# service_links_restore FILE SERVICE...: makes the services' links what FILE (from
+# service_links) recorded: links added since are removed, links removed or changed since
+# are put back.
+service_links_restore() {
+    local saved=$1 link target
+    shift
+    while IFS=$'\t' read -r link target; do
+        if ! grep -qxF "$link"$'\t'"$target" "$saved"; then
+            echo "   restoring boot state: removing $link -> $target"
+            rm -f "$link"
+        fi
+    done < <(service_links "$@")
+    while IFS=$'\t' read -r link target; do
+        if [ "$(readlink "$link" 2>/dev/null)" != "$target" ]; then
+            echo "   restoring boot state: $link -> $target"
+            mkdir -p "$(dirname "$link")"
+            ln -sfn "$target" "$link"
+        fi
+    done <"$saved"
+}
+
+# service_states SERVICE...: "service: enabled/disabled/..." as systemctl sees it (offline).
+service_states() {
+    local service
+    for service in "$@"; do
+        printf '%s: %s\n' "$service" "$(systemctl is-enabled "$service" 2>/dev/null || true)"
+    done
+}

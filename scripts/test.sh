@@ -2,7 +2,8 @@
 # Installs the test dependencies (Debian 12) and runs the whole test suite: formatting,
 # lints, unit tests, integration tests against the real daemon, interop tests against
 # Debian's sasl2-bin, Postfix + swaks, and the packaging checks (man pages, units, init
-# scripts, socket activation, the .deb). Run as root.
+# scripts, socket activation, the .deb, in private mount namespaces only). Run as root.
+# Every peer's system service is left enabled or disabled at boot as it was found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -17,12 +18,35 @@ TEST_PACKAGES=(
     krb5-kdc krb5-admin-server                                     # kerberos5's private KDC (krb5kdc, kdb5_util, kadmin.local)
     dovecot-core                                                   # the reference Dovecot auth server (--dovecot-socket)
     slapd ldap-utils                                               # ldap's directory (private slapd), ldappasswd
-    mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev  # packaging checks
+    mandoc groff-base man-db shellcheck systemd openrc strace dpkg-dev lintian  # packaging checks
 )
+# The system services of the peers above (and of those later tests add): installing a
+# package enables its service at boot, so the test command records whether each one is
+# enabled before it installs anything and puts that back right after (and on any exit).
+# Add a peer's service here when you add the peer to TEST_PACKAGES.
+PEER_SERVICES=(postfix dovecot saslauthd krb5-kdc krb5-admin-server slapd)
+
 # apt-get update + apt-get install -y (apt_install in scripts/lib.sh), with
 # DEBIAN_FRONTEND=noninteractive and a temporary policy-rc.d so no daemon starts.
 echo "== installing build and test dependencies"
+boot_state=$(mktemp)
+service_links "${PEER_SERVICES[@]}" >"$boot_state"
+echo "   services at boot before the installs:"
+service_states "${PEER_SERVICES[@]}" | sed 's/^/     /'
+trap 'service_links_restore "$boot_state" "${PEER_SERVICES[@]}"; rm -f "$boot_state"' EXIT
 apt_install "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+service_links_restore "$boot_state" "${PEER_SERVICES[@]}"
+echo "   services at boot after the installs (as before):"
+service_states "${PEER_SERVICES[@]}" | sed 's/^/     /'
+
+# Debian's sasl2-bin as a package file, for the .deb tests (tests/packaging.rs), which
+# install it only inside private mount namespaces: no network during the tests.
+test_debs="${CARGO_TARGET_DIR:-$PWD/target}/test-debs"
+echo "== downloading sasl2-bin's package file into $test_debs"
+mkdir -p "$test_debs"
+rm -f "$test_debs"/sasl2-bin_*.deb
+(cd "$test_debs" && apt-get -q -o APT::Sandbox::User=root download \
+    "sasl2-bin=$(dpkg-query -W -f='${Version}' sasl2-bin)")
 ensure_rust
 # Exim 4.96 for the Dovecot front end's interop tier: downloaded, never installed (an
 # exim4-daemon package would remove Postfix); tests/common/exim.rs unpacks it with dpkg-deb.

@@ -877,6 +877,60 @@ fn shell_scripts_pass_shellcheck() {
     }
 }
 
+/// `scripts/test.sh` leaves every peer's system service enabled or disabled at boot as it
+/// found it: it records the boot links of PEER_SERVICES before its apt installs and
+/// restores them after. Here the restore undoes, in a namespace whose /etc is an overlay,
+/// what package installs and administrators do: boot links enabled, a unit disabled, a
+/// socket unit enabled, a service masked.
+#[test]
+fn test_command_restores_the_peers_boot_state() {
+    require_root();
+    require_tool("update-rc.d", "init-system-helpers");
+    let script = repo_text("scripts/test.sh");
+    let snapshot = script
+        .find("service_links \"${PEER_SERVICES[@]}\" >")
+        .expect("test.sh records the boot state of PEER_SERVICES");
+    let install = script
+        .find("\napt_install ")
+        .expect("test.sh installs with apt_install");
+    let restore = script[install..]
+        .find("\nservice_links_restore ")
+        .expect("test.sh restores the boot state after apt_install");
+    assert!(snapshot < install && restore > 0);
+    assert!(
+        script.contains("trap 'service_links_restore"),
+        "test.sh restores on every exit"
+    );
+    let ns = Namespace::new(vec![("/etc", Layer::default())], RunFs::Host);
+    let services = "postfix dovecot saslauthd";
+    let lib = repo().join("scripts/lib.sh");
+    let output = run(
+        ns.command("bash").args([
+            "-c",
+            &format!(
+                "set -e
+                 . '{lib}'
+                 state=$(mktemp)
+                 service_links {services} >\"$state\"
+                 update-rc.d saslauthd enable >/dev/null 2>&1 || true
+                 update-rc.d postfix disable >/dev/null 2>&1 || true
+                 rm -f /etc/systemd/system/multi-user.target.wants/postfix.service
+                 mkdir -p /etc/systemd/system/sockets.target.wants
+                 ln -sf /lib/systemd/system/dovecot.socket /etc/systemd/system/sockets.target.wants/dovecot.socket
+                 ln -sf /dev/null /etc/systemd/system/saslauthd.service
+                 changed=$(service_links {services})
+                 [ \"$changed\" != \"$(cat \"$state\")\" ]
+                 service_links_restore \"$state\" {services}
+                 service_links {services} | diff \"$state\" -
+                 rm -f \"$state\"",
+                lib = lib.display()
+            ),
+        ]),
+        STEP,
+    );
+    assert!(output.status.success(), "{}", text(&output));
+}
+
 #[test]
 fn systemd_units_verify_clean() {
     require_root();
@@ -1141,24 +1195,26 @@ fn readiness_is_notified_once_serving_and_stopping_on_sigterm() {
 // ---------------------------------------------------------------------------------------
 // the distributions' ways of starting it
 
-/// The unit's ExecStart= command line, split into words.
-fn unit_exec_start() -> Vec<String> {
-    let unit = repo_text("init/saslauthd.service");
-    let line = unit
+/// The `key=` command line (`ExecStart`, `ExecCondition`) of the unit `unit` in init/,
+/// split into words, with `instance` for `%i`.
+fn unit_command(unit: &str, key: &str, instance: &str) -> Vec<String> {
+    let text = repo_text(&format!("init/{unit}"));
+    let prefix = format!("{key}=");
+    let line = text
         .lines()
-        .find_map(|l| l.strip_prefix("ExecStart="))
-        .expect("ExecStart= in saslauthd.service");
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key}= in {unit}"));
     let words: Vec<String> = line
         .trim_start_matches(['-', '@', ':', '+', '!'])
         .split_whitespace()
-        .map(str::to_string)
+        .map(|w| w.replace("%i", instance))
         .collect();
-    assert_eq!(words[0], HELPER_PATH, "ExecStart= runs the helper");
+    assert_eq!(words[0], HELPER_PATH, "{key}= runs the helper");
     words
 }
 
-/// The unit's ExecStart= run inside a namespace the way systemd would (foreground,
-/// NOTIFY_SOCKET), once it has sent READY=1.
+/// A unit's ExecCondition= and then ExecStart= run inside a namespace the way systemd
+/// would (foreground, NOTIFY_SOCKET), once it has sent READY=1.
 struct UnitService {
     daemon: Proc,
     /// The READY=1 message.
@@ -1168,9 +1224,20 @@ struct UnitService {
 }
 
 impl UnitService {
-    /// Starts it in `ns`, with the notify socket and the log in `dir`.
+    /// Starts saslauthd.service in `ns`, with the notify socket and the log in `dir`.
     fn start(ns: &Namespace, dir: &TempDir) -> UnitService {
-        let exec_start = unit_exec_start();
+        UnitService::start_unit(ns, dir, "saslauthd.service", "")
+    }
+
+    /// Starts `unit` (with `instance` for `%i`): its ExecCondition= must pass.
+    fn start_unit(ns: &Namespace, dir: &TempDir, unit: &str, instance: &str) -> UnitService {
+        let condition = unit_command(unit, "ExecCondition", instance);
+        assert_passed(
+            run(ns.command(&condition[0]).args(&condition[1..]), STEP),
+            &format!("{unit}: ExecCondition= {condition:?}"),
+            Prints::Nothing,
+        );
+        let exec_start = unit_command(unit, "ExecStart", instance);
         let notify = NotifySocket::bind(dir.join("notify"));
         let log = dir.join("daemon.log");
         let mut daemon = spawn_logged(
@@ -1197,11 +1264,30 @@ fn check_unit_start(
     run_dir: &Path,
     expected_args: &[&str],
 ) {
+    check_unit_instance_start(
+        dir,
+        ("saslauthd.service", ""),
+        etc_files,
+        hidden,
+        run_dir,
+        expected_args,
+    );
+}
+
+/// [`check_unit_start`] for `(unit, instance)`.
+fn check_unit_instance_start(
+    dir: &TempDir,
+    (unit, instance): (&str, &str),
+    etc_files: &[(&str, String, u32)],
+    hidden: &[&str],
+    run_dir: &Path,
+    expected_args: &[&str],
+) {
     let ns = Namespace::new(
         vec![etc_layer(etc_files, hidden), sbin_layer(), libexec_layer()],
         RunFs::Host,
     );
-    let mut unit = UnitService::start(&ns, dir);
+    let mut unit = UnitService::start_unit(&ns, dir, unit, instance);
     let ready = &unit.ready;
     // nsenter and the helper exec: the process systemd started is the daemon.
     assert_eq!(
@@ -1212,6 +1298,94 @@ fn check_unit_start(
     assert_cmdline(unit.daemon.pid, expected_args);
     assert_serves_shadow(&run_dir.join("mux"));
     assert_terminates_cleanly(&mut unit.daemon, &unit.log);
+}
+
+/// saslauthd@NAME.service runs the daemon of /etc/default/saslauthd-NAME, with its own
+/// run directory.
+#[test]
+fn unit_template_serves_an_instance_file() {
+    require_root();
+    let (dir, run_dir, run_dir_arg) = scratch_run_dir("instance");
+    let second = format!(
+        "NAME=\"saslauthd-second\"\nMECHANISMS=\"shadow\"\nMECH_OPTIONS=\"\"\nTHREADS=2\n\
+         OPTIONS=\"-m {run_dir_arg}\"\n"
+    );
+    check_unit_instance_start(
+        &dir,
+        ("saslauthd@.service", "second"),
+        &[("default/saslauthd-second", second, 0o644)],
+        &[],
+        &run_dir,
+        &["-a", "shadow", "-m", &run_dir_arg, "-n", "2", "-f"],
+    );
+}
+
+/// `saslauthd-start --check`, the units' ExecCondition=: START=no (any value but "yes")
+/// skips the start (exit 1, which systemd treats as a failed condition, not a failure),
+/// an unset START or START=yes starts, formats without START always start, and an
+/// unusable file fails the unit (255).
+#[test]
+fn unit_exec_condition_honours_start() {
+    let dir = TempDir::new("check");
+    let helper = repo().join("init/saslauthd-start");
+    for (content, want) in [
+        ("MECHANISMS=\"shadow\"\n", 0),
+        ("START=yes\nMECHANISMS=\"shadow\"\n", 0),
+        ("START=no\nMECHANISMS=\"shadow\"\n", 1),
+        ("START=No\nMECHANISMS=\"pam\"\n", 1),
+        (
+            "MECHANISMS=\"ldap\"\nMECH_OPTIONS=\"/etc/saslauthd.conf\"\nSTART=yes\n",
+            0,
+        ),
+        ("SOCKETDIR=/run/saslauthd\nMECH=shadow\n", 0),
+        ("START=yes\n", 255),
+    ] {
+        let file = dir.join("settings");
+        write_file(&file, content, 0o644);
+        let output = run(Command::new(&helper).arg("--check").arg(&file), STEP);
+        assert_eq!(
+            output.status.code(),
+            Some(want),
+            "{content:?}:\n{}",
+            text(&output)
+        );
+        if want == 1 {
+            assert!(
+                String::from_utf8_lossy(&output.stderr).contains("START="),
+                "{}",
+                text(&output)
+            );
+        }
+    }
+    // MECH_OPTIONS reaches any mechanism as -O, with or without its own -O: the ldap,
+    // kerberos5, sasldb and getpwent mechanisms get their configuration file this way.
+    for mech in ["ldap", "kerberos5", "sasldb", "getpwent"] {
+        for options in ["/etc/saslauthd.conf", "-O /etc/saslauthd.conf"] {
+            let file = dir.join("settings");
+            write_file(
+                &file,
+                &format!(
+                    "MECHANISMS=\"{mech}\"\nMECH_OPTIONS=\"{options}\"\nOPTIONS=\"-m /run/saslauthd\"\n"
+                ),
+                0o644,
+            );
+            let output = run_ok(Command::new(&helper).arg("--print").arg(&file), STEP);
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .collect::<Vec<_>>(),
+                [
+                    "/usr/sbin/saslauthd",
+                    "-a",
+                    mech,
+                    "-O",
+                    "/etc/saslauthd.conf",
+                    "-m",
+                    "/run/saslauthd"
+                ]
+            );
+        }
+    }
 }
 
 #[test]
@@ -1407,6 +1581,178 @@ fn lsb_init_script_honours_fedora_sysconfig_and_start_no() {
         "START=no started the daemon:\n{}",
         text(&output)
     );
+}
+
+/// Like Debian's init script, ours runs one daemon per instance file
+/// (/etc/default/saslauthd and /etc/default/saslauthd-NAME, not backups such as
+/// saslauthd.dpkg-old), skips those with START=no, acts on one instance by name, and
+/// restarts one without touching the others and without a moment without a socket.
+#[test]
+fn lsb_init_script_runs_every_instance() {
+    require_root();
+    require_tool("start-stop-daemon", "dpkg");
+    let dir = TempDir::new("lsb-instances");
+    let run_dir = |name: &str| dir.join(name);
+    let settings = |start: &str, name: &str| {
+        format!(
+            "START={start}\nMECHANISMS=\"shadow\"\nTHREADS=1\nOPTIONS=\"-m {}\"\n",
+            run_dir(name).display()
+        )
+    };
+    let ns = Namespace::new(
+        vec![
+            etc_layer(
+                &[
+                    ("default/saslauthd", settings("yes", "default"), 0o644),
+                    ("default/saslauthd-second", settings("yes", "second"), 0o644),
+                    ("default/saslauthd-off", settings("no", "off"), 0o644),
+                    (
+                        "default/saslauthd.dpkg-old",
+                        settings("yes", "backup"),
+                        0o644,
+                    ),
+                    ("init.d/saslauthd", repo_text("init/saslauthd.init"), 0o755),
+                ],
+                &[],
+            ),
+            sbin_layer(),
+            libexec_layer(),
+        ],
+        RunFs::Private,
+    );
+    let script = "/etc/init.d/saslauthd";
+    let pid = |name: &str| read_pid_file(&run_dir(name).join("saslauthd.pid"));
+    run_ok(ns.command(script).arg("start"), STEP);
+    let (first, second) = (
+        pid("default").expect("default"),
+        pid("second").expect("second"),
+    );
+    assert_serves_shadow(&run_dir("default").join("mux"));
+    assert_serves_shadow(&run_dir("second").join("mux"));
+    assert!(pid("off").is_none() && pid("backup").is_none());
+    assert!(!run_dir("off").exists() && !run_dir("backup").exists());
+    run_ok(ns.command(script).arg("status"), STEP);
+
+    // One instance restarted: a new daemon, the other untouched, no moment without a socket.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let stop = std::sync::Arc::clone(&stop);
+        let socket = run_dir("second").join("mux");
+        thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || answers.len() < 3 {
+                answers.push(socket.exists().then(|| ask(&socket, NOBODY)).flatten());
+            }
+            answers
+        })
+    };
+    run_ok(
+        ns.command(script)
+            .args(["restart-instance", "saslauthd-second"]),
+        STEP,
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = asker.join().expect("asker");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_deref() == Some(INVALID_USERNAME)),
+        "requests failed across the restart: {answers:?}"
+    );
+    let restarted = pid("second").expect("second after restart");
+    assert_ne!(restarted, second);
+    assert!(!pid_alive(second), "the old daemon survived the restart");
+    assert_eq!(pid("default"), Some(first));
+
+    run_ok(
+        ns.command(script)
+            .args(["stop-instance", "saslauthd-second"]),
+        STEP,
+    );
+    wait_until(STEP, "the second instance to stop", || {
+        !pid_alive(restarted)
+    });
+    assert!(pid_alive(first));
+    let status = run(
+        ns.command(script)
+            .args(["status-instance", "saslauthd-second"]),
+        STEP,
+    );
+    assert_eq!(status.status.code(), Some(3), "{}", text(&status));
+    run_ok(ns.command(script).arg("stop"), STEP);
+    wait_until(STEP, "the default instance to stop", || !pid_alive(first));
+    let status = run(ns.command(script).arg("status"), STEP);
+    assert_eq!(status.status.code(), Some(3), "{}", text(&status));
+    let unknown = run(
+        ns.command(script)
+            .args(["start-instance", "saslauthd-nosuch"]),
+        STEP,
+    );
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
+}
+
+/// OpenRC's instances: /etc/init.d/saslauthd.NAME (a copy or link of the script) reads
+/// /etc/conf.d/saslauthd.NAME and runs its own daemon; one without its own -m is refused,
+/// since it would collide with the default instance.
+#[test]
+fn openrc_script_runs_an_instance() {
+    require_root();
+    require_tool("openrc-run", "openrc");
+    let (_dir, run_dir, run_dir_arg) = scratch_run_dir("openrc-instance");
+    let ns = Namespace::new(
+        vec![
+            etc_layer(
+                &[
+                    (
+                        "conf.d/saslauthd",
+                        "SASLAUTHD_OPTS=\"-a shadow\"\n".into(),
+                        0o644,
+                    ),
+                    (
+                        "conf.d/saslauthd.second",
+                        format!("SASLAUTHD_OPTS=\"-a shadow -m {run_dir_arg}\"\n"),
+                        0o644,
+                    ),
+                    (
+                        "conf.d/saslauthd.third",
+                        "SASLAUTHD_OPTS=\"-a shadow\"\n".into(),
+                        0o644,
+                    ),
+                    (
+                        "init.d/saslauthd.second",
+                        repo_text("init/saslauthd.openrc"),
+                        0o755,
+                    ),
+                    (
+                        "init.d/saslauthd.third",
+                        repo_text("init/saslauthd.openrc"),
+                        0o755,
+                    ),
+                ],
+                &[],
+            ),
+            sbin_layer(),
+            libexec_layer(),
+        ],
+        RunFs::Openrc,
+    );
+    let output = run_ok(
+        ns.command("/etc/init.d/saslauthd.second").arg("start"),
+        STEP,
+    );
+    let pid = read_pid_file(&run_dir.join("saslauthd.pid"))
+        .unwrap_or_else(|| panic!("no pid file:\n{}", text(&output)));
+    let mut daemon = Proc::detached(pid);
+    assert_cmdline(pid, &["-a", "shadow", "-m", &run_dir_arg]);
+    assert_serves_shadow(&run_dir.join("mux"));
+    let refused = run(ns.command("/etc/init.d/saslauthd.third").arg("start"), STEP);
+    assert!(
+        !refused.status.success() && text(&refused).contains("needs its own run directory"),
+        "{}",
+        text(&refused)
+    );
+    run_ok(ns.command("/etc/init.d/saslauthd.second").arg("stop"), STEP);
+    daemon.wait_exit(STEP);
 }
 
 #[test]
