@@ -12,6 +12,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::num::NonZeroUsize;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
@@ -201,10 +202,12 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         log_info!("peers allowed to connect: {access}");
     }
     // The verification pool: `-n N`, else the mechanism's default (pam waits more than it
-    // computes, so it asks for more than shadow's one per core), capped by memory.
-    let workers = config
-        .workers
-        .unwrap_or_else(|| mech::default_pool_size(mechanism.as_ref()));
+    // computes, so it asks for more than shadow's one per core); either way no more than
+    // memory and the open-file limit allow (a lowered -n is logged).
+    let workers = mech::pool_size(config.workers, mechanism.as_ref());
+    let requested = config.workers.map(NonZeroUsize::get);
+    let workers =
+        NonZeroUsize::new(privileges::fit_workers(workers.get(), requested)).unwrap_or(workers);
     log_debug!("verification pool: {workers} at once");
     let max_connections = privileges::fit_open_files(config.max_connections, workers.get());
     // Before any thread exists: this edits the environment.

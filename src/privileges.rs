@@ -76,6 +76,36 @@ pub fn plan_open_files(
     }
 }
 
+/// The verification pool that fits the hard open-file limit `hard` (each verification
+/// may hold a descriptor: rimap's connection, PAM's files): at most half of what
+/// [`FD_RESERVE`] leaves, so at least as many connections fit beside it. Pure, for tests.
+pub fn workers_for_open_files(workers: usize, hard: rlim_t) -> usize {
+    let room = usize::try_from(hard.saturating_sub(FD_RESERVE as rlim_t) / 2).unwrap_or(usize::MAX);
+    workers.min(room).max(1)
+}
+
+/// Holds the verification pool (`workers`, from `-n requested` if given) to
+/// [`workers_for_open_files`] of the hard open-file limit, with a warning that names `-n`
+/// when it lowers it.
+pub fn fit_workers(workers: usize, requested: Option<usize>) -> usize {
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return workers;
+    };
+    let fitted = workers_for_open_files(workers, hard);
+    if fitted < workers {
+        let asked = requested.map_or_else(
+            || format!("the default pool ({workers})"),
+            |n| format!("-n {n}"),
+        );
+        log_warn!(
+            "{asked}: the open-file limit ({hard}) leaves room for {fitted} verifications at \
+             once beside the connections; using -n {fitted} (raise the hard limit, e.g. \
+             LimitNOFILE= in the systemd unit, or lower -n)"
+        );
+    }
+    fitted
+}
+
 /// Applies [`plan_open_files`]; returns the connection cap to use. Problems are logged,
 /// never fatal: the accept loop copes with `EMFILE` (it backs off and retries).
 pub fn fit_open_files(max_connections: usize, workers: usize) -> usize {
@@ -352,6 +382,18 @@ mod tests {
     use super::*;
 
     const HARD: rlim_t = 1 << 20;
+
+    #[test]
+    fn the_pool_is_held_to_half_the_descriptors_left_by_the_reserve() {
+        let reserve = FD_RESERVE as rlim_t;
+        assert_eq!(
+            workers_for_open_files(20_000, 1024),
+            (1024 - FD_RESERVE) / 2
+        );
+        assert_eq!(workers_for_open_files(5, 1024), 5);
+        assert_eq!(workers_for_open_files(20_000, reserve), 1);
+        assert_eq!(workers_for_open_files(20_000, HARD), 20_000);
+    }
 
     #[test]
     fn the_soft_limit_is_raised_just_enough() {

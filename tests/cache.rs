@@ -323,3 +323,53 @@ fn changes_count_on_the_fast_path_too() {
     assert_eq!(hits(&daemon, "muser"), 4);
     daemon.finish(&secrets());
 }
+
+/// The cache's size figures have one source of truth, the code: the man page and the
+/// README state the bytes per entry and the default number of entries, and both must be
+/// what the daemon logs for the default `-s` (`credential cache: N entries (963 KB)`).
+#[test]
+fn the_documented_cache_size_is_what_the_daemon_logs() {
+    let d = ours(&["-a", "shadow", "-c"]);
+    let log = d.log();
+    let (entries, kb): (u64, u64) = log
+        .split("credential cache: ")
+        .nth(1)
+        .and_then(|rest| {
+            let (entries, rest) = rest.split_once(" entries (")?;
+            let (kb, _) = rest.split_once(" KB)")?;
+            Some((entries.parse().ok()?, kb.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no credential cache line in the -d log:\n{log}"));
+    let bytes_per_entry = kb * 1024 / entries;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let man = fs::read_to_string(root.join("man/saslauthd.8")).expect("man page");
+    let readme = fs::read_to_string(root.join("README.md")).expect("README");
+    for (doc, text, statements) in [
+        (
+            "man/saslauthd.8",
+            man.replace("\\\n", "").replace('\n', " "),
+            vec![
+                format!("(default {kb}): one entry per {bytes_per_entry} bytes"),
+                format!("so {entries} entries by default"),
+            ],
+        ),
+        (
+            "README.md",
+            readme.replace('\n', " "),
+            vec![
+                format!(
+                    "`-s KB` (default {kb}) at {bytes_per_entry} bytes per entry ({entries} entries)"
+                ),
+                format!("12 of {entries} entries"),
+            ],
+        ),
+    ] {
+        for statement in statements {
+            assert!(
+                text.contains(&statement),
+                "{doc} should say {statement:?} (the daemon logs {entries} entries ({kb} KB))"
+            );
+        }
+    }
+    d.finish(&secrets());
+}

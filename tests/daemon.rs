@@ -223,6 +223,15 @@ fn locked_account_is_refused() {
     let d = start(&[]);
     expect_no(&d, "locked", LOCKED_PW);
     expect_no(&d, "locked", &format!("!{LOCKED_PW}"));
+    // The debug line says whose account it is (-d logs it).
+    assert!(
+        d.wait_for_log(
+            "shadow: account has no usable password hash (locked or empty) [user=locked]",
+            DEFAULT_TIMEOUT
+        ),
+        "{}",
+        d.log()
+    );
     d.finish(&secrets());
 }
 
@@ -1455,5 +1464,56 @@ fn control_characters_in_login_cannot_forge_log_lines() {
         "a newline in the login started a new log line\n{}",
         d.log()
     );
+    d.finish(&secrets());
+}
+
+/// `-n` beyond what the open-file limit (and memory) allow is lowered, with a warning
+/// that names `-n`, and the daemon serves with the lowered pool; the connection cap is
+/// left alone (the warning is not about --max-connections).
+#[test]
+fn dash_n_beyond_the_limits_is_capped_with_a_warning_naming_it() {
+    let prlimit = Path::new("/usr/bin/prlimit");
+    let program = ours();
+    let tmp = TempDir::new("dash-n");
+    let run = tmp.join("run");
+    fs::create_dir(&run).unwrap();
+    let args = [
+        "--nofile=1024:1024",
+        program.to_str().unwrap(),
+        "-d",
+        "-m",
+        run.to_str().unwrap(),
+        "-a",
+        "shadow",
+        "-n",
+        "20000",
+        "--max-connections",
+        "100",
+    ];
+    let d = Daemon::start_with(
+        prlimit,
+        &args,
+        Options {
+            run_dir: Some(run.clone()),
+            pass_run_dir: false,
+            dash_d: false,
+            ..Options::default()
+        },
+    );
+    let log = d.log();
+    assert!(log.contains("-n 20000: "), "no warning naming -n:\n{log}");
+    let pool: usize = log
+        .split("verification pool: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pool size in the log:\n{log}"));
+    assert!((1..512).contains(&pool), "pool {pool}\n{log}");
+    assert!(
+        log.contains(&format!("using -n {pool}")),
+        "the warning should give the pool used:\n{log}"
+    );
+    assert!(!log.contains("--max-connections"), "{log}");
+    expect_reply(&d, "suser", SUSER_PW, "OK");
     d.finish(&secrets());
 }

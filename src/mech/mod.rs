@@ -203,6 +203,34 @@ pub fn default_pool_size(mechanism: &dyn Mechanism) -> NonZeroUsize {
     }
 }
 
+/// The verification pool for `-n` (`requested`; `None`: the mechanism's default), held to
+/// what half the available memory feeds at [`VERIFICATION_MEMORY`] each; a lowered `-n`
+/// is logged as a warning that names it.
+pub fn pool_size(requested: Option<NonZeroUsize>, mechanism: &dyn Mechanism) -> NonZeroUsize {
+    let Some(requested) = requested else {
+        return default_pool_size(mechanism);
+    };
+    let available = available_memory();
+    let size = cap_for_memory(requested, available);
+    if size < requested {
+        crate::log_warn!(
+            "-n {requested}: half the available memory ({} MiB) holds {size} verifications \
+             at {} MiB each; using -n {size}",
+            available.unwrap_or(0) / 2 >> 20,
+            VERIFICATION_MEMORY >> 20
+        );
+    }
+    size
+}
+
+/// `requested`, or fewer if half of `available` bytes cannot feed them. Pure, for tests.
+fn cap_for_memory(requested: NonZeroUsize, available: Option<u64>) -> NonZeroUsize {
+    match available {
+        Some(bytes) => requested.min(pool_for_memory(bytes)),
+        None => requested,
+    }
+}
+
 fn pool_for_memory(available: u64) -> NonZeroUsize {
     let slots = (available / 2) / VERIFICATION_MEMORY;
     NonZeroUsize::new(usize::try_from(slots).unwrap_or(usize::MAX)).unwrap_or(NonZeroUsize::MIN)
@@ -437,6 +465,17 @@ mod tests {
         assert_eq!(shadow.default_concurrency(), cpu_cores());
         assert!(pam.default_concurrency() >= pam::DEFAULT_CONCURRENCY);
         assert!(pam.default_concurrency() >= shadow.default_concurrency());
+    }
+
+    #[test]
+    fn an_explicit_pool_size_is_held_to_the_memory_too() {
+        let n = |v: usize| NonZeroUsize::new(v).unwrap();
+        let gib = 1u64 << 30;
+        // 1 GiB available: half of it feeds 32 verifications of 16 MiB.
+        assert_eq!(cap_for_memory(n(20_000), Some(gib)), n(32));
+        assert_eq!(cap_for_memory(n(8), Some(gib)), n(8));
+        assert_eq!(cap_for_memory(n(20_000), Some(0)), n(1));
+        assert_eq!(cap_for_memory(n(20_000), None), n(20_000));
     }
 
     #[test]

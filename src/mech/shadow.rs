@@ -68,6 +68,10 @@ impl Shadow {
         match lookup(login) {
             Ok(entry) => {
                 if !dummy::is_hash(entry.hash.as_bytes()) {
+                    log_debug!(
+                        "shadow: account has no usable password hash (locked or empty) [user={}]",
+                        crate::log::sanitize(login)
+                    );
                     self.dummy.spend(password);
                 }
                 (check(&entry, password, today), Some(entry))
@@ -181,7 +185,6 @@ fn check(entry: &ShadowEntry, password: &Password, today: i64) -> Reply {
         return Reply::no(NIS_NO_PERMISSION);
     }
     if !dummy::is_hash(stored) {
-        log_debug!("shadow: account has no usable password hash (locked or empty)");
         return Reply::no(INCORRECT_PASSWORD);
     }
     if !hash::verify(password, stored) {
