@@ -216,7 +216,7 @@ pub fn pool_size(requested: Option<NonZeroUsize>, mechanism: &dyn Mechanism) -> 
         crate::log_warn!(
             "-n {requested}: half the available memory ({} MiB) holds {size} verifications \
              at {} MiB each; using -n {size}",
-            available.unwrap_or(0) / 2 >> 20,
+            (available.unwrap_or(0) / 2) >> 20,
             VERIFICATION_MEMORY >> 20
         );
     }
