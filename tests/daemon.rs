@@ -1288,20 +1288,7 @@ fn daemon_mode_second_instance_exits_2() {
     );
     let run = first.run_dir().to_str().unwrap().to_string();
     let second = run_in_namespace(&ours(), &["-a", "shadow", "-m", &run], DEFAULT_TIMEOUT);
-    assert_eq!(
-        second.status.and_then(|s| s.code()),
-        Some(2),
-        "daemon-mode second instance: {:?}\n{}",
-        second.status,
-        second.output()
-    );
-    assert!(
-        second
-            .output()
-            .contains(&format!("pid {} holds the lock on", first.pid())),
-        "the refusal should name the running daemon's pid:\n{}",
-        second.output()
-    );
+    assert_refused_as_second_instance(&second, first.pid(), "daemon-mode second instance");
     assert_eq!(
         fs::read_to_string(first.pid_file()).ok(),
         Some(format!("{}\n", first.pid()))
@@ -1472,41 +1459,15 @@ fn control_characters_in_login_cannot_forge_log_lines() {
 /// left alone (the warning is not about --max-connections).
 #[test]
 fn dash_n_beyond_the_limits_is_capped_with_a_warning_naming_it() {
-    let prlimit = Path::new("/usr/bin/prlimit");
-    let program = ours();
     let tmp = TempDir::new("dash-n");
-    let run = tmp.join("run");
-    fs::create_dir(&run).unwrap();
-    let args = [
-        "--nofile=1024:1024",
-        program.to_str().unwrap(),
-        "-d",
-        "-m",
-        run.to_str().unwrap(),
-        "-a",
-        "shadow",
-        "-n",
-        "20000",
-        "--max-connections",
-        "100",
-    ];
-    let d = Daemon::start_with(
-        prlimit,
-        &args,
-        Options {
-            run_dir: Some(run.clone()),
-            pass_run_dir: false,
-            dash_d: false,
-            ..Options::default()
-        },
+    let d = start_ours_with_nofile(
+        "1024:1024",
+        &["-a", "shadow", "-n", "20000", "--max-connections", "100"],
+        &tmp,
     );
     let log = d.log();
     assert!(log.contains("-n 20000: "), "no warning naming -n:\n{log}");
-    let pool: usize = log
-        .split("verification pool: ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
+    let pool = number_after(&log, "verification pool: ")
         .unwrap_or_else(|| panic!("no pool size in the log:\n{log}"));
     assert!((1..512).contains(&pool), "pool {pool}\n{log}");
     assert!(

@@ -967,33 +967,12 @@ fn the_open_file_limit_is_raised_or_the_cap_lowered() {
     require_root();
     let _heavy = heavy();
     raise_open_file_limit(2048);
-    let prlimit = Path::new("/usr/bin/prlimit");
-    let program = ours();
     let start_limited = |nofile: &str, tmp: &TempDir| {
-        let run = tmp.join("run");
-        fs::create_dir(&run).unwrap();
-        let args = [
-            nofile,
-            program.to_str().unwrap(),
-            "-d",
-            "-m",
-            run.to_str().unwrap(),
-            "-a",
-            "shadow",
-            "--max-connections",
-            "2048",
-        ];
-        let options = Options {
-            run_dir: Some(run.clone()),
-            pass_run_dir: false,
-            dash_d: false,
-            ..Options::default()
-        };
-        Daemon::start_with(prlimit, &args, options)
+        start_ours_with_nofile(nofile, &["-a", "shadow", "--max-connections", "2048"], tmp)
     };
 
     let tmp = TempDir::new("hardening-nofile");
-    let d = start_limited("--nofile=256:4096", &tmp);
+    let d = start_limited("256:4096", &tmp);
     let (soft, hard) = proc_limit(d.pid(), "Max open files");
     let soft: u64 = soft.parse().unwrap();
     assert_eq!(hard, "4096");
@@ -1002,17 +981,13 @@ fn the_open_file_limit_is_raised_or_the_cap_lowered() {
     d.finish(&[""; 0]);
 
     let tmp = TempDir::new("hardening-nofile-low");
-    let d = start_limited("--nofile=256:1024", &tmp);
+    let d = start_limited("256:1024", &tmp);
     assert_eq!(
         proc_limit(d.pid(), "Max open files"),
         ("1024".into(), "1024".into())
     );
     let log = d.log();
-    let cap: usize = log
-        .split("too low for --max-connections 2048: serving at most ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
+    let cap = number_after(&log, "too low for --max-connections 2048: serving at most ")
         .unwrap_or_else(|| panic!("no warning about the limit:\n{log}"));
     assert!((500..1024).contains(&cap), "cap {cap}");
     // The lowered cap holds: `cap` idle connections, then one more is told busy.

@@ -559,19 +559,7 @@ fn ours_and_upstream_exclude_each_other_on_one_run_dir() {
         &["-a", "shadow", "-m", &run],
         DEFAULT_TIMEOUT,
     );
-    assert_eq!(
-        refused.status.and_then(|s| s.code()),
-        Some(2),
-        "ours started in a directory Cyrus serves:\n{}",
-        refused.output()
-    );
-    assert!(
-        refused
-            .output()
-            .contains(&format!("pid {} holds the lock on", cyrus.pid())),
-        "ours should name Cyrus's pid:\n{}",
-        refused.output()
-    );
+    assert_refused_as_second_instance(&refused, cyrus.pid(), "ours in a directory Cyrus serves");
     assert_eq!(
         socket_id(&cyrus),
         cyrus_socket,

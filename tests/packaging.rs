@@ -1964,6 +1964,43 @@ fn deb_namespace() -> Namespace {
     ns
 }
 
+/// What every `.deb` test starts from: the package built, the host's package state
+/// recorded (checked on drop, after the namespace is gone), and a [`deb_namespace`] with
+/// sasl2-bin installed or not.
+struct DebLab {
+    ns: Namespace,
+    deb: PathBuf,
+    _host: HostUnchanged,
+}
+
+impl DebLab {
+    fn new(with_sasl2_bin: bool) -> DebLab {
+        require_root();
+        require_tool("dpkg", "dpkg");
+        let deb = built_deb();
+        let host = HostUnchanged::take();
+        let ns = deb_namespace();
+        if with_sasl2_bin {
+            ensure_sasl2_bin(&ns);
+        } else {
+            ns_sh_ok(
+                &ns,
+                "if dpkg-query -W sasl2-bin >/dev/null 2>&1; then dpkg --purge sasl2-bin; fi",
+            );
+        }
+        DebLab {
+            ns,
+            deb,
+            _host: host,
+        }
+    }
+
+    /// `-i <our package>`.
+    fn install_ours(&self) -> String {
+        format!("-i '{}'", self.deb.display())
+    }
+}
+
 /// Installs Debian's sasl2-bin in the namespace unless it is there (configured).
 fn ensure_sasl2_bin(ns: &Namespace) {
     let status = ns_sh_ok(
@@ -2248,16 +2285,12 @@ fn assert_smtp(ports: [u16; 2], want: SmtpAuth, step: &str) {
 /// through both sockets after every step and throughout the upgrade.
 #[test]
 fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
-    require_root();
-    require_tool("dpkg", "dpkg");
     require_tool("swaks", "swaks");
-    let deb = built_deb();
-    let host = HostUnchanged::take();
-    let ns = deb_namespace();
-    ensure_sasl2_bin(&ns);
-    configure_instances(&ns, "yes");
+    let lab = DebLab::new(true);
+    let ns = &lab.ns;
+    configure_instances(ns, "yes");
     ns_sh_ok(
-        &ns,
+        ns,
         &format!(
             "set -e
              useradd -M -d /nonexistent -s /usr/sbin/nologin {FIXTURE_USER}
@@ -2280,15 +2313,15 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
         &ns.enter(),
     );
     let ports = [postfix.port("default"), postfix.port("second")];
-    assert_served_by(&ns, false, "Cyrus before the install");
+    assert_served_by(ns, false, "Cyrus before the install");
     assert_smtp(ports, SmtpAuth::Accepted, "Cyrus before the install");
-    let before = PackageState::of(&ns);
+    let before = PackageState::of(ns);
 
     // Install over the running Cyrus daemons: ours takes both over.
-    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
-    let installed = assert_served_by(&ns, true, "after the install");
+    ns_dpkg(ns, &lab.install_ours());
+    let installed = assert_served_by(ns, true, "after the install");
     assert_smtp(ports, SmtpAuth::Accepted, "after the install");
-    check_installed_files(&ns, true);
+    check_installed_files(ns, true);
 
     // Upgrade (the same package again) while swaks keeps asking through both sockets.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -2312,7 +2345,7 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
             (tries, failures)
         })
     };
-    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    ns_dpkg(ns, &lab.install_ours());
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (tries, failures) = asker.join().expect("swaks thread");
     assert!(
@@ -2321,46 +2354,39 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
         failures.len(),
         failures.join("\n")
     );
-    let upgraded = assert_served_by(&ns, true, "after the upgrade");
+    let upgraded = assert_served_by(ns, true, "after the upgrade");
     for (old, new) in installed.iter().zip(&upgraded) {
         assert_ne!(old.pid, new.pid, "the upgrade did not restart the daemon");
     }
     assert_smtp(ports, SmtpAuth::Accepted, "after the upgrade");
 
     // Remove: Cyrus's daemons serve again.
-    ns_dpkg(&ns, "-r saslauthd-rs");
-    assert_served_by(&ns, false, "after remove");
+    ns_dpkg(ns, "-r saslauthd-rs");
+    assert_served_by(ns, false, "after remove");
     assert_smtp(ports, SmtpAuth::Accepted, "after remove");
 
     // Purge: the namespace is as before the install.
-    ns_dpkg(&ns, "--purge saslauthd-rs");
-    PackageState::of(&ns).assert_same_as(&before, "the namespace after purge");
-    assert_served_by(&ns, false, "after purge");
+    ns_dpkg(ns, "--purge saslauthd-rs");
+    PackageState::of(ns).assert_same_as(&before, "the namespace after purge");
+    assert_served_by(ns, false, "after purge");
     assert_smtp(ports, SmtpAuth::Accepted, "after purge");
-    drop(postfix);
-    drop(ns);
-    drop(host);
 }
 
 /// The same life with START=no in both instances' files: nothing ever starts, and no
 /// unit is enabled for boot.
 #[test]
 fn slow_deb_lifecycle_with_start_no_starts_nothing() {
-    require_root();
-    require_tool("dpkg", "dpkg");
-    let deb = built_deb();
-    let host = HostUnchanged::take();
-    let ns = deb_namespace();
-    ensure_sasl2_bin(&ns);
-    configure_instances(&ns, "no");
-    ns_sh_ok(&ns, "invoke-rc.d saslauthd start");
-    let before = PackageState::of(&ns);
+    let lab = DebLab::new(true);
+    let ns = &lab.ns;
+    configure_instances(ns, "no");
+    ns_sh_ok(ns, "invoke-rc.d saslauthd start");
+    let before = PackageState::of(ns);
     let nothing_runs = |step: &str| {
-        assert_eq!(servers(&ns), [None, None], "{step}");
-        assert_eq!(saslauthd_processes(&ns), [], "{step}");
+        assert_eq!(servers(ns), [None, None], "{step}");
+        assert_eq!(saslauthd_processes(ns), [], "{step}");
         assert_eq!(
             ns_sh_ok(
-                &ns,
+                ns,
                 "ls /etc/systemd/system/*.wants/saslauthd* 2>/dev/null; true"
             ),
             "",
@@ -2369,36 +2395,27 @@ fn slow_deb_lifecycle_with_start_no_starts_nothing() {
     };
     nothing_runs("before the install");
     for (step, args) in [
-        ("install", format!("-i '{}'", deb.display())),
-        ("upgrade", format!("-i '{}'", deb.display())),
+        ("install", lab.install_ours()),
+        ("upgrade", lab.install_ours()),
         ("remove", "-r saslauthd-rs".to_string()),
         ("purge", "--purge saslauthd-rs".to_string()),
     ] {
-        ns_dpkg(&ns, &args);
+        ns_dpkg(ns, &args);
         nothing_runs(step);
     }
-    PackageState::of(&ns).assert_same_as(&before, "the namespace after purge");
-    drop(ns);
-    drop(host);
+    PackageState::of(ns).assert_same_as(&before, "the namespace after purge");
 }
 
 /// sasl2-bin installed after ours, reinstalled, and before ours, each with stdin closed:
 /// no conffile prompt, no `.dpkg-new`, exit 0, and the diversions in place.
 #[test]
 fn slow_deb_sasl2_bin_in_any_order_without_prompts() {
-    require_root();
-    require_tool("dpkg", "dpkg");
-    let deb = built_deb();
     let cyrus_deb = sasl2_bin_deb();
-    let host = HostUnchanged::take();
-    let ns = deb_namespace();
-    ns_sh_ok(
-        &ns,
-        "if dpkg-query -W sasl2-bin >/dev/null 2>&1; then dpkg --purge sasl2-bin; fi",
-    );
+    let lab = DebLab::new(false);
+    let ns = &lab.ns;
     let diverted = |step: &str| {
-        let ours = ns_sh(&ns, "/usr/sbin/saslauthd -v");
-        let cyrus = ns_sh(&ns, "/usr/sbin/saslauthd.cyrus -v");
+        let ours = ns_sh(ns, "/usr/sbin/saslauthd -v");
+        let cyrus = ns_sh(ns, "/usr/sbin/saslauthd.cyrus -v");
         assert!(
             String::from_utf8_lossy(&ours.stderr).contains("(saslauthd-rs)")
                 && String::from_utf8_lossy(&cyrus.stderr).starts_with("saslauthd 2"),
@@ -2407,22 +2424,20 @@ fn slow_deb_sasl2_bin_in_any_order_without_prompts() {
             text(&cyrus)
         );
         assert_eq!(
-            ns_sh_ok(&ns, "dpkg-query -W -f='${Status}' sasl2-bin saslauthd-rs"),
+            ns_sh_ok(ns, "dpkg-query -W -f='${Status}' sasl2-bin saslauthd-rs"),
             "install ok installedinstall ok installed",
             "{step}"
         );
     };
-    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
-    ns_dpkg(&ns, &format!("-i '{}'", cyrus_deb.display()));
+    ns_dpkg(ns, &lab.install_ours());
+    ns_dpkg(ns, &format!("-i '{}'", cyrus_deb.display()));
     diverted("sasl2-bin after ours");
-    ns_dpkg(&ns, &format!("-i '{}'", cyrus_deb.display()));
+    ns_dpkg(ns, &format!("-i '{}'", cyrus_deb.display()));
     diverted("sasl2-bin reinstalled");
-    check_installed_files(&ns, true);
-    ns_dpkg(&ns, "--purge saslauthd-rs");
-    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
+    check_installed_files(ns, true);
+    ns_dpkg(ns, "--purge saslauthd-rs");
+    ns_dpkg(ns, &lab.install_ours());
     diverted("sasl2-bin before ours");
-    drop(ns);
-    drop(host);
 }
 
 /// A machine without sasl2-bin (purged in the namespace only): the package creates
@@ -2431,39 +2446,32 @@ fn slow_deb_sasl2_bin_in_any_order_without_prompts() {
 /// and purge removes everything.
 #[test]
 fn slow_deb_package_without_sasl2_bin() {
-    require_root();
-    require_tool("dpkg", "dpkg");
-    let deb = built_deb();
-    let host = HostUnchanged::take();
-    let ns = deb_namespace();
-    ns_sh_ok(
-        &ns,
-        "if dpkg-query -W sasl2-bin >/dev/null 2>&1; then dpkg --purge sasl2-bin; fi",
-    );
-    let before = PackageState::of(&ns);
+    let lab = DebLab::new(false);
+    let ns = &lab.ns;
+    let before = PackageState::of(ns);
     assert_eq!(
         ns_sh_ok(
-            &ns,
+            ns,
             "ls -d /etc/default/saslauthd /run/saslauthd 2>/dev/null || true"
         ),
         ""
     );
-    ns_dpkg(&ns, &format!("-i '{}'", deb.display()));
-    check_installed_files(&ns, false);
+    ns_dpkg(ns, &lab.install_ours());
+    check_installed_files(ns, false);
     assert_eq!(
-        ns_sh_ok(&ns, "ls -d /etc/default/saslauthd 2>/dev/null || true"),
+        ns_sh_ok(ns, "ls -d /etc/default/saslauthd 2>/dev/null || true"),
         ""
     );
     assert_eq!(
-        ns_sh_ok(&ns, "stat -c '%U:%G %a' /run/saslauthd"),
+        ns_sh_ok(ns, "stat -c '%U:%G %a' /run/saslauthd"),
         "root:sasl 710\n"
     );
     assert_eq!(
-        ns_sh_ok(&ns, "/usr/libexec/saslauthd-rs/saslauthd-instances list"),
+        ns_sh_ok(ns, "/usr/libexec/saslauthd-rs/saslauthd-instances list"),
         "/usr/share/saslauthd-rs/default/saslauthd\n"
     );
     let helper = ns_sh_ok(
-        &ns,
+        ns,
         &format!(
             "{HELPER_PATH} --print /etc/default/saslauthd /etc/sysconfig/saslauthd \
              /usr/share/saslauthd-rs/default/saslauthd"
@@ -2483,9 +2491,9 @@ fn slow_deb_package_without_sasl2_bin() {
     );
     // The unit's ExecStart= as installed, with the shipped defaults.
     let dir = TempDir::new("deb-ns");
-    let mut unit = UnitService::start(&ns, &dir);
+    let mut unit = UnitService::start(ns, &dir);
     let reply = ns_sh(
-        &ns,
+        ns,
         &format!("testsaslauthd -u {NOBODY} -p not-the-password --show-reply"),
     );
     assert_eq!(
@@ -2495,17 +2503,15 @@ fn slow_deb_package_without_sasl2_bin() {
         text(&reply)
     );
     assert_terminates_cleanly(&mut unit.daemon, &unit.log);
-    ns_dpkg(&ns, "--purge saslauthd-rs");
-    PackageState::of(&ns).assert_same_as(&before, "the namespace after purge");
+    ns_dpkg(ns, "--purge saslauthd-rs");
+    PackageState::of(ns).assert_same_as(&before, "the namespace after purge");
     assert_eq!(
         ns_sh_ok(
-            &ns,
+            ns,
             "ls -d /run/saslauthd /var/lib/saslauthd-rs 2>/dev/null; true"
         ),
         ""
     );
-    drop(ns);
-    drop(host);
 }
 
 // ---------------------------------------------------------------------------------------

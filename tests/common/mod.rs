@@ -539,6 +539,58 @@ pub fn run_command(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) ->
     result
 }
 
+/// Asserts that a daemon start (`result`) was refused because the process `holder`
+/// serves the run directory: exit status 2 and a message naming that pid.
+pub fn assert_refused_as_second_instance(result: &CmdResult, holder: i32, what: &str) {
+    assert_eq!(
+        result.status.and_then(|s| s.code()),
+        Some(2),
+        "{what}: want exit status 2 (another instance), got {:?}\n{}",
+        result.status,
+        result.output()
+    );
+    assert!(
+        result
+            .output()
+            .contains(&format!("pid {holder} holds the lock on")),
+        "{what}: the refusal should name pid {holder}:\n{}",
+        result.output()
+    );
+}
+
+/// The number that follows the first `phrase` in `text` (up to the next space), e.g. in a
+/// log line.
+pub fn number_after(text: &str, phrase: &str) -> Option<usize> {
+    text.split(phrase)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Our daemon under `prlimit --nofile=<nofile>` (e.g. `"1024:1024"`), in the foreground
+/// (`-d`), with `args` (without `-m`: the run directory is `<tmp>/run`).
+pub fn start_ours_with_nofile(nofile: &str, args: &[&str], tmp: &TempDir) -> Daemon {
+    let run = tmp.join("run");
+    fs::create_dir(&run).expect("create run dir");
+    let program = ours_bin("saslauthd");
+    let limit = format!("--nofile={nofile}");
+    let mut full = vec![
+        limit.as_str(),
+        program.to_str().expect("utf-8 path"),
+        "-d",
+        "-m",
+        run.to_str().expect("utf-8 path"),
+    ];
+    full.extend_from_slice(args);
+    let options = Options {
+        run_dir: Some(run.clone()),
+        pass_run_dir: false,
+        dash_d: false,
+        ..Options::default()
+    };
+    Daemon::start_with(Path::new("/usr/bin/prlimit"), &full, options)
+}
+
 /// Runs `program args…` with the fixtures bind-mounted over `/etc` (needs root).
 pub fn run_in_namespace(program: &Path, args: &[&str], timeout: Duration) -> CmdResult {
     require_root();
