@@ -2372,6 +2372,67 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
     assert_smtp(ports, SmtpAuth::Accepted, "after purge");
 }
 
+/// The maintainer scripts' systemd branches. systemd is not PID 1 here, so with
+/// /run/systemd/system present, stand-ins for systemctl and deb-systemd-invoke record what
+/// the scripts ask of it: over Cyrus daemons started outside any unit, install takes them
+/// over outside the units too and enables the units Cyrus's boot links stood for; remove
+/// stops the units (the socket first) and everything still running, then asks for
+/// sasl2-bin's unit; purge drops the enablement.
+#[test]
+fn slow_deb_scripts_drive_the_units_under_systemd() {
+    let lab = DebLab::new(true);
+    let ns = &lab.ns;
+    configure_instances(ns, "yes");
+    ns_sh_ok(ns, "invoke-rc.d saslauthd start");
+    let before = PackageState::of(ns);
+    ns_sh_ok(
+        ns,
+        r#"set -e
+           mkdir -p /run/systemd/system
+           for tool in systemctl deb-systemd-invoke; do
+             printf '#!/bin/sh\necho "%s $*" >>/run/systemd-calls\n' "$tool" >/usr/bin/$tool
+             chmod 755 /usr/bin/$tool
+           done"#,
+    );
+    let calls = || {
+        ns_sh_ok(
+            ns,
+            "cat /run/systemd-calls 2>/dev/null; : >/run/systemd-calls",
+        )
+    };
+    ns_dpkg(ns, &lab.install_ours());
+    assert_served_by(ns, true, "after the install under systemd");
+    let installed = calls();
+    assert!(
+        installed.contains("systemctl daemon-reload\n"),
+        "{installed}"
+    );
+    assert_eq!(
+        ns_sh_ok(
+            ns,
+            "ls /etc/systemd/system/multi-user.target.wants/ | grep saslauthd"
+        ),
+        "saslauthd@second.service\n",
+        "saslauthd@second is enabled by a link ({installed})"
+    );
+    ns_dpkg(ns, "-r saslauthd-rs");
+    let removed = calls();
+    for call in [
+        "deb-systemd-invoke stop saslauthd.socket saslauthd.service saslauthd@*.service\n",
+        "deb-systemd-invoke start saslauthd.service\n",
+    ] {
+        assert!(removed.contains(call), "no {call:?} in {removed}");
+    }
+    assert_eq!(
+        saslauthd_processes(ns),
+        [],
+        "the removed binary still runs ({removed})"
+    );
+    ns_dpkg(ns, "--purge saslauthd-rs");
+    ns_sh_ok(ns, "rm -rf /run/systemd/system /run/systemd-calls");
+    PackageState::of(ns).assert_same_as(&before, "the namespace after purge");
+}
+
 /// The same life with START=no in both instances' files: nothing ever starts, and no
 /// unit is enabled for boot.
 #[test]
