@@ -527,11 +527,19 @@ fn take_over(
 ) -> Result<(File, UnixListener, Option<BoundSocket>), StartupError> {
     let swapped = handover::swap_in(socket_path, |path| bind(path).map_err(|e| e.message))
         .map_err(StartupError::new)?;
-    let locked = handover::take_lock(pid_path, || match try_lock_pid_file(pid_path) {
-        Ok(Ok(file)) => Ok(LockAttempt::Locked(file)),
-        Ok(Err(holder)) => Ok(LockAttempt::Held(holder)),
-        Err(error) => Err(error.message),
-    })
+    let locked = handover::take_lock(
+        pid_path,
+        || match try_lock_pid_file(pid_path) {
+            Ok(Ok(file)) => Ok(LockAttempt::Locked(file)),
+            Ok(Err(holder)) => Ok(LockAttempt::Held(holder)),
+            Err(error) => Err(error.message),
+        },
+        || {
+            if let Err(error) = swapped.restore_if_removed() {
+                log_err!("{error}");
+            }
+        },
+    )
     .and_then(|file| swapped.settle().map(|()| file));
     match locked {
         Ok(file) => {

@@ -8,8 +8,9 @@
 //!    after [`STOP_LIMIT`], like `start-stop-daemon --retry TERM/30/KILL/5`) and the lock
 //!    is taken once it is free. An old saslauthd-rs answers what it has accepted, leaves
 //!    `mux` alone (it is no longer its socket) and exits.
-//! 3. [`SwappedSocket::settle`]: Cyrus's saslauthd removes `mux` by name when it exits;
-//!    if the name no longer leads to our socket, the spare link is renamed back.
+//! 3. Cyrus's saslauthd removes `mux` by name when it exits: while waiting for the lock,
+//!    and once more when it is ours ([`SwappedSocket::settle`]), a name that no longer
+//!    leads to our socket is given back to it from the spare link.
 #![forbid(unsafe_code)]
 
 use std::fs::{self, File};
@@ -111,24 +112,31 @@ pub fn swap_in(
 }
 
 impl SwappedSocket {
-    /// Once the old daemon is gone: `path` leads to our socket again if it removed it,
-    /// and the spare link goes.
-    pub fn settle(&self) -> Result<(), String> {
+    /// Puts our socket back at `path` if the old daemon removed it (a new hard link from
+    /// the spare one, which stays until [`SwappedSocket::settle`]).
+    pub fn restore_if_removed(&self) -> Result<(), String> {
         if FileId::of_path(&self.path) == Some(self.id) {
-            let _ = fs::remove_file(&self.spare);
             return Ok(());
         }
         log_warn!(
-            "the previous daemon removed {} when it stopped: putting ours back",
+            "the previous daemon removed {} as it stopped: putting ours back",
             self.path.display()
         );
-        fs::rename(&self.spare, &self.path).map_err(|e| {
+        let _ = fs::remove_file(&self.path);
+        fs::hard_link(&self.spare, &self.path).map_err(|e| {
             format!(
                 "cannot put {} back in place from {}: {e}",
                 self.path.display(),
                 self.spare.display()
             )
         })
+    }
+
+    /// Once the old daemon is gone: `path` leads to our socket, and the spare link goes.
+    pub fn settle(&self) -> Result<(), String> {
+        self.restore_if_removed()?;
+        let _ = fs::remove_file(&self.spare);
+        Ok(())
     }
 
     /// Undoes [`swap_in`] as far as it can (startup failed afterwards).
@@ -149,11 +157,13 @@ pub enum LockAttempt {
 }
 
 /// Takes the pid-file lock at `pid_path`, asking its holder to stop first. `try_lock`
-/// opens the file and tries the lock once. A lock taken on a file the old daemon has
-/// meanwhile removed is dropped and taken again on the new file.
+/// opens the file and tries the lock once; `while_waiting` runs between tries. A lock
+/// taken on a file the old daemon has meanwhile removed is dropped and taken again on the
+/// new file.
 pub fn take_lock(
     pid_path: &Path,
     mut try_lock: impl FnMut() -> Result<LockAttempt, String>,
+    mut while_waiting: impl FnMut(),
 ) -> Result<File, String> {
     let mut stopping: Option<(Option<i32>, Instant)> = None;
     let mut killed = false;
@@ -198,6 +208,7 @@ pub fn take_lock(
                 STOP_LIMIT + KILL_LIMIT
             ));
         }
+        while_waiting();
         std::thread::sleep(POLL);
     }
 }
@@ -225,6 +236,8 @@ mod tests {
         // What Cyrus does on exit: remove the name.
         fs::remove_file(&path).unwrap();
         drop(old);
+        swapped.restore_if_removed().unwrap();
+        assert_eq!(FileId::of_path(&path), Some(swapped.id));
         swapped.settle().unwrap();
         assert_eq!(FileId::of_path(&path), Some(swapped.id));
         std::os::unix::net::UnixStream::connect(&path).unwrap();
@@ -241,15 +254,19 @@ mod tests {
         let dir = scratch("lock");
         let path = dir.join("saslauthd.pid");
         let mut tries = 0;
-        let file = take_lock(&path, || {
-            tries += 1;
-            let file = File::create(&path).map_err(|e| e.to_string())?;
-            if tries == 1 {
-                // The old daemon removes the pid file just after we opened it.
-                fs::remove_file(&path).unwrap();
-            }
-            Ok(LockAttempt::Locked(file))
-        })
+        let file = take_lock(
+            &path,
+            || {
+                tries += 1;
+                let file = File::create(&path).map_err(|e| e.to_string())?;
+                if tries == 1 {
+                    // The old daemon removes the pid file just after we opened it.
+                    fs::remove_file(&path).unwrap();
+                }
+                Ok(LockAttempt::Locked(file))
+            },
+            || {},
+        )
         .unwrap();
         assert_eq!(tries, 2);
         assert_eq!(FileId::of_file(&file), FileId::of_path(&path));

@@ -1960,8 +1960,54 @@ fn deb_namespace() -> Namespace {
         ],
         RunFs::Private,
     );
+    // dpkg's database and debconf's as private copies rather than overlays: dpkg on the
+    // host (another test run, an apt install) would change the overlays' lower layers
+    // under us, which overlayfs answers with ESTALE.
+    let copies = ns._dir.join("var-lib");
+    fs::create_dir_all(&copies).expect("mkdir");
+    with_dpkg_locked(|| {
+        for dir in ["/var/lib/dpkg", "/var/cache/debconf"] {
+            run_ok(Command::new("cp").args(["-a", dir]).arg(&copies), STEP);
+        }
+    });
+    ns_sh_ok(
+        &ns,
+        &format!(
+            "mount --bind '{0}/dpkg' /var/lib/dpkg && mount --bind '{0}/debconf' /var/cache/debconf",
+            copies.display()
+        ),
+    );
     ns_sh_ok(&ns, "! dpkg-query -W saslauthd-rs 2>/dev/null");
     ns
+}
+
+/// Runs `f` while holding dpkg's frontend lock (the fcntl lock apt and dpkg take), so
+/// that no dpkg on the host changes its database meanwhile; waits for it up to 10 minutes.
+fn with_dpkg_locked<T>(f: impl FnOnce() -> T) -> T {
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/var/lib/dpkg/lock-frontend")
+        .expect("/var/lib/dpkg/lock-frontend");
+    let request = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while nix::fcntl::fcntl(&lock, nix::fcntl::FcntlArg::F_SETLK(&request)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "dpkg's lock on the host stayed taken for 10 minutes"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Closing the file drops the lock.
+    let result = f();
+    drop(lock);
+    result
 }
 
 /// What every `.deb` test starts from: the package built, the host's package state
