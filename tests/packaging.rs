@@ -2400,6 +2400,7 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
         failures.len(),
         failures.join("\n")
     );
+    eprintln!("upgrade: {tries} AUTH attempts through both sockets meanwhile, all 235");
     let upgraded = assert_served_by(ns, true, "after the upgrade");
     for (old, new) in installed.iter().zip(&upgraded) {
         assert_ne!(old.pid, new.pid, "the upgrade did not restart the daemon");
