@@ -342,8 +342,8 @@ fn the_documented_cache_size_is_what_the_daemon_logs() {
         .unwrap_or_else(|| panic!("no credential cache line in the -d log:\n{log}"));
     let bytes_per_entry = kb * 1024 / entries;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let man = fs::read_to_string(root.join("man/saslauthd.8")).expect("man page");
-    let readme = fs::read_to_string(root.join("README.md")).expect("README");
+    let man = std::fs::read_to_string(root.join("man/saslauthd.8")).expect("man page");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     for (doc, text, statements) in [
         (
             "man/saslauthd.8",
