@@ -2247,6 +2247,14 @@ fn slow_deb_package_is_lintian_clean() {
     );
 }
 
+/// [`configure_instances`], then sasl2-bin's init script started (it starts both with
+/// `START=yes`, neither with `START=no`); the namespace's package state at that point.
+fn start_cyrus_instances(ns: &Namespace, start: &str) -> PackageState {
+    configure_instances(ns, start);
+    ns_sh_ok(ns, "invoke-rc.d saslauthd start");
+    PackageState::of(ns)
+}
+
 /// The Cyrus and saslauthd-rs settings of the lifecycle test: the default instance and
 /// a second one (/etc/default/saslauthd-second), both with `START` as given.
 fn configure_instances(ns: &Namespace, start: &str) {
@@ -2334,17 +2342,16 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
     require_tool("swaks", "swaks");
     let lab = DebLab::new(true);
     let ns = &lab.ns;
-    configure_instances(ns, "yes");
     ns_sh_ok(
         ns,
         &format!(
             "set -e
              useradd -M -d /nonexistent -s /usr/sbin/nologin {FIXTURE_USER}
              echo '{FIXTURE_USER}:{FIXTURE_PASSWORD}' | chpasswd
-             adduser --quiet postfix sasl
-             invoke-rc.d saslauthd start"
+             adduser --quiet postfix sasl"
         ),
     );
+    let before = start_cyrus_instances(ns, "yes");
     let postfix = Postfix::start_wrapped(
         &[
             SmtpListener {
@@ -2361,7 +2368,6 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
     let ports = [postfix.port("default"), postfix.port("second")];
     assert_served_by(ns, false, "Cyrus before the install");
     assert_smtp(ports, SmtpAuth::Accepted, "Cyrus before the install");
-    let before = PackageState::of(ns);
 
     // Install over the running Cyrus daemons: ours takes both over.
     ns_dpkg(ns, &lab.install_ours());
@@ -2429,9 +2435,7 @@ fn slow_deb_lifecycle_over_running_cyrus_never_leaves_smtp_without_auth() {
 fn slow_deb_scripts_drive_the_units_under_systemd() {
     let lab = DebLab::new(true);
     let ns = &lab.ns;
-    configure_instances(ns, "yes");
-    ns_sh_ok(ns, "invoke-rc.d saslauthd start");
-    let before = PackageState::of(ns);
+    let before = start_cyrus_instances(ns, "yes");
     ns_sh_ok(
         ns,
         r#"set -e
@@ -2486,9 +2490,7 @@ fn slow_deb_scripts_drive_the_units_under_systemd() {
 fn slow_deb_lifecycle_with_start_no_starts_nothing() {
     let lab = DebLab::new(true);
     let ns = &lab.ns;
-    configure_instances(ns, "no");
-    ns_sh_ok(ns, "invoke-rc.d saslauthd start");
-    let before = PackageState::of(ns);
+    let before = start_cyrus_instances(ns, "no");
     let nothing_runs = |step: &str| {
         assert_eq!(servers(ns), [None, None], "{step}");
         assert_eq!(saslauthd_processes(ns), [], "{step}");
