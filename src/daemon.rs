@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,9 @@ use crate::privileges;
 use crate::sys::record_lock::{self, LockError};
 use crate::{frontend, protocol};
 use crate::{log_debug, log_err, log_info, systemd};
+
+mod run_dir;
+mod socket_file;
 
 /// Set in the environment of the detached copy; its value is unused.
 pub const DETACHED_ENV: &str = "SASLAUTHD_RS_DETACHED";
@@ -69,6 +72,9 @@ impl StartupError {
 
 /// `saslauthd`'s entry point.
 pub fn main() -> ExitCode {
+    // Before anything opens a descriptor: none inherited survives but the service
+    // manager's sockets.
+    let closed = crate::sys::fd::close_inherited(systemd::passed_fds());
     let args: Vec<OsString> = std::env::args_os().collect();
     match config::parse(&args) {
         Ok(Action::Help(text)) | Ok(Action::Version(text)) => {
@@ -93,6 +99,9 @@ pub fn main() -> ExitCode {
             // Under a service manager the pid it watches must be the serving one.
             if !config.foreground && !detached && !systemd::managed() {
                 return launch_detached(&args);
+            }
+            if let Err(error) = closed {
+                eprintln!("saslauthd: warning: cannot close inherited descriptors: {error}");
             }
             match run(*config, detached) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -190,6 +199,10 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         &config.mech_settings,
     )
     .map_err(|e| StartupError::new(e.to_string()))?;
+    // A daemon keeps no directory busy (an unmount of the starter's working directory
+    // would fail). Relative paths in options were resolved by now: the mechanism read
+    // its configuration above.
+    std::env::set_current_dir("/").map_err(|e| StartupError::new(format!("chdir /: {e}")))?;
     // Hardening: names are looked up once, now; --user only with a mechanism that needs
     // no root.
     let run_as = privileges::plan_drop(config.run_as.as_ref(), mechanism.as_ref())
@@ -425,13 +438,9 @@ impl RunFiles {
         inherited: systemd::Inherited,
         dovecot_owner: (Option<u32>, Option<u32>),
     ) -> Result<(RunFiles, UnixListener, Option<DovecotSocket>), StartupError> {
-        let dir = &config.run_dir;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| StartupError::new(format!("cannot create {}: {e}", dir.display())))?;
-        // Files we create are private; `bind` sets the socket's mode explicitly.
+        run_dir::prepare(&config.run_dir, nix::unistd::geteuid().as_raw())
+            .map_err(StartupError::new)?;
+        // Files we create are private; `bind` sets the socket's mode through the umask.
         umask(Mode::from_bits_truncate(0o077));
         let pid_path = config.pid_file_path();
         let mux_path = config.socket_path();
@@ -554,15 +563,12 @@ fn take_over(
 }
 
 /// Binds `path` (replacing a stale socket) with upstream's mode 0777: access is
-/// controlled by the run directory's mode, e.g. root:sasl 0710 on Debian.
+/// controlled by the run directory's mode, e.g. root:sasl 0710 on Debian. The mode is set
+/// without a `chmod` by name after `bind` (see [`socket_file`]).
 fn bind(path: &Path) -> Result<UnixListener, StartupError> {
     remove_stale_socket(path)?;
-    let listener = UnixListener::bind(path).map_err(|e| {
-        StartupError::new(format!("could not bind to socket {}: {e}", path.display()))
-    })?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o777))
-        .map_err(|e| StartupError::new(format!("cannot chmod {}: {e}", path.display())))?;
-    Ok(listener)
+    socket_file::bind(path, 0o777, None, None)
+        .map_err(|e| StartupError::new(format!("could not bind to socket {}: {e}", path.display())))
 }
 
 /// The Dovecot protocol's listening socket, and what the daemon must remember of it.
@@ -643,7 +649,9 @@ fn bind_dovecot(
         }
         Some(Endpoint::Unix(path)) => {
             remove_stale_socket(path)?;
-            let listener = UnixListener::bind(path).map_err(|e| {
+            // Its directory may be another user's (Postfix's private/): mode and owner are
+            // set where only we can reach the socket (see `socket_file`).
+            let listener = socket_file::bind(path, settings.mode, user, group).map_err(|e| {
                 StartupError::new(format!(
                     "could not bind to dovecot socket {}: {e}",
                     path.display()
@@ -653,20 +661,6 @@ fn bind_dovecot(
                 path: Some(path.clone()),
                 description: path.display().to_string(),
             };
-            let setup = nix::unistd::chown(
-                path,
-                user.map(nix::unistd::Uid::from_raw),
-                group.map(nix::unistd::Gid::from_raw),
-            )
-            .map_err(std::io::Error::from)
-            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(settings.mode)));
-            if let Err(error) = setup {
-                let _ = fs::remove_file(path);
-                return Err(StartupError::new(format!(
-                    "cannot set the owner and mode of {}: {error}",
-                    path.display()
-                )));
-            }
             Ok(Some((systemd::InheritedSocket::Unix(listener), bound)))
         }
     }
@@ -698,16 +692,19 @@ fn dovecot_listener(
 
 /// Opens the pid file without following a symbolic link.
 fn open_pid_file(path: &Path) -> Result<File, StartupError> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        // A symbolic link planted in the run directory is never followed.
-        .custom_flags(libc::O_NOFOLLOW)
+        // A symbolic link planted in the run directory is never followed, and a terminal
+        // planted there never becomes ours.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| StartupError::new(format!("cannot open {}: {e}", path.display())))
+        .map_err(|e| StartupError::new(format!("cannot open {}: {e}", path.display())))?;
+    refuse_shared_pid_file(&file, path)?;
+    Ok(file)
 }
 
 /// Opens the pid file and tries to lock it once: `Ok(Err(holder))` when another process
@@ -748,6 +745,22 @@ fn write_pid(mut file: &File, path: &Path) -> Result<(), StartupError> {
         .and_then(|()| writeln!(file, "{}", std::process::id()))
         .and_then(|()| file.sync_all());
     written.map_err(|e| StartupError::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// The pid file we opened must be a plain file of its own: never a device or FIFO, and
+/// never a second name of another file (a hard link to /etc/shadow would be truncated).
+fn refuse_shared_pid_file(file: &File, path: &Path) -> Result<(), StartupError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| StartupError::new(format!("cannot examine {}: {e}", path.display())))?;
+    if !meta.file_type().is_file() || meta.nlink() != 1 {
+        return Err(StartupError::new(format!(
+            "refusing to write the pid file {}: it is not a plain file with a single name; \
+             remove it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A leftover socket from a crash is removed; anything else at that path is left alone.

@@ -8,11 +8,15 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsStr;
+use std::ops::Range;
+use std::os::fd::RawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
 use std::path::Path;
 
+/// The first descriptor the service manager passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
 /// Names a socket unit may give our listening socket (`FileDescriptorName=`).
 const OUR_FD_NAMES: [&str; 2] = ["saslauthd", "mux"];
 
@@ -24,6 +28,17 @@ pub fn managed() -> bool {
         .and_then(|pid| pid.parse::<u32>().ok())
         .is_some_and(|pid| pid == std::process::id());
     activated || std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// The descriptors the service manager passed (`LISTEN_FDS`, from 3 up), when they are
+/// meant for this process (`LISTEN_PID`). Reads the environment only.
+pub fn passed_fds() -> Option<Range<RawFd>> {
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id());
+    let count: RawFd = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    (for_us && count > 0).then(|| LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count))
 }
 
 /// The name a socket unit gives the Dovecot protocol socket (`FileDescriptorName=dovecot`).

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -63,15 +64,7 @@ impl Files {
     /// Whether `login` has a line in every database's file. Reads the files; for the
     /// blocking paths only.
     pub fn holds(&self, login: &[u8]) -> bool {
-        let has_line = |path: &Path| {
-            // /etc/shadow holds every user's hash: wipe the copy.
-            fs::read(path).map(Zeroizing::new).is_ok_and(|text| {
-                text.split(|&b| b == b'\n').any(|line| {
-                    line.len() > login.len() && line.starts_with(login) && line[login.len()] == b':'
-                })
-            })
-        };
-        !login.is_empty() && self.databases.iter().all(|(_, path)| has_line(path))
+        !login.is_empty() && self.databases.iter().all(|(_, path)| has_line(path, login))
     }
 
     fn files_first(&self, nsswitch: &[i64]) -> bool {
@@ -88,6 +81,76 @@ impl Files {
         });
         *parsed = Some((nsswitch.to_vec(), first));
         first
+    }
+}
+
+/// How much of a file [`has_line`] holds at once.
+const CHUNK: usize = 4096;
+
+/// Whether a line of `path` starts with `login:`. Reads the file a chunk at a time through
+/// one buffer wiped afterwards (/etc/shadow holds every user's hash), never the whole file,
+/// and stops at the first match.
+fn has_line(path: &Path, login: &[u8]) -> bool {
+    let Ok(mut file) = fs::File::open(path) else {
+        return false;
+    };
+    let mut buffer = Zeroizing::new([0u8; CHUNK]);
+    let mut matcher = LineStart::new(login);
+    loop {
+        match file.read(&mut buffer[..]) {
+            Ok(0) => return false,
+            Ok(n) if matcher.feed(&buffer[..n]) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Finds a line that starts with `name:` in text fed in pieces of any size.
+struct LineStart<'a> {
+    name: &'a [u8],
+    /// `Some(n)`: at a line's start with `n` bytes of `name` matched; `None`: in a line
+    /// that can't match, skipping to its end.
+    matched: Option<usize>,
+}
+
+impl<'a> LineStart<'a> {
+    fn new(name: &'a [u8]) -> LineStart<'a> {
+        LineStart {
+            name,
+            matched: Some(0),
+        }
+    }
+
+    /// Takes the next piece; true once a matching line was seen.
+    fn feed(&mut self, mut piece: &[u8]) -> bool {
+        while let Some((&byte, rest)) = piece.split_first() {
+            match self.matched {
+                None => match piece.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        self.matched = Some(0);
+                        piece = &piece[end + 1..];
+                        continue;
+                    }
+                    None => return false,
+                },
+                Some(n) if n == self.name.len() => {
+                    if byte == b':' {
+                        return true;
+                    }
+                    self.matched = None;
+                    continue;
+                }
+                Some(n) if byte == self.name[n] => self.matched = Some(n + 1),
+                Some(_) => {
+                    self.matched = None;
+                    continue;
+                }
+            }
+            piece = rest;
+        }
+        false
     }
 }
 
@@ -145,6 +208,33 @@ mod tests {
         assert!(!files.holds(b"alice"), "not in shadow any more");
         let passwd_only = Files::under(&root, &["passwd"]);
         assert!(passwd_only.holds(b"alice"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_line_is_found_in_any_split() {
+        let text = b"root:x:0:\nalic:x:1\nalice2:y\nalice:z:1\n";
+        for size in 1..text.len() {
+            let mut matcher = LineStart::new(b"alice");
+            let found = text.chunks(size).any(|piece| matcher.feed(piece));
+            assert!(found, "pieces of {size}");
+            let mut matcher = LineStart::new(b"bob");
+            assert!(!text.chunks(size).any(|piece| matcher.feed(piece)));
+            // Only at the start of a line.
+            let mut matcher = LineStart::new(b"x");
+            assert!(!text.chunks(size).any(|piece| matcher.feed(piece)));
+        }
+        let mut matcher = LineStart::new(b"alice");
+        assert!(!matcher.feed(b"alice"), "no colon yet");
+        assert!(matcher.feed(b":"));
+        // A name found only past the first chunk of a file.
+        let (root, files) = root_with("passwd: files\nshadow: files\n#2\n", &["passwd", "shadow"]);
+        let mut shadow = "x:!:1::::::\n".repeat(2 * CHUNK / 10);
+        shadow.push_str("far:$6$x$y:19000:0:99999:7:::\n");
+        fs::write(root.join("etc/shadow"), shadow).unwrap();
+        fs::write(root.join("etc/passwd"), "far:x:1:1::/:/bin/sh\n").unwrap();
+        assert!(files.holds(b"far"));
+        assert!(!files.holds(b"fa"));
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -7,6 +7,7 @@
 pub mod berkeley_db;
 #[cfg(not(feature = "pure-rust-hash"))]
 pub mod crypt;
+pub mod fd;
 pub mod krb5;
 pub mod nss;
 pub mod pam;
