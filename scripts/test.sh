@@ -82,5 +82,9 @@ echo "== cargo test (verbose daemons; logs and passwords kept in $secrets_dir)"
 SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
 echo "== secrets scan: no password or stored hash in any log of ours"
 SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --test secrets_scan -- --ignored
+# Coverage-guided fuzzing (fuzz/README.md): every target for FUZZ_SECONDS (30) on the
+# nightly toolchain; fails on a crash. Crashes found are replayed by `cargo test` above.
+echo "== fuzzing (scripts/fuzz.sh)"
+scripts/fuzz.sh
 echo "== benchmark smoke run (ours vs upstream, 1 s per scenario; no assertion on the numbers)"
 cargo bench --bench compare -- --smoke --out target/bench/compare-smoke.md

@@ -7,7 +7,8 @@
 //! (the authenticator core: validation, `-r`, throttle, cache, verification pool, log
 //! lines); [`frontend`] (the sockets: framing, connections, listeners); [`config`],
 //! [`privileges`], [`systemd`] and [`daemon`] (the daemon process); [`client`]
-//! (`testsaslauthd`). A module only uses modules below it.
+//! (`testsaslauthd`). A module only uses modules below it. `fuzz` holds the fuzz targets'
+//! entry points.
 //! `unsafe` code lives only in [`sys`], the FFI wrappers; every other module forbids it.
 #![deny(unsafe_code)]
 
@@ -17,6 +18,8 @@ pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod frontend;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handover;
 pub mod hash;
 pub mod log;

@@ -36,7 +36,8 @@ pub struct LogConfig {
     pub verbose: bool,
     /// Copy every line to stderr (`-d`).
     pub stderr: bool,
-    /// Use syslog when a socket exists.
+    /// Use syslog when a socket exists (and stderr when none does). With neither this nor
+    /// `stderr`, lines go nowhere.
     pub syslog: bool,
 }
 
@@ -69,8 +70,9 @@ pub fn init(config: LogConfig) -> bool {
 
 impl Logger {
     fn new(config: LogConfig, syslog_path: Option<PathBuf>) -> Logger {
-        // Without syslog, stderr is the only place left.
-        let stderr = config.stderr || syslog_path.is_none();
+        // Without a syslog socket, stderr is the only place left (unless syslog was not
+        // wanted either: the fuzz targets log nowhere).
+        let stderr = config.stderr || (config.syslog && syslog_path.is_none());
         Logger {
             stderr: AtomicBool::new(stderr),
             syslog: Mutex::new(syslog_path.as_deref().and_then(connect)),

@@ -51,7 +51,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use self::address::{Host, PortSpec, ServerSpec};
-use self::transport::{Capped, MAX_SERVER_BYTES, Transport};
+use self::transport::{Capped, MAX_SERVER_BYTES, Scripted, Transport};
 use super::io_runtime::IoRuntime;
 use super::{Credentials, Mechanism, net, tls};
 use crate::log::sanitize;
@@ -379,7 +379,7 @@ impl Rimap {
         }
     }
 
-    /// One verification: connect, greeting, STARTTLS, LOGIN, verdict, LOGOUT.
+    /// One verification: connect, then [`Rimap::converse`].
     async fn verify(&self, command: &[Password], user: &str) -> Verdict {
         let deadline = Instant::now() + self.timeout;
         let Some((tcp, addr)) = self.connect(deadline).await else {
@@ -393,6 +393,21 @@ impl Rimap {
             },
             Security::Plain | Security::StartTls => Transport::Plain(tcp),
         };
+        self.converse(transport, command, &peer, user, deadline)
+            .await
+    }
+
+    /// The conversation on a connected transport: greeting, STARTTLS, LOGIN, verdict,
+    /// LOGOUT.
+    async fn converse(
+        &self,
+        transport: Transport,
+        command: &[Password],
+        peer: &str,
+        user: &str,
+        deadline: Instant,
+    ) -> Verdict {
+        let peer = peer.to_string();
         let mut client = Client::new(Capped::new(transport, MAX_SERVER_BYTES));
         if let Err(failure) = self.greeting(&mut client, &peer, deadline).await {
             return Verdict::Failed(failure);
@@ -651,11 +666,39 @@ impl Mechanism for Rimap {
                 return Reply::no(text::INTERNAL);
             }
         };
-        match runtime.block_on(self.verify(&command, &user)) {
-            Verdict::Accepted => Reply::Ok(Some(text::OK.to_string())),
-            Verdict::Rejected => Reply::no(text::REJECTED),
-            Verdict::Failed(failure) => Reply::no(failure.text()),
-        }
+        verdict_reply(runtime.block_on(self.verify(&command, &user)))
+    }
+}
+
+fn verdict_reply(verdict: Verdict) -> Reply {
+    match verdict {
+        Verdict::Accepted => Reply::Ok(Some(text::OK.to_string())),
+        Verdict::Rejected => Reply::no(text::REJECTED),
+        Verdict::Failed(failure) => Reply::no(failure.text()),
+    }
+}
+
+impl Rimap {
+    /// One verification of `login` and `password` against a server that sends `script`
+    /// (in pieces of at most `piece` bytes) and then closes: the real conversation
+    /// without a network, for the fuzz targets (`crate::fuzz`) and tests. `None` when the
+    /// credentials can't be put in a command.
+    #[doc(hidden)]
+    pub fn converse_with_script(
+        &self,
+        script: &[u8],
+        piece: usize,
+        login: &[u8],
+        password: &[u8],
+    ) -> Option<Reply> {
+        let command = quote::login_command(LOGIN_TAG, login, password).ok()?;
+        let runtime = self.runtime.get().ok()?;
+        let transport = Transport::Scripted(Scripted::new(script, piece));
+        let deadline = Instant::now() + self.timeout;
+        let user = sanitize(login);
+        let verdict =
+            runtime.block_on(self.converse(transport, &command, "the script", &user, deadline));
+        Some(verdict_reply(verdict))
     }
 }
 
