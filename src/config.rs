@@ -98,6 +98,11 @@ struct Cli {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Connections one peer uid may hold at once (default: half of --max-connections);
+    /// more are answered `NO server busy`
+    #[arg(long = "max-connections-per-uid", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections_per_uid: Option<u64>,
     /// Requests waiting for a verification slot at once; more are answered `NO server busy`
     #[arg(long = "max-queue", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -216,6 +221,8 @@ pub struct Config {
     pub timeout: Duration,
     pub max_field_len: usize,
     pub max_connections: usize,
+    /// `--max-connections-per-uid`; `None`: half of `--max-connections`.
+    pub max_connections_per_uid: Option<usize>,
     /// Requests allowed to wait for a verification slot (`--max-queue`).
     pub max_queue: usize,
     /// `--allow-uid`, `--allow-gid` (names are looked up at startup).
@@ -345,6 +352,7 @@ where
         timeout: Duration::from_secs(cli.timeout),
         max_field_len: cli.max_field_len as usize,
         max_connections: cli.max_connections as usize,
+        max_connections_per_uid: cli.max_connections_per_uid.map(|n| n as usize),
         max_queue: cli.max_queue as usize,
         access,
         run_as,
@@ -569,8 +577,12 @@ mod tests {
             "10",
             "--max-queue",
             "7",
+            "--max-connections-per-uid",
+            "4",
         ]);
         assert_eq!(c.max_queue, 7);
+        assert_eq!(c.max_connections_per_uid, Some(4));
+        assert_eq!(run(&["-a", "shadow"]).max_connections_per_uid, None);
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert_eq!(c.max_field_len, 256);
         assert_eq!(c.max_connections, 10);

@@ -31,7 +31,7 @@ use crate::auth::throttle::{Throttle, ThrottleSettings};
 use crate::auth::{Authenticator, AuthenticatorOptions};
 use crate::config::{self, Action, Config};
 use crate::frontend::dovecot;
-use crate::frontend::gate::Gate;
+use crate::frontend::gate::{self, Gate};
 use crate::frontend::mux::listener::{Server, serve};
 use crate::handover::{self, FileId, LockAttempt};
 use crate::log::{self, LogConfig};
@@ -223,6 +223,11 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
         NonZeroUsize::new(privileges::fit_workers(workers.get(), requested)).unwrap_or(workers);
     log_debug!("verification pool: {workers} at once");
     let max_connections = privileges::fit_open_files(config.max_connections, workers.get());
+    let per_uid = config
+        .max_connections_per_uid
+        .unwrap_or_else(|| gate::default_share(max_connections))
+        .min(max_connections);
+    log_debug!("connections: at most {max_connections} at once, {per_uid} per peer uid");
     // Before any thread exists: this edits the environment.
     let inherited = systemd::inherited_listeners()
         .map_err(|e| StartupError::new(format!("unusable socket from the service manager: {e}")))?;
@@ -299,7 +304,7 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             config.mech
         ));
         let authenticator = Arc::new(authenticator);
-        let gate = Arc::new(Gate::new(max_connections, access));
+        let gate = Arc::new(Gate::new(max_connections, per_uid, access));
         let server = Arc::new(Server {
             authenticator: Arc::clone(&authenticator),
             gate: Arc::clone(&gate),

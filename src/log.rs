@@ -11,11 +11,13 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Syslog severities we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,7 +162,11 @@ macro_rules! log_debug {
 }
 
 /// Makes client-supplied bytes safe for a log line: printable UTF-8 stays; control
-/// characters, backslashes and invalid UTF-8 become `\xNN` escapes. Long values are cut.
+/// characters, Unicode line and paragraph separators, invisible formatting characters
+/// (bidirectional overrides, zero-width marks), `[`, `]`, backslashes and invalid UTF-8
+/// become `\xNN` escapes, one per byte. So a value can neither end a line nor open or close
+/// a `[field=value]` of its own (a login `x] [reason=forged` can't forge a field for log
+/// parsers such as fail2ban). Long values are cut.
 pub fn sanitize(bytes: &[u8]) -> String {
     const MAX: usize = 256;
     let mut out = String::new();
@@ -170,8 +176,9 @@ pub fn sanitize(bytes: &[u8]) -> String {
                 out.push_str("...");
                 return out;
             }
-            if c.is_control() || c == '\\' {
-                for b in c.to_string().bytes() {
+            if needs_escape(c) {
+                let mut utf8 = [0u8; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
                     out.push_str(&format!("\\x{b:02x}"));
                 }
             } else {
@@ -183,6 +190,194 @@ pub fn sanitize(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Characters [`sanitize`] escapes.
+fn needs_escape(c: char) -> bool {
+    matches!(c, '[' | ']' | '\\')
+        || c.is_control()
+        // Line and paragraph separators (Zl, Zp); NEL (U+0085) is a control character.
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        // Format characters (Cf) that hide or reorder text: soft hyphen, Arabic letter
+        // mark, Mongolian vowel separator, zero-width and directional marks, embeddings and
+        // overrides, word joiner and invisible operators, isolates, deprecated format
+        // controls, the byte order mark, interlinear annotations, and tags.
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
+/// A budget for a kind of line a client can make the daemon write at will (`auth failure`):
+/// a burst of [`LineBudget::BURST`] lines, then [`LineBudget::RATE`] a second. Lines past
+/// the budget are not written but counted, with the distinct subjects (logins) they were
+/// about, into one summary line: written [`LineBudget::QUIET`] after the flood ends, or
+/// every [`LineBudget::SUMMARY_EVERY`] while it lasts.
+pub struct LineBudget {
+    kind: &'static str,
+    state: Mutex<Budget>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+struct Budget {
+    tokens: f64,
+    refilled: Instant,
+    /// Lines not written since `since`.
+    suppressed: u64,
+    since: Option<Instant>,
+    last_suppressed: Option<Instant>,
+    /// Hashes of the subjects of those lines (at most [`LineBudget::MAX_SUBJECTS`]).
+    subjects: std::collections::HashSet<u64>,
+    /// A task that writes the summary once the flood ends is running.
+    summary_task: bool,
+}
+
+impl LineBudget {
+    /// Lines a second, on average.
+    pub const RATE: u32 = 100;
+    /// Lines at once.
+    pub const BURST: u32 = 50;
+    /// A summary after this long without a suppressed line...
+    pub const QUIET: Duration = Duration::from_secs(1);
+    /// ...or this long after the first suppressed line it covers.
+    pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+    /// Distinct subjects counted exactly; beyond that, "at least".
+    const MAX_SUBJECTS: usize = 100_000;
+
+    /// A budget for lines of `kind` (e.g. `auth failure`, named in the summary).
+    pub fn new(kind: &'static str) -> LineBudget {
+        LineBudget {
+            kind,
+            state: Mutex::new(Budget {
+                tokens: f64::from(Self::BURST),
+                refilled: Instant::now(),
+                suppressed: 0,
+                since: None,
+                last_suppressed: None,
+                subjects: std::collections::HashSet::new(),
+                summary_task: false,
+            }),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// Writes `line` at `level` if the budget allows, else counts it for `subject`. Inside
+    /// a tokio runtime, the first line held back starts a task that writes the summary.
+    pub fn log(
+        self: &std::sync::Arc<Self>,
+        level: Level,
+        subject: &[u8],
+        line: impl FnOnce() -> String,
+    ) {
+        let now = Instant::now();
+        let (allowed, summary, start_task) = {
+            let mut state = self.lock();
+            let summary = self.due_summary(&mut state, now, false);
+            let allowed = state.take_token(now);
+            let mut start_task = false;
+            if !allowed {
+                state.suppressed += 1;
+                state.since.get_or_insert(now);
+                state.last_suppressed = Some(now);
+                if state.subjects.len() < Self::MAX_SUBJECTS {
+                    state.subjects.insert(self.hasher.hash_one(subject));
+                }
+                if !state.summary_task && tokio::runtime::Handle::try_current().is_ok() {
+                    state.summary_task = true;
+                    start_task = true;
+                }
+            }
+            (allowed, summary, start_task)
+        };
+        if let Some(summary) = summary {
+            write(Level::Info, format_args!("{summary}"));
+        }
+        if allowed {
+            write(level, format_args!("{}", line()));
+        }
+        if start_task {
+            let budget = std::sync::Arc::clone(self);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Self::QUIET).await;
+                    let (summary, done) = {
+                        let mut state = budget.lock();
+                        let summary = budget.due_summary(&mut state, Instant::now(), true);
+                        let done = state.suppressed == 0;
+                        if done {
+                            state.summary_task = false;
+                        }
+                        (summary, done)
+                    };
+                    if let Some(summary) = summary {
+                        write(Level::Info, format_args!("{summary}"));
+                    }
+                    if done {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// The summary line, if one is due at `now` (then the counts start over). `ended`:
+    /// also when the flood has ended (no line held back for [`Self::QUIET`]).
+    fn due_summary(&self, state: &mut Budget, now: Instant, ended: bool) -> Option<String> {
+        let since = state.since?;
+        let quiet = state
+            .last_suppressed
+            .is_some_and(|last| now.duration_since(last) >= Self::QUIET);
+        if !(now.duration_since(since) >= Self::SUMMARY_EVERY || (ended && quiet)) {
+            return None;
+        }
+        let distinct = state.subjects.len();
+        let at_least = if distinct >= Self::MAX_SUBJECTS {
+            "at least "
+        } else {
+            ""
+        };
+        let summary = format!(
+            "{}: {} more lines not logged in the last {} s (over {} per second), for \
+             {at_least}{distinct} distinct logins",
+            self.kind,
+            state.suppressed,
+            now.duration_since(since).as_secs_f64().ceil() as u64,
+            Self::RATE
+        );
+        state.suppressed = 0;
+        state.since = None;
+        state.last_suppressed = None;
+        state.subjects.clear();
+        Some(summary)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Budget {
+    fn take_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens =
+            (self.tokens + elapsed * f64::from(LineBudget::RATE)).min(f64::from(LineBudget::BURST));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Logs a repeated condition (overload, say) at most once per second, at LOG_ERR unless
@@ -228,6 +423,28 @@ mod tests {
         assert_eq!(sanitize(b"a\nb"), "a\\x0ab");
         assert_eq!(sanitize(b"a\\b"), "a\\x5cb");
         assert_eq!(sanitize(b"\xff\x00"), "\\xff\\x00");
+    }
+
+    #[test]
+    fn sanitize_escapes_field_brackets_and_unicode_line_breaks() {
+        assert_eq!(sanitize(b"x] [reason=forged"), "x\\x5d \\x5breason=forged");
+        assert_eq!(sanitize("a\u{2028}b".as_bytes()), "a\\xe2\\x80\\xa8b");
+        assert_eq!(sanitize("a\u{2029}b".as_bytes()), "a\\xe2\\x80\\xa9b");
+        assert_eq!(sanitize("a\u{85}b".as_bytes()), "a\\xc2\\x85b");
+        assert_eq!(sanitize("\u{202e}txt".as_bytes()), "\\xe2\\x80\\xaetxt");
+        assert_eq!(sanitize("z\u{200b}w".as_bytes()), "z\\xe2\\x80\\x8bw");
+        assert_eq!(sanitize("\u{feff}".as_bytes()), "\\xef\\xbb\\xbf");
+        assert_eq!(sanitize("\u{e0041}".as_bytes()), "\\xf3\\xa0\\x81\\x81");
+        // Ordinary non-ASCII letters and spaces stay.
+        assert_eq!(sanitize("Jörg Müller €".as_bytes()), "Jörg Müller €");
+        // No character comes out as a bracket or a line break.
+        for c in (0..0x11_0000u32).filter_map(char::from_u32) {
+            let out = sanitize(c.to_string().as_bytes());
+            assert!(
+                !out.contains(['[', ']', '\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']),
+                "{c:?}"
+            );
+        }
     }
 
     fn receive(socket: &UnixDatagram) -> String {

@@ -15,12 +15,12 @@ use tokio::sync::oneshot;
 
 use super::cache::{CredentialCache, Lookup};
 use super::pool::WorkerPool;
-use super::throttle::Throttle;
-use crate::log::{Level, RateLimitedLog, sanitize};
+use super::throttle::{Admission, Outcome, Throttle};
+use crate::log::{Level, LineBudget, RateLimitedLog, sanitize};
 use crate::mech::{Credentials, DEADLINE_GRACE, Mechanism, Verification, cpu_cores};
 use crate::peer::PeerCredentials;
 use crate::protocol::{Rejection, Reply, Request, text};
-use crate::{log_debug, log_err, log_info};
+use crate::{log_debug, log_err};
 
 /// The socket a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,8 @@ pub struct Authenticator {
     state_pool: WorkerPool,
     /// `--throttle-*`: penalised requests wait before verification (cache included).
     throttle: Throttle,
+    /// `auth failure` lines: a client chooses how many it causes.
+    failure_log: Arc<LineBudget>,
     /// `--verify-timeout`, for mechanisms without a deadline of their own.
     verify_timeout: Duration,
     timeout_log: RateLimitedLog,
@@ -88,6 +90,16 @@ pub struct AuthenticatorOptions {
 /// lookups) or a PAM account phase, so a few threads per core suffice.
 pub fn state_slots() -> usize {
     2 * cpu_cores().get()
+}
+
+/// Who gave a request its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answerer {
+    /// The credential cache (a success).
+    Cache,
+    Mechanism,
+    /// The daemon itself: server busy, a deadline, a panic.
+    Daemon,
 }
 
 /// The non-secret parts of a request, made safe for log lines.
@@ -141,19 +153,25 @@ impl Authenticator {
             state_pool: WorkerPool::new("saslauthd-state", state_slots(), options.max_queue)?,
             cache: options.cache,
             throttle: options.throttle,
+            failure_log: Arc::new(LineBudget::new("auth failure")),
             verify_timeout: options.verify_timeout,
             timeout_log: RateLimitedLog::at(Level::Warning),
             mechanism,
         })
     }
 
-    /// How long a verification may run before the request is answered `NO` anyway (the
-    /// mechanism's deadline, or `--verify-timeout`, plus [`DEADLINE_GRACE`]).
-    fn verification_limit(&self) -> Duration {
+    /// The mechanism's deadline, or `--verify-timeout`. Asked per request: a mechanism's
+    /// deadline may change on SIGHUP (ldap_timeout).
+    fn deadline(&self) -> Duration {
         self.mechanism
             .verification_deadline()
             .unwrap_or(self.verify_timeout)
-            + DEADLINE_GRACE
+    }
+
+    /// How long a verification may run before the request is answered `NO` anyway (the
+    /// [deadline](Self::deadline) plus [`DEADLINE_GRACE`]).
+    fn verification_limit(&self) -> Duration {
+        self.deadline() + DEADLINE_GRACE
     }
 
     /// The verdict on `request`, which came from `origin`. Every front end maps its
@@ -170,51 +188,84 @@ impl Authenticator {
             remote: credentials.client_addr.as_deref().map(sanitize),
             origin: *origin,
         };
-        // Throttling: a penalised request waits here, on its own task, before any
-        // verification, right or wrong, so hanging up early tells a client nothing.
+        // Throttling: the request is charged to its login and address now; a penalised
+        // one waits here for its turn, on its own task, before any verification, right or
+        // wrong, so hanging up early tells a client nothing. No turn before the deadline:
+        // `NO` at the deadline, unverified.
+        let deadline = Instant::now() + self.deadline();
         let attempt = self.throttle.attempt(&credentials);
-        self.throttle
-            .wait(&attempt, || {
+        let admitted = self
+            .throttle
+            .admit(attempt, deadline, || {
                 format!("{}{}", subject.fields(), subject.peer())
             })
             .await;
-        let (reply, from_cache) = self.decide(credentials).await;
-        self.throttle.record(&attempt, &reply, Instant::now());
+        let (reply, answerer) = match admitted {
+            Admission::Go(charge) => {
+                let (reply, answerer) = self.decide(Arc::clone(&credentials)).await;
+                self.throttle
+                    .record(charge, self.outcome(&reply, answerer), Instant::now());
+                (reply, answerer)
+            }
+            Admission::TooLate => (Reply::no(text::TIMED_OUT), Answerer::Daemon),
+        };
         let mech = self.mechanism.name();
-        let cached = if from_cache { " [cache=hit]" } else { "" };
         match &reply {
-            Reply::Ok(_) => log_debug!(
-                "auth success: {} [mech={mech}]{cached}{}",
-                subject.fields(),
-                subject.peer()
-            ),
-            // A bare `NO` (sasldb, ldap) has no reason: upstream logs `Unknown`.
-            Reply::No(reason) => log_info!(
-                "auth failure: {} [mech={mech}] [reason={}]{}",
-                subject.fields(),
-                if reason.is_empty() {
-                    "Unknown".to_string()
+            Reply::Ok(_) => {
+                let cached = if answerer == Answerer::Cache {
+                    " [cache=hit]"
                 } else {
-                    sanitize(reason.as_bytes())
-                },
-                subject.peer()
-            ),
+                    ""
+                };
+                log_debug!(
+                    "auth success: {} [mech={mech}]{cached}{}",
+                    subject.fields(),
+                    subject.peer()
+                )
+            }
+            Reply::No(reason) => self.failure_log.log(Level::Info, &credentials.login, || {
+                format!(
+                    "auth failure: {} [mech={mech}] [reason={}]{}",
+                    subject.fields(),
+                    // A bare `NO` (sasldb, ldap) has no reason: upstream logs `Unknown`.
+                    if reason.is_empty() {
+                        "Unknown".to_string()
+                    } else {
+                        sanitize(reason.as_bytes())
+                    },
+                    subject.peer()
+                )
+            }),
         }
         reply
     }
 
+    /// What a reply says about the credentials, for the throttle: the daemon's own `NO`s
+    /// (busy, deadline, panic) are no verdict, nor is a mechanism's `NO` that the
+    /// mechanism calls an outage.
+    fn outcome(&self, reply: &Reply, answerer: Answerer) -> Outcome {
+        match (reply, answerer) {
+            (Reply::Ok(_), _) => Outcome::Success,
+            (Reply::No(reason), Answerer::Mechanism) if !self.mechanism.is_outage(reason) => {
+                Outcome::Failure
+            }
+            (Reply::No(_), _) => Outcome::Neither,
+        }
+    }
+
     /// The verdict, from the credential cache when it holds a success for these
-    /// credentials and the account is unchanged (true), else from the mechanism.
-    async fn decide(&self, credentials: Arc<Credentials>) -> (Reply, bool) {
+    /// credentials and the account is unchanged, else from the mechanism; and who answered.
+    async fn decide(&self, credentials: Arc<Credentials>) -> (Reply, Answerer) {
         let Some(cache) = &self.cache else {
-            return (self.verify_fully(credentials).await.reply, false);
+            let (verification, answerer) = self.verify_fully(credentials).await;
+            return (verification.reply, answerer);
         };
         if let Lookup::Candidate(check) = cache.lookup(&credentials, Instant::now()) {
             // The version check is a few stat calls, done here; reading the state (NSS,
             // PAM) waits for a state slot, never behind crypt work.
             let version = self.mechanism.state_version(&credentials);
             if cache.confirm_version(&check, version.as_ref()) {
-                return (Reply::ok(), true);
+                return (Reply::ok(), Answerer::Cache);
             }
             let mechanism = Arc::clone(&self.mechanism);
             let job_credentials = Arc::clone(&credentials);
@@ -225,10 +276,10 @@ impl Authenticator {
                 .await
                 .unwrap_or((None, None));
             if cache.confirm(&check, state.as_ref(), version.as_ref()) {
-                return (Reply::ok(), true);
+                return (Reply::ok(), Answerer::Cache);
             }
         }
-        let verification = self.verify_fully(Arc::clone(&credentials)).await;
+        let (verification, answerer) = self.verify_fully(Arc::clone(&credentials)).await;
         if verification.reply.is_ok() {
             cache.insert(
                 &credentials,
@@ -237,7 +288,7 @@ impl Authenticator {
                 Instant::now(),
             );
         }
-        (verification.reply, false)
+        (verification.reply, answerer)
     }
 
     /// The credentials a mechanism sees: under `-r`, `login@realm` for a non-empty realm
@@ -266,8 +317,9 @@ impl Authenticator {
     /// Runs the mechanism once a verification slot is free (with the account state when
     /// there is a cache to record it); past `--max-queue` waiting requests, answers
     /// `NO server busy` at once instead. A hold the mechanism asks for (PAM's fail delay)
-    /// is waited here, on this request's task, once the pool thread is free again.
-    async fn verify_fully(&self, credentials: Arc<Credentials>) -> Verification {
+    /// is waited here, on this request's task, once the pool thread is free again. Also
+    /// says who answered: the mechanism, or the daemon (busy, panic, deadline).
+    async fn verify_fully(&self, credentials: Arc<Credentials>) -> (Verification, Answerer) {
         let mechanism = Arc::clone(&self.mechanism);
         let with_state = self.cache.is_some();
         let (started, has_started) = oneshot::channel();
@@ -276,14 +328,18 @@ impl Authenticator {
             mechanism.verify(&credentials, with_state)
         });
         tokio::pin!(verified);
-        // Queue time doesn't count (the queue is capped): the clock starts when a thread
-        // takes the job. A job that never starts (queue full, panic) ends `verified` too.
         // Asked per request: a mechanism's deadline may change on SIGHUP (ldap_timeout).
         let limit = self.verification_limit();
-        let verification = tokio::select! {
-            result = &mut verified => result.unwrap_or_else(Verification::refused),
+        let answered = |result: Result<Verification, Reply>| match result {
+            Ok(verification) => (verification, Answerer::Mechanism),
+            Err(reply) => (Verification::refused(reply), Answerer::Daemon),
+        };
+        // Queue time doesn't count (the queue is capped): the clock starts when a thread
+        // takes the job. A job that never starts (queue full, panic) ends `verified` too.
+        let (verification, answerer) = tokio::select! {
+            result = &mut verified => answered(result),
             _ = has_started => match tokio::time::timeout(limit, verified).await {
-                Ok(result) => result.unwrap_or_else(Verification::refused),
+                Ok(result) => answered(result),
                 Err(_) => {
                     self.timeout_log.log(|| {
                         format!(
@@ -294,14 +350,14 @@ impl Authenticator {
                             text::TIMED_OUT
                         )
                     });
-                    Verification::refused(Reply::no(text::TIMED_OUT))
+                    (Verification::refused(Reply::no(text::TIMED_OUT)), Answerer::Daemon)
                 }
             },
         };
         if !verification.hold.is_zero() {
             tokio::time::sleep(verification.hold.min(limit)).await;
         }
-        verification
+        (verification, answerer)
     }
 
     /// Runs `job` on `pool` and waits for its result. A full queue is `NO server busy`

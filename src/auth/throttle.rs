@@ -8,10 +8,20 @@
 //!   failure replies would be useless: a client could hang up after a short wait and take
 //!   the silence for "wrong". The wait is a timer on the request's own task, so it holds
 //!   no verification slot and delays no other login or address.
-//! - **Two keys.** A request's penalty is the larger of its login's (the login as the
-//!   mechanism sees it, `login@realm` under `-r`; not the service, so an attacker gets no
-//!   fresh budget per service) and its client address's (the 5th request field up to the
-//!   first `;`, IPv6 addresses by their /64, which one subscriber usually holds whole).
+//! - **Charged when it starts.** A request counts against its keys from the moment it
+//!   arrives, as if it were going to fail, until its verdict is in: parallel requests share
+//!   one budget instead of each getting the whole delay's worth of tries. Each key's
+//!   verifications are spaced by the penalty they would face one after another — at most
+//!   one per penalty window — and the requests in excess wait their turn. A request whose
+//!   turn would come after its deadline is not given one: it waits until the deadline and
+//!   gets `NO` (nothing was verified). A success clears the key and its waiting requests
+//!   plan again at once, so a client with several connections gets all its answers.
+//! - **Two keys.** A request's turn is the later of its login's and its client address's
+//!   (the 5th request field up to the first `;`, IPv6 addresses by their /64, which one
+//!   subscriber usually holds whole). The login key is normalised ([`login_key`]: trimmed,
+//!   case-folded, without `@realm`), as backends that normalise logins would see it, so
+//!   `CMP6`, ` cmp6` and `cmp6@realm` share the budget of `cmp6`; the mechanism still gets
+//!   the login as sent. Not the service: an attacker gets no fresh budget per service.
 //! - **Growth.** `--throttle-free` failures cost nothing (typos); the next one makes the
 //!   following requests wait `--throttle-delay`, doubling with each further failure up to
 //!   `--throttle-max`. One failure is forgotten per `--throttle-decay` without failures.
@@ -19,17 +29,18 @@
 //! - **Repeats don't escalate.** A failure with the same password as one of the last
 //!   [`RECENT`] failures of that key is not counted again: a client retrying a stale
 //!   password locks nobody out, and the attacker learns nothing from a repeat.
-//! - **Only verdicts count.** `NO` replies that say the daemon or its backend failed
-//!   (server busy, internal errors, rimap's `[ALERT]`s, PAM start errors, NSS lookup
-//!   errors) count neither way: an outage must not build up penalties.
+//! - **Only verdicts count.** The caller says what a reply was ([`Outcome`]): replies that
+//!   say the daemon or the backend failed (server busy, deadlines, internal errors, and
+//!   what each mechanism calls an outage, `Mechanism::is_outage`) count neither way, so an
+//!   outage builds up no penalties.
 //! - **Bounded, and no secrets.** Keys are keyed digests ([`crate::digest`]) of the login
 //!   and the address; passwords are remembered as 64-bit truncations of keyed digests.
-//!   Only failures create entries; the table holds at most [`MAX_ENTRIES`]. When it is full,
+//!   The table holds at most [`MAX_ENTRIES`] keys that are not in use. When it is full,
 //!   fully decayed entries go first, then those with the fewest failures, oldest first, so
 //!   a flood of one-off failures cannot push out the penalty of an account under attack.
 //!
-//! Everything here is synchronous and takes the time as an argument ([`Throttle::penalty`],
-//! [`Throttle::record`]) except [`Throttle::wait`], the one async step.
+//! The table is synchronous and takes the time as an argument; [`Throttle::admit`] is the
+//! one async step.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -38,10 +49,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use crate::digest::{Digest, KeyedHasher};
 use crate::log::{Level, RateLimitedLog};
 use crate::mech::Credentials;
-use crate::protocol::{Reply, text};
 
 /// `--throttle-free`: failures without any delay, so a user's typos cost nothing.
 pub const DEFAULT_FREE: u32 = 3;
@@ -109,7 +121,7 @@ impl ThrottleSettings {
     }
 }
 
-/// One login or address with recent failures.
+/// One login or address with recent failures or requests in flight.
 #[derive(Debug, Clone)]
 struct Entry {
     /// Failures as of `last_failure`.
@@ -119,15 +131,24 @@ struct Entry {
     /// Truncated keyed digests of the last wrong (login, password) pairs, newest first.
     recent: [u64; RECENT],
     recent_len: u8,
+    /// Requests charged to this key whose verdict is not in yet.
+    pending: u32,
+    /// No further verification of this key starts before this.
+    next_turn: Option<Instant>,
+    /// Changes when a success clears the key: its waiting requests plan again.
+    generation: u64,
 }
 
 impl Entry {
-    fn new(now: Instant) -> Entry {
+    fn new(now: Instant, generation: u64) -> Entry {
         Entry {
             failures: 0,
             last_failure: now,
             recent: [0; RECENT],
             recent_len: 0,
+            pending: 0,
+            next_turn: None,
+            generation,
         }
     }
 
@@ -137,6 +158,13 @@ impl Entry {
         let forgotten = quiet / decay.as_millis().max(1);
         self.failures
             .saturating_sub(u32::try_from(forgotten).unwrap_or(u32::MAX))
+    }
+
+    /// Nothing left to remember: no failures, no request in flight, no turn ahead.
+    fn idle(&self, decay: Duration, now: Instant) -> bool {
+        self.failures_at(decay, now) == 0
+            && self.pending == 0
+            && self.next_turn.is_none_or(|turn| turn <= now)
     }
 
     fn seen(&self, tag: u64) -> bool {
@@ -150,12 +178,14 @@ impl Entry {
     }
 }
 
-/// The table of keys with failures. Pure: the caller passes the time.
+/// The table of keys with failures or requests in flight. Pure: the caller passes the time.
 struct Table {
     entries: HashMap<Digest, Entry>,
     capacity: usize,
     /// [`ThrottleSettings::ceiling`], computed once.
     ceiling: u32,
+    /// The next [`Entry::generation`].
+    generations: u64,
 }
 
 impl Table {
@@ -163,6 +193,57 @@ impl Table {
         self.entries
             .get(key)
             .map_or(0, |entry| entry.failures_at(settings.decay, now))
+    }
+
+    /// The earliest time a new request of `key` could be verified at `now`, and the
+    /// number of requests it would be charged after (failures plus requests in flight).
+    fn turn(&self, key: &Digest, settings: &ThrottleSettings, now: Instant) -> (Instant, u32) {
+        let Some(entry) = self.entries.get(key) else {
+            return (now, 0);
+        };
+        let charged = entry
+            .failures_at(settings.decay, now)
+            .saturating_add(entry.pending);
+        let earliest = now + settings.penalty(charged);
+        (earliest.max(entry.next_turn.unwrap_or(now)), charged)
+    }
+
+    fn generation(&self, key: &Digest) -> Option<u64> {
+        self.entries.get(key).map(|entry| entry.generation)
+    }
+
+    /// Charges a request of `key` that will be verified at `turn` (after `charged`
+    /// others): the next one waits as if this one failed. Returns the key's generation.
+    fn reserve(
+        &mut self,
+        key: Digest,
+        turn: Instant,
+        charged: u32,
+        settings: &ThrottleSettings,
+        now: Instant,
+    ) -> (u64, u64) {
+        let evicted = self.make_room_for(&key, settings, now);
+        let generation = &mut self.generations;
+        let entry = self.entries.entry(key).or_insert_with(|| {
+            *generation += 1;
+            Entry::new(now, *generation)
+        });
+        entry.pending = entry.pending.saturating_add(1);
+        let gap = settings.penalty(charged.saturating_add(1));
+        if !gap.is_zero() {
+            entry.next_turn = Some(entry.next_turn.map_or(turn, |t| t.max(turn)) + gap);
+        }
+        (entry.generation, evicted)
+    }
+
+    /// A charged request of `key` is resolved (or abandoned).
+    fn release(&mut self, key: &Digest, settings: &ThrottleSettings, now: Instant) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.pending = entry.pending.saturating_sub(1);
+            if entry.idle(settings.decay, now) {
+                self.entries.remove(key);
+            }
+        }
     }
 
     /// Counts a failure of `key` with the password `tag`, unless `tag` is a recent one.
@@ -174,11 +255,12 @@ impl Table {
         settings: &ThrottleSettings,
         now: Instant,
     ) -> (bool, u64) {
-        let mut evicted = 0;
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
-            evicted = self.make_room(settings, now);
-        }
-        let entry = self.entries.entry(key).or_insert_with(|| Entry::new(now));
+        let evicted = self.make_room_for(&key, settings, now);
+        let generation = &mut self.generations;
+        let entry = self.entries.entry(key).or_insert_with(|| {
+            *generation += 1;
+            Entry::new(now, *generation)
+        });
         if entry.seen(tag) {
             return (false, evicted);
         }
@@ -188,22 +270,47 @@ impl Table {
         (true, evicted)
     }
 
-    fn forget(&mut self, key: &Digest) {
-        self.entries.remove(key);
+    /// A success: the key's failures, recent passwords and turns are forgotten. Returns
+    /// whether requests were waiting on it.
+    fn clear(&mut self, key: &Digest, now: Instant) -> bool {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return false;
+        };
+        let waiting = entry.pending > 0 || entry.next_turn.is_some_and(|turn| turn > now);
+        if entry.pending == 0 {
+            self.entries.remove(key);
+        } else {
+            self.generations += 1;
+            *entry = Entry {
+                pending: entry.pending,
+                ..Entry::new(now, self.generations)
+            };
+        }
+        waiting
     }
 
-    /// Frees at least an eighth of the table: fully decayed entries, then the ones with
-    /// the fewest failures left, the longest quiet first. Amortised O(1) per insertion.
+    /// Room for `key` when it is new and the table is full; how many entries went.
+    fn make_room_for(&mut self, key: &Digest, settings: &ThrottleSettings, now: Instant) -> u64 {
+        if !self.entries.contains_key(key) && self.entries.len() >= self.capacity {
+            self.make_room(settings, now)
+        } else {
+            0
+        }
+    }
+
+    /// Frees at least an eighth of the table: idle entries, then the ones with the fewest
+    /// failures left, the longest quiet first; never one with requests in flight (when
+    /// all are, the table grows, bounded by the connections). Amortised O(1) per insertion.
     fn make_room(&mut self, settings: &ThrottleSettings, now: Instant) -> u64 {
         let before = self.entries.len();
         let target = self.capacity - (self.capacity / 8).max(1).min(self.capacity);
         self.entries
-            .retain(|_, entry| entry.failures_at(settings.decay, now) > 0);
+            .retain(|_, entry| !entry.idle(settings.decay, now));
         if self.entries.len() > target {
-            let excess = self.entries.len() - target;
             let mut ranked: Vec<(u32, Instant, Digest)> = self
                 .entries
                 .iter()
+                .filter(|(_, entry)| entry.pending == 0)
                 .map(|(key, entry)| {
                     (
                         entry.failures_at(settings.decay, now),
@@ -212,12 +319,39 @@ impl Table {
                     )
                 })
                 .collect();
-            ranked.select_nth_unstable_by_key(excess - 1, |&(failures, last, _)| (failures, last));
-            for (_, _, key) in &ranked[..excess] {
-                self.entries.remove(key);
+            let excess = (self.entries.len() - target).min(ranked.len());
+            if excess > 0 {
+                ranked.select_nth_unstable_by_key(excess - 1, |&(failures, last, _)| {
+                    (failures, last)
+                });
+                for (_, _, key) in &ranked[..excess] {
+                    self.entries.remove(key);
+                }
             }
         }
         (before - self.entries.len()) as u64
+    }
+}
+
+/// The login as the throttle counts it: trimmed, case-folded and without `@realm`, so
+/// `CMP6`, ` cmp6` and `cmp6@realm` are `cmp6`. Bytes that are not UTF-8 are folded as
+/// ASCII.
+pub fn login_key(login: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(login) {
+        Ok(text) => {
+            let text = text.trim();
+            let local = text.split('@').next().unwrap_or(text).trim();
+            local.to_lowercase().into_bytes()
+        }
+        Err(_) => {
+            let text = login.trim_ascii();
+            let local = text
+                .split(|&b| b == b'@')
+                .next()
+                .unwrap_or(text)
+                .trim_ascii();
+            local.to_ascii_lowercase()
+        }
     }
 }
 
@@ -266,26 +400,27 @@ pub enum Outcome {
     Neither,
 }
 
-/// `NO` replies (prefixes) that report a failure of the daemon or the backend.
-const NOT_VERDICTS: &[&str] = &[
-    text::BUSY,
-    text::INTERNAL_FAILURE,
-    crate::mech::pam::START_ERROR,
-    "[ALERT]",
-    crate::mech::shadow::LOOKUP_FAILURE,
-    crate::mech::shadow::SHADOW_LOOKUP_FAILURE,
-];
+/// A request's charge on its keys, from [`Throttle::admit`] to [`Throttle::record`];
+/// dropped unrecorded (the client went away), it is released.
+pub struct Charge<'a> {
+    throttle: &'a Throttle,
+    keys: Option<Keys>,
+}
 
-impl Outcome {
-    pub fn of(reply: &Reply) -> Outcome {
-        match reply {
-            Reply::Ok(_) => Outcome::Success,
-            Reply::No(reason) if NOT_VERDICTS.iter().any(|p| reason.starts_with(p)) => {
-                Outcome::Neither
-            }
-            Reply::No(_) => Outcome::Failure,
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        if let Some(keys) = self.keys.take() {
+            self.throttle.release(&keys, Instant::now());
         }
     }
+}
+
+/// What [`Throttle::admit`] decided.
+pub enum Admission<'a> {
+    /// Verify now.
+    Go(Charge<'a>),
+    /// No turn before the deadline, which has now passed: answer `NO` unverified.
+    TooLate,
 }
 
 /// Counters, for the SIGUSR1 statistics line.
@@ -296,6 +431,8 @@ pub struct ThrottleStats {
     pub capacity: usize,
     /// Requests that waited.
     pub delayed: u64,
+    /// Requests answered `NO` at their deadline, their turn too far away.
+    pub too_late: u64,
     /// Failures counted (repeats of a recent password are not).
     pub failures: u64,
     pub evicted: u64,
@@ -308,8 +445,9 @@ impl std::fmt::Display for ThrottleStats {
         }
         write!(
             f,
-            "throttle: {} of {} entries, {} requests delayed, {} failures counted, {} evicted",
-            self.entries, self.capacity, self.delayed, self.failures, self.evicted
+            "throttle: {} of {} entries, {} requests delayed, {} answered NO at their \
+             deadline, {} failures counted, {} evicted",
+            self.entries, self.capacity, self.delayed, self.too_late, self.failures, self.evicted
         )
     }
 }
@@ -319,9 +457,12 @@ pub struct Throttle {
     hasher: KeyedHasher,
     table: Mutex<Table>,
     delayed: AtomicU64,
+    too_late: AtomicU64,
     failures: AtomicU64,
     evicted: AtomicU64,
     log: RateLimitedLog,
+    /// Woken when a success clears a key that requests wait on.
+    cleared: Notify,
 }
 
 impl Throttle {
@@ -346,11 +487,14 @@ impl Throttle {
                 entries: HashMap::new(),
                 capacity: capacity.max(1),
                 ceiling: settings.ceiling(),
+                generations: 0,
             }),
             delayed: AtomicU64::new(0),
+            too_late: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             log: RateLimitedLog::at(Level::Info),
+            cleared: Notify::new(),
         }
     }
 
@@ -358,12 +502,14 @@ impl Throttle {
         &self.settings
     }
 
-    /// The keys of a request (after `-r`). Cheap: three HMACs, none when throttling is off.
+    /// The keys of a request (after `-r`, the login normalised by [`login_key`]). Cheap:
+    /// three HMACs, none when throttling is off.
     pub fn attempt(&self, credentials: &Credentials) -> Attempt {
         if !self.settings.enabled() {
             return Attempt(None);
         }
-        let login = self.hasher.digest("throttle login", &[&credentials.login]);
+        let login = login_key(&credentials.login);
+        let login = self.hasher.digest("throttle login", &[&login]);
         let address = credentials
             .client_addr
             .as_deref()
@@ -371,7 +517,7 @@ impl Throttle {
             .map(|(kind, bytes)| self.hasher.digest("throttle address", &[kind, &bytes]));
         let password = self.hasher.digest(
             "throttle password",
-            &[&credentials.login, credentials.password.as_bytes()],
+            &[login.as_bytes(), credentials.password.as_bytes()],
         );
         let mut tag = [0u8; 8];
         tag.copy_from_slice(&password.as_bytes()[..8]);
@@ -382,12 +528,14 @@ impl Throttle {
         }))
     }
 
-    /// How long a request must wait at `now`: the larger of its login's and its address's.
+    /// How long a new request would wait at `now` (its turn on the later of its keys),
+    /// and why; nothing is charged.
     pub fn penalty(&self, attempt: &Attempt, now: Instant) -> Penalty {
         let Some(keys) = &attempt.0 else {
             return Penalty::NONE;
         };
         let table = self.lock();
+        let (turn, _) = self.turn(&table, keys, now);
         let by_login = table.failures(&keys.login, &self.settings, now);
         let by_address = keys
             .address
@@ -400,53 +548,186 @@ impl Throttle {
             (by_login, Source::Login)
         };
         Penalty {
-            delay: self.settings.penalty(failures),
+            delay: turn.saturating_duration_since(now),
             failures,
             source,
         }
     }
 
-    /// Waits out the request's penalty, if any (on this task only). `subject` names the
-    /// request for the log line (sanitised, no password); at most one line per second.
-    pub async fn wait(&self, attempt: &Attempt, subject: impl FnOnce() -> String) {
-        let penalty = self.penalty(attempt, Instant::now());
-        if penalty.delay.is_zero() {
-            return;
-        }
-        self.delayed.fetch_add(1, Ordering::Relaxed);
-        self.log.log(|| {
-            let of = match penalty.source {
-                Source::Login => "login",
-                Source::Address => "client address",
-            };
-            let plural = if penalty.failures == 1 { "" } else { "s" };
-            format!(
-                "throttle: delaying {} by {} ms ({of}: {} recent failure{plural})",
-                subject(),
-                penalty.delay.as_millis(),
-                penalty.failures
-            )
-        });
-        tokio::time::sleep(penalty.delay).await;
+    /// The request's turn: the later of its keys'; and what each key charged it after.
+    fn turn(&self, table: &Table, keys: &Keys, now: Instant) -> (Instant, [u32; 2]) {
+        let (login_turn, login_charged) = table.turn(&keys.login, &self.settings, now);
+        let (address_turn, address_charged) = keys
+            .address
+            .as_ref()
+            .map_or((now, 0), |key| table.turn(key, &self.settings, now));
+        (
+            login_turn.max(address_turn),
+            [login_charged, address_charged],
+        )
     }
 
-    /// Learns from a reply: a success forgets the request's keys, a failure counts against
-    /// both (unless its password is a recent one of that key), anything else is ignored.
-    pub fn record(&self, attempt: &Attempt, reply: &Reply, now: Instant) {
-        let Some(keys) = &attempt.0 else {
+    /// Charges the request and waits for its turn (on this task only), or, when its turn
+    /// would come after `deadline`, waits until the deadline and says so. `subject`
+    /// names the request for the log line about the wait (sanitised, no password); at
+    /// most one such line per second.
+    pub async fn admit(
+        &self,
+        attempt: Attempt,
+        deadline: Instant,
+        subject: impl FnOnce() -> String,
+    ) -> Admission<'_> {
+        let Some(keys) = attempt.0 else {
+            return Admission::Go(Charge {
+                throttle: self,
+                keys: None,
+            });
+        };
+        let mut subject = Some(subject);
+        let mut counted = false;
+        loop {
+            let cleared = self.cleared.notified();
+            tokio::pin!(cleared);
+            cleared.as_mut().enable();
+            let now = Instant::now();
+            let (turn, generations, charge) = self.plan(&keys, now, deadline);
+            if turn <= now
+                && let Some(charge) = charge
+            {
+                return Admission::Go(charge);
+            }
+            if !counted {
+                counted = true;
+                self.delayed.fetch_add(1, Ordering::Relaxed);
+                if let Some(subject) = subject.take() {
+                    self.log_wait(&keys, turn.min(deadline) - now, subject);
+                }
+            }
+            let until = if charge.is_some() { turn } else { deadline };
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(until));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => {
+                        return match charge {
+                            Some(charge) => Admission::Go(charge),
+                            None => {
+                                self.too_late.fetch_add(1, Ordering::Relaxed);
+                                Admission::TooLate
+                            }
+                        };
+                    }
+                    _ = &mut cleared => {}
+                }
+                // A key was cleared somewhere: plan again if it is one of ours.
+                if self.generations(&keys) != generations {
+                    break;
+                }
+                cleared.set(self.cleared.notified());
+                cleared.as_mut().enable();
+            }
+            // Releases the old turn (if any) before planning again.
+            drop(charge);
+        }
+    }
+
+    /// Under the lock: the request's turn, its keys' generations, and its charge when the
+    /// turn is not after `deadline`.
+    fn plan(
+        &self,
+        keys: &Keys,
+        now: Instant,
+        deadline: Instant,
+    ) -> (Instant, [Option<u64>; 2], Option<Charge<'_>>) {
+        let mut table = self.lock();
+        let (turn, charged) = self.turn(&table, keys, now);
+        if turn > deadline {
+            let generations = [
+                table.generation(&keys.login),
+                keys.address.as_ref().and_then(|key| table.generation(key)),
+            ];
+            return (turn, generations, None);
+        }
+        let (login, mut evicted) = table.reserve(keys.login, turn, charged[0], &self.settings, now);
+        let address = keys.address.map(|key| {
+            let (generation, freed) = table.reserve(key, turn, charged[1], &self.settings, now);
+            evicted += freed;
+            generation
+        });
+        drop(table);
+        self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        let charge = Charge {
+            throttle: self,
+            keys: Some(keys.clone()),
+        };
+        (turn, [Some(login), address], Some(charge))
+    }
+
+    fn generations(&self, keys: &Keys) -> [Option<u64>; 2] {
+        let table = self.lock();
+        [
+            table.generation(&keys.login),
+            keys.address.as_ref().and_then(|key| table.generation(key)),
+        ]
+    }
+
+    fn log_wait(&self, keys: &Keys, wait: Duration, subject: impl FnOnce() -> String) {
+        self.log.log(|| {
+            let penalty = {
+                let table = self.lock();
+                let now = Instant::now();
+                let by_login = table.failures(&keys.login, &self.settings, now);
+                let by_address = keys
+                    .address
+                    .as_ref()
+                    .map_or(0, |key| table.failures(key, &self.settings, now));
+                let pending = table.entries.get(&keys.login).map_or(0, |e| e.pending);
+                (by_login.max(by_address), by_address > by_login, pending)
+            };
+            let (failures, address, pending) = penalty;
+            let of = if address { "client address" } else { "login" };
+            let plural = if failures == 1 { "" } else { "s" };
+            format!(
+                "throttle: delaying {} by {} ms ({of}: {failures} recent failure{plural}, \
+                 {pending} requests in flight)",
+                subject(),
+                wait.as_millis(),
+            )
+        });
+    }
+
+    fn release(&self, keys: &Keys, now: Instant) {
+        let mut table = self.lock();
+        table.release(&keys.login, &self.settings, now);
+        if let Some(address) = &keys.address {
+            table.release(address, &self.settings, now);
+        }
+    }
+
+    /// Learns from a request's outcome: a success forgets the request's keys (and lets
+    /// their waiting requests plan again), a failure counts against both (unless its
+    /// password is a recent one of that key), anything else only ends the charge.
+    pub fn record(&self, mut charge: Charge<'_>, outcome: Outcome, now: Instant) {
+        let Some(keys) = charge.keys.take() else {
             return;
         };
         let keys_of = || std::iter::once(keys.login).chain(keys.address);
-        match Outcome::of(reply) {
+        let mut table = self.lock();
+        match outcome {
             Outcome::Neither => {}
             Outcome::Success => {
-                let mut table = self.lock();
+                let mut waiting = false;
                 for key in keys_of() {
-                    table.forget(&key);
+                    table.release(&key, &self.settings, now);
+                    waiting |= table.clear(&key, now);
                 }
+                drop(table);
+                if waiting {
+                    self.cleared.notify_waiters();
+                }
+                return;
             }
             Outcome::Failure => {
-                let mut table = self.lock();
                 let mut counted = false;
                 let mut evicted = 0;
                 for key in keys_of() {
@@ -455,12 +736,14 @@ impl Throttle {
                     counted |= new;
                     evicted += freed;
                 }
-                drop(table);
                 if counted {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                 }
                 self.evicted.fetch_add(evicted, Ordering::Relaxed);
             }
+        }
+        for key in keys_of() {
+            table.release(&key, &self.settings, now);
         }
     }
 
@@ -471,6 +754,7 @@ impl Throttle {
             entries: table.entries.len(),
             capacity: table.capacity,
             delayed: self.delayed.load(Ordering::Relaxed),
+            too_late: self.too_late.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
         }
@@ -509,6 +793,7 @@ fn address_key(field: &[u8]) -> Option<(&'static [u8], Vec<u8>)> {
 mod tests {
     use super::*;
     use crate::secret::Password;
+    use std::sync::Arc;
 
     const MS: Duration = Duration::from_millis(1);
     const SEC: Duration = Duration::from_secs(1);
@@ -531,14 +816,30 @@ mod tests {
         }
     }
 
-    fn wrong() -> Reply {
-        Reply::no("Incorrect password")
+    /// The charge of a request that waited its turn already and is verified now (what
+    /// [`Throttle::admit`] hands over once the turn comes), without a reservation.
+    fn verified<'a>(t: &'a Throttle, credentials: &Credentials) -> Charge<'a> {
+        Charge {
+            throttle: t,
+            keys: t.attempt(credentials).0,
+        }
     }
 
     /// Fails `login` once with a password nobody used before, at `now`.
     fn fail(t: &Throttle, login: &str, addr: Option<&str>, n: usize, now: Instant) {
-        let attempt = t.attempt(&creds(login, &format!("guess-{n}"), addr));
-        t.record(&attempt, &wrong(), now);
+        let charge = verified(t, &creds(login, &format!("guess-{n}"), addr));
+        t.record(charge, Outcome::Failure, now);
+    }
+
+    /// Charges a request arriving at `now` (deadline far away): its turn, from now.
+    fn reserve<'a>(
+        t: &'a Throttle,
+        credentials: &Credentials,
+        now: Instant,
+    ) -> (Duration, Charge<'a>) {
+        let keys = t.attempt(credentials).0.unwrap();
+        let (turn, _, charge) = t.plan(&keys, now, now + 3600 * SEC);
+        (turn - now, charge.expect("a turn before the deadline"))
     }
 
     fn delay(t: &Throttle, login: &str, addr: Option<&str>, now: Instant) -> Duration {
@@ -639,7 +940,7 @@ mod tests {
         let now = Instant::now();
         let stale = creds("carol", "old-password", None);
         for _ in 0..50 {
-            t.record(&t.attempt(&stale), &wrong(), now);
+            t.record(verified(&t, &stale), Outcome::Failure, now);
         }
         assert_eq!(
             t.table
@@ -666,11 +967,8 @@ mod tests {
         // The same password for another login is another attempt.
         let t = throttle(settings(), 100);
         for login in ["a", "b", "c", "d", "e"] {
-            t.record(
-                &t.attempt(&creds(login, "same", Some("192.0.2.7;1"))),
-                &wrong(),
-                now,
-            );
+            let charge = verified(&t, &creds(login, "same", Some("192.0.2.7;1")));
+            t.record(charge, Outcome::Failure, now);
         }
         assert_eq!(delay(&t, "z", Some("192.0.2.7;2"), now), 500 * MS);
     }
@@ -684,8 +982,8 @@ mod tests {
         }
         assert_eq!(delay(&t, "erin", None, now), 4 * SEC);
         assert_eq!(delay(&t, "other", Some("198.51.100.1;1"), now), 4 * SEC);
-        let good = t.attempt(&creds("erin", "right", Some("198.51.100.1;26")));
-        t.record(&good, &Reply::ok(), now);
+        let good = verified(&t, &creds("erin", "right", Some("198.51.100.1;26")));
+        t.record(good, Outcome::Success, now);
         assert_eq!(delay(&t, "erin", None, now), Duration::ZERO);
         assert_eq!(
             delay(&t, "other", Some("198.51.100.1;1"), now),
@@ -718,8 +1016,18 @@ mod tests {
             Duration::ZERO
         );
         assert_eq!(delay(&t, "grace", Some(";1"), now), Duration::ZERO);
-        // Logins are exact: the mechanism decides what they mean.
-        assert_eq!(delay(&t, "Frank", None, now), Duration::ZERO);
+        // Logins are normalised: case, blanks and a realm make no fresh budget.
+        for variant in [
+            "Frank",
+            "FRANK",
+            " frank",
+            "frank\t",
+            "frank@example.org",
+            "Frank @x",
+        ] {
+            assert_eq!(delay(&t, variant, None, now), SEC, "{variant:?}");
+        }
+        assert_eq!(delay(&t, "franky", None, now), Duration::ZERO);
         // The larger of the two penalties applies.
         for n in 0..2 {
             fail(&t, "heidi", None, n, now);
@@ -756,44 +1064,141 @@ mod tests {
 
     #[test]
     fn only_verdicts_count() {
-        assert_eq!(Outcome::of(&Reply::ok()), Outcome::Success);
-        assert_eq!(Outcome::of(&Reply::Ok(Some("x".into()))), Outcome::Success);
-        for verdict in [
-            "Incorrect password",
-            "Invalid username",
-            "Account expired",
-            crate::mech::pam::AUTH_ERROR,
-            crate::mech::pam::ACCT_ERROR,
-            crate::mech::rimap::text::REJECTED,
-        ] {
-            assert_eq!(
-                Outcome::of(&Reply::no(verdict)),
-                Outcome::Failure,
-                "{verdict}"
-            );
-        }
-        for not_verdict in [
-            text::BUSY,
-            text::INTERNAL_FAILURE,
-            crate::mech::pam::START_ERROR,
-            crate::mech::rimap::text::CANNOT_CONNECT,
-            crate::mech::rimap::text::UNAVAILABLE,
-            crate::mech::rimap::text::INTERNAL,
-            "Username lookup failure: I/O error",
-        ] {
-            assert_eq!(
-                Outcome::of(&Reply::no(not_verdict)),
-                Outcome::Neither,
-                "{not_verdict}"
-            );
-        }
         let t = throttle(settings(), 100);
         let now = Instant::now();
         for n in 0..20 {
-            let attempt = t.attempt(&creds("ivan", &format!("p{n}"), None));
-            t.record(&attempt, &Reply::no(text::BUSY), now);
+            let charge = verified(&t, &creds("ivan", &format!("p{n}"), None));
+            t.record(charge, Outcome::Neither, now);
         }
         assert_eq!(t.stats().entries, 0);
+        assert_eq!(t.stats().failures, 0);
+    }
+
+    #[test]
+    fn login_keys_are_normalised() {
+        assert_eq!(login_key(b"cmp6"), b"cmp6");
+        assert_eq!(login_key(b"CMP6"), b"cmp6");
+        assert_eq!(login_key(b" cmp6 "), b"cmp6");
+        assert_eq!(login_key(b"cmp6@realm"), b"cmp6");
+        assert_eq!(login_key(b" Cmp6 @Realm@x"), b"cmp6");
+        assert_eq!(login_key("J\u{d6}RG".as_bytes()), "jörg".as_bytes());
+        assert_eq!(login_key("\u{a0}anna\u{2003}".as_bytes()), b"anna");
+        // Not UTF-8: folded as ASCII, the other bytes kept.
+        assert_eq!(login_key(b" AB\xff@x"), b"ab\xff");
+    }
+
+    #[test]
+    fn parallel_requests_share_one_budget() {
+        // A penalised login: every request waits a second.
+        let quick = ThrottleSettings {
+            free: 0,
+            delay: SEC,
+            max: SEC,
+            decay: 3600 * SEC,
+        };
+        let t = throttle(quick, 100);
+        let now = Instant::now();
+        fail(&t, "nina", None, 0, now);
+        // 16 at once: one turn per second, in arrival order.
+        let keys = t.attempt(&creds("nina", "x", None)).0.unwrap();
+        let deadline = now + 10 * SEC;
+        let mut turns = Vec::new();
+        let mut charges = Vec::new();
+        for _ in 0..16 {
+            let (turn, _, charge) = t.plan(&keys, now, deadline);
+            turns.push(charge.is_some().then(|| (turn - now).as_secs()));
+            charges.extend(charge);
+        }
+        let expected: Vec<Option<u64>> = (1..=16).map(|s| (s <= 10).then_some(s)).collect();
+        assert_eq!(turns, expected);
+        // Another login is not held up.
+        assert_eq!(delay(&t, "omar", None, now), Duration::ZERO);
+        // Charges dropped unrecorded (clients gone) are released.
+        drop(charges);
+        assert_eq!(
+            t.lock().entries.get(&keys.login).map(|e| e.pending),
+            Some(0)
+        );
+        // A fresh login: the free failures go at once, then the same spacing.
+        let t = throttle(settings(), 100);
+        let mut seen = Vec::new();
+        let mut held = Vec::new();
+        for n in 0..8 {
+            let (wait, charge) = reserve(&t, &creds("pia", &format!("p{n}"), None), now);
+            seen.push(wait.as_millis());
+            held.push(charge);
+        }
+        assert_eq!(seen, [0, 0, 0, 0, 250, 750, 1750, 3750]);
+    }
+
+    #[tokio::test]
+    async fn a_success_lets_the_waiting_requests_go() {
+        let slow = ThrottleSettings {
+            delay: 8 * SEC,
+            max: 8 * SEC,
+            decay: 3600 * SEC,
+            ..settings()
+        };
+        let t = Arc::new(throttle(slow, 100));
+        for n in 0..4 {
+            fail(&t, "quinn", None, n, Instant::now());
+        }
+        // A client with several connections and the right password: turns in 8 and
+        // 16 s, the third none before its deadline.
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                tokio::spawn(async move {
+                    let attempt = t.attempt(&creds("quinn", "right", None));
+                    match t
+                        .admit(attempt, Instant::now() + 20 * SEC, String::new)
+                        .await
+                    {
+                        Admission::Go(charge) => {
+                            t.record(charge, Outcome::Success, Instant::now());
+                            true
+                        }
+                        Admission::TooLate => false,
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // One more request of that client succeeds (say, with its turn taken earlier):
+        // the key is clear, the others go at once.
+        let (_, charge) = reserve(&t, &creds("quinn", "right", None), Instant::now());
+        t.record(charge, Outcome::Success, Instant::now());
+        for task in tasks {
+            assert!(task.await.unwrap());
+        }
+        assert!(started.elapsed() < 2 * SEC, "{:?}", started.elapsed());
+        assert_eq!(t.stats().entries, 0);
+    }
+
+    #[tokio::test]
+    async fn no_turn_before_the_deadline_is_no_at_the_deadline() {
+        let slow = ThrottleSettings {
+            free: 0,
+            delay: 5 * SEC,
+            max: 5 * SEC,
+            decay: 3600 * SEC,
+        };
+        let t = throttle(slow, 100);
+        fail(&t, "rosa", None, 0, Instant::now());
+        let started = Instant::now();
+        let attempt = t.attempt(&creds("rosa", "x", None));
+        let admitted = t.admit(attempt, started + 200 * MS, String::new).await;
+        assert!(matches!(admitted, Admission::TooLate));
+        let took = started.elapsed();
+        assert!(took >= 200 * MS && took < SEC, "{took:?}");
+        assert_eq!(t.stats().too_late, 1);
+        // Nothing was charged.
+        let keys = t.attempt(&creds("rosa", "x", None)).0.unwrap();
+        assert_eq!(
+            t.lock().entries.get(&keys.login).map(|e| e.pending),
+            Some(0)
+        );
     }
 
     #[test]
@@ -852,12 +1257,9 @@ mod tests {
     fn nothing_stored_reveals_a_login_or_a_password() {
         let t = throttle(settings(), 100);
         let now = Instant::now();
-        let attempt = t.attempt(&creds(
-            "secret-login",
-            "secret-password",
-            Some("192.0.2.1;1"),
-        ));
-        t.record(&attempt, &wrong(), now);
+        let credentials = creds("secret-login", "secret-password", Some("192.0.2.1;1"));
+        let attempt = t.attempt(&credentials);
+        t.record(verified(&t, &credentials), Outcome::Failure, now);
         let table = t.table.lock().unwrap();
         let mut stored = Vec::new();
         for (key, entry) in &table.entries {
@@ -881,12 +1283,13 @@ mod tests {
         }
         assert_eq!(
             t.stats().to_string(),
-            "throttle: 1 of 100 entries, 0 requests delayed, 5 failures counted, 0 evicted"
+            "throttle: 1 of 100 entries, 0 requests delayed, 0 answered NO at their deadline, \
+             5 failures counted, 0 evicted"
         );
     }
 
     #[tokio::test]
-    async fn wait_sleeps_the_penalty_and_counts_it() {
+    async fn admit_sleeps_the_penalty_and_counts_it() {
         let quick = ThrottleSettings {
             free: 0,
             delay: 30 * MS,
@@ -896,13 +1299,18 @@ mod tests {
         let t = throttle(quick, 100);
         fail(&t, "liam", None, 0, Instant::now());
         let before = Instant::now();
-        t.wait(&t.attempt(&creds("liam", "x", None)), || {
-            "[user=liam]".into()
-        })
-        .await;
+        let far = before + 60 * SEC;
+        let attempt = t.attempt(&creds("liam", "x", None));
+        let Admission::Go(charge) = t.admit(attempt, far, || "[user=liam]".into()).await else {
+            panic!("no turn");
+        };
         assert!(before.elapsed() >= 30 * MS);
-        t.wait(&t.attempt(&creds("mia", "x", None)), || "[user=mia]".into())
-            .await;
+        t.record(charge, Outcome::Failure, Instant::now());
+        let attempt = t.attempt(&creds("mia", "x", None));
+        let Admission::Go(charge) = t.admit(attempt, far, || "[user=mia]".into()).await else {
+            panic!("no turn");
+        };
+        drop(charge);
         assert_eq!(t.stats().delayed, 1);
     }
 }

@@ -1,6 +1,8 @@
 //! Admission of new connections, shared by every front end: the peer policy
 //! (`--allow-uid`, `--allow-gid`), the connection cap (`--max-connections`, counted across
-//! all sockets) and the bounded number of refusals in progress.
+//! all sockets), each user's share of it (`--max-connections-per-uid`, half the cap by
+//! default: one local client holding idle sockets can't starve the others) and the bounded
+//! number of refusals in progress.
 //!
 //! A connection the gate admits holds a [`ConnectionSlot`] until it ends. One it refuses
 //! gets a [`Refusal`]: the front end answers it in its own protocol (the mux socket sends
@@ -10,7 +12,8 @@
 //! client away is logged, at most once a second per kind.
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,9 +27,36 @@ pub const REFUSAL_SLOTS: usize = 128;
 /// Deadline of a refusal's write, and of its drain after the half-close.
 pub const REFUSAL_LIMIT: Duration = Duration::from_secs(1);
 
-/// Held by a served connection; dropping it frees the slot.
+/// Held by a served connection; dropping it frees the slot and the user's share.
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
+    _share: Option<Share>,
+}
+
+/// Connections open per peer uid (`None`: the socket could not tell).
+type Holders = Arc<Mutex<HashMap<Option<u32>, usize>>>;
+
+/// One connection of a uid's share.
+struct Share {
+    holders: Holders,
+    uid: Option<u32>,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = holders.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                holders.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// `--max-connections-per-uid` when not given: half the cap.
+pub fn default_share(max_connections: usize) -> usize {
+    (max_connections / 2).max(1)
 }
 
 /// Held while a refused connection is being answered.
@@ -51,21 +81,28 @@ pub struct Refusal {
 pub struct Gate {
     access: AccessPolicy,
     max_connections: usize,
+    per_uid: usize,
+    holders: Holders,
     slots: Arc<Semaphore>,
     refusals: Arc<Semaphore>,
     busy_log: RateLimitedLog,
+    share_log: RateLimitedLog,
     denied_log: RateLimitedLog,
     overflow_log: RateLimitedLog,
 }
 
 impl Gate {
-    pub fn new(max_connections: usize, access: AccessPolicy) -> Gate {
+    /// At most `max_connections` at once, `per_uid` of them from one peer uid.
+    pub fn new(max_connections: usize, per_uid: usize, access: AccessPolicy) -> Gate {
         Gate {
             access,
             max_connections,
+            per_uid: per_uid.clamp(1, max_connections.max(1)),
+            holders: Arc::default(),
             slots: Arc::new(Semaphore::new(max_connections)),
             refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
             busy_log: RateLimitedLog::default(),
+            share_log: RateLimitedLog::default(),
             denied_log: RateLimitedLog::default(),
             overflow_log: RateLimitedLog::default(),
         }
@@ -88,15 +125,52 @@ impl Gate {
             });
             return self.refuse(ACCESS_DENIED);
         }
-        self.admit_slot()
+        self.take_slot(Some(peer))
     }
 
     /// Decides about a connection whose socket has no peer credentials (TCP, with a
     /// policy of its own): the connection cap only.
     pub fn admit_slot(&self) -> Admission {
+        self.take_slot(None)
+    }
+
+    /// A connection slot, within the cap and, for a UNIX socket's peer (`Some`), within
+    /// that peer uid's share.
+    fn take_slot(&self, unix_peer: Option<Option<&PeerCredentials>>) -> Admission {
+        let peer = unix_peer.flatten();
+        let uid = peer.map(|p| p.uid);
+        let shared = unix_peer.is_some();
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        let held = holders.get(&uid).copied().unwrap_or(0);
+        if shared && held >= self.per_uid {
+            drop(holders);
+            self.share_log.log(|| {
+                let who = peer.map_or_else(|| "[peer unknown]".to_string(), |p| p.to_string());
+                format!(
+                    "{who} holds {held} connections, its whole share \
+                     (--max-connections-per-uid {}); answering its new ones: NO {}",
+                    self.per_uid,
+                    text::BUSY
+                )
+            });
+            return self.refuse(text::BUSY);
+        }
         match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(permit) => Admission::Serve(ConnectionSlot { _permit: permit }),
+            Ok(permit) => {
+                let share = shared.then(|| {
+                    *holders.entry(uid).or_insert(0) += 1;
+                    Share {
+                        holders: Arc::clone(&self.holders),
+                        uid,
+                    }
+                });
+                Admission::Serve(ConnectionSlot {
+                    _permit: permit,
+                    _share: share,
+                })
+            }
             Err(_) => {
+                drop(holders);
                 self.busy_log.log(|| {
                     format!(
                         "connection limit ({}) reached; answering new clients: NO {}",
@@ -162,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_are_capped_and_freed() {
-        let gate = Gate::new(2, AccessPolicy::default());
+        let gate = Gate::new(2, 2, AccessPolicy::default());
         let first = gate.admit(Some(&peer(1)));
         let second = gate.admit(Some(&peer(1)));
         assert_eq!(reason(&first), None);
@@ -178,13 +252,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_uid_gets_its_share_and_the_others_the_rest() {
+        let gate = Gate::new(10, default_share(10), AccessPolicy::default());
+        let hog: Vec<Admission> = (0..8).map(|_| gate.admit(Some(&peer(1000)))).collect();
+        let served = hog.iter().filter(|a| reason(a).is_none()).count();
+        assert_eq!(served, 5, "half of the cap");
+        assert!(hog[5..].iter().all(|a| reason(a) == Some(text::BUSY)));
+        // Everyone else still gets in, up to the cap.
+        let others: Vec<Admission> = (0..5).map(|n| gate.admit(Some(&peer(n)))).collect();
+        assert!(others.iter().all(|a| reason(a).is_none()));
+        assert_eq!(reason(&gate.admit(Some(&peer(7)))), Some(text::BUSY));
+        // Unknown peers share one bucket.
+        drop(others);
+        let unknown: Vec<Admission> = (0..6).map(|_| gate.admit(None)).collect();
+        assert_eq!(unknown.iter().filter(|a| reason(a).is_none()).count(), 5);
+        // A share frees up as its connections end.
+        drop(hog);
+        assert_eq!(reason(&gate.admit(Some(&peer(1000)))), None);
+        assert_eq!(default_share(1), 1);
+        assert_eq!(default_share(1024), 512);
+    }
+
+    #[tokio::test]
     async fn refused_peers_take_refusal_slots_only() {
         let spec = AccessSpec {
             uids: Some(vec![crate::peer::Id::Number(7)]),
             gids: None,
         };
         let policy = spec.resolve(&|_| Ok(None), &|_| Ok(None)).unwrap();
-        let gate = Gate::new(1, policy);
+        let gate = Gate::new(1, 1, policy);
         let refusals: Vec<Admission> = (0..REFUSAL_SLOTS)
             .map(|_| gate.admit(Some(&peer(8))))
             .collect();

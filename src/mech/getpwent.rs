@@ -79,6 +79,11 @@ impl Mechanism for Getpwent {
         "getpwent"
     }
 
+    /// NSS lookups that failed (not "no such user").
+    fn is_outage(&self, reason: &str) -> bool {
+        reason.starts_with(passwd::LOOKUP_FAILURE)
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Reply {
         match Getpwent::lookup(&credentials.login) {
             Ok(entry) => check(&entry, credentials),

@@ -116,6 +116,13 @@ impl Mechanism for Kerberos5 {
         "kerberos5"
     }
 
+    /// The helper process failed. (A KDC that does not answer in time gets upstream's
+    /// text for a failed `krb5_get_init_creds_password`, the same as a wrong password:
+    /// it counts as one.)
+    fn is_outage(&self, reason: &str) -> bool {
+        reason == text::INTERNAL
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Reply {
         let deadline = Instant::now() + self.deadline;
         let job = match self.job(credentials) {

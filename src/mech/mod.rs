@@ -176,6 +176,14 @@ pub trait Mechanism: Send + Sync {
     fn reload(&self) -> Result<String, String> {
         Ok("nothing to reload".to_string())
     }
+    /// Whether `reason`, the text of a `NO` this mechanism answered, reports an outage —
+    /// its backend could not be asked or gave no verdict (unreachable, timed out,
+    /// unavailable, a lookup or library error) — rather than a verdict on the credentials.
+    /// Outages are not failures for the throttle, so a backend outage builds up no
+    /// penalties. The default: every `NO` is a verdict.
+    fn is_outage(&self, _reason: &str) -> bool {
+        false
+    }
 }
 
 /// `--verify-timeout` default: the longest a verification may run.

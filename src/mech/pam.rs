@@ -166,6 +166,11 @@ impl Mechanism for Pam {
         "pam"
     }
 
+    /// A PAM transaction that could not start.
+    fn is_outage(&self, reason: &str) -> bool {
+        reason.starts_with(START_ERROR)
+    }
+
     fn default_concurrency(&self) -> NonZeroUsize {
         DEFAULT_CONCURRENCY.max(super::cpu_cores())
     }
@@ -421,6 +426,14 @@ fn remote_host(client_addr: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use crate::secret::Password;
+
+    #[test]
+    fn a_transaction_that_cannot_start_is_an_outage() {
+        let pam = pam_with(policy(None, None, None)).unwrap();
+        assert!(pam.is_outage(START_ERROR));
+        assert!(!pam.is_outage(AUTH_ERROR));
+        assert!(!pam.is_outage(ACCT_ERROR));
+    }
 
     fn policy(allowed: Option<&str>, map: Option<&str>, fallback: Option<&str>) -> ServicePolicy {
         ServicePolicy::from_options(allowed, map, fallback).unwrap()

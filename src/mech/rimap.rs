@@ -82,6 +82,9 @@ pub const RESOLVE_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Verifications at once without `-n` (or one per CPU core if more): each one mostly waits
 /// on the network (Dovecot delays a failure by 2 s).
 pub const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(32).unwrap();
+/// Response codes of a tagged `NO` that mean the server could not check the password
+/// (RFC 5530). imap-proto knows neither: they stay at the start of the response's text.
+const OUTAGE_CODES: [&[u8]; 2] = [b"[UNAVAILABLE]", b"[SERVERBUG]"];
 /// The tag of our `LOGIN` command (upstream's).
 const LOGIN_TAG: &str = "saslauthd";
 /// Threads for name lookups in the mechanism's runtime.
@@ -539,8 +542,13 @@ impl Rimap {
                 match self.next(client, Step::Login, peer, deadline).await {
                     Err(failure) => return Verdict::Failed(failure),
                     Ok(Line::Continue { .. }) if literal_follows => break,
-                    Ok(Line::Tagged { tag, status, text }) if tag == LOGIN_TAG => {
-                        return self.verdict(status, &text, peer, user);
+                    Ok(Line::Tagged {
+                        tag,
+                        status,
+                        text,
+                        outage,
+                    }) if tag == LOGIN_TAG => {
+                        return self.verdict(status, outage, &text, peer, user);
                     }
                     Ok(line @ (Line::Continue { .. } | Line::Tagged { .. })) => {
                         log_warn!(
@@ -560,9 +568,15 @@ impl Rimap {
         Verdict::Failed(Failure::Internal)
     }
 
-    fn verdict(&self, status: Kind, text: &str, peer: &str, user: &str) -> Verdict {
+    fn verdict(&self, status: Kind, outage: bool, text: &str, peer: &str, user: &str) -> Verdict {
         match status {
             Kind::Ok => Verdict::Accepted,
+            // RFC 5530: the server can't check the password now (Dovecot: its auth backend
+            // is down). Not a verdict on the credentials: no penalty for the login.
+            Kind::No if outage => {
+                log_warn!("rimap: {peer} could not check the login of [user={user}]: {text}");
+                Verdict::Failed(Failure::Unavailable)
+            }
             Kind::No => {
                 log_debug!("rimap: {peer} rejected the login of [user={user}]: {text}");
                 Verdict::Rejected
@@ -640,6 +654,12 @@ impl Mechanism for Rimap {
 
     fn verification_deadline(&self) -> Option<Duration> {
         Some(self.timeout)
+    }
+
+    /// Every `[ALERT]` text: the server could not be reached, was unavailable (also a
+    /// tagged `NO [UNAVAILABLE]`), timed out, answered out of protocol, or we failed.
+    fn is_outage(&self, reason: &str) -> bool {
+        reason.starts_with("[ALERT]")
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {
@@ -783,6 +803,8 @@ enum Line {
         tag: String,
         status: Kind,
         text: String,
+        /// Carries one of [`OUTAGE_CODES`].
+        outage: bool,
     },
     /// `+ ...`: go on with the literal.
     Continue { text: String },
@@ -833,6 +855,14 @@ impl From<&Response<'_>> for Line {
                 outcome: o,
             } => {
                 let status = Kind::of(status);
+                let outage = o.code.is_none()
+                    && o.information.as_deref().is_some_and(|text| {
+                        OUTAGE_CODES.iter().any(|code| {
+                            text.as_bytes()
+                                .get(..code.len())
+                                .is_some_and(|start| start.eq_ignore_ascii_case(code))
+                        })
+                    });
                 Line::Tagged {
                     tag: tag.0.clone(),
                     status,
@@ -842,6 +872,7 @@ impl From<&Response<'_>> for Line {
                         status.name(),
                         outcome(&o.code, &o.information)
                     )),
+                    outage,
                 }
             }
             Response::Continue(o) => Line::Continue {
@@ -921,6 +952,46 @@ mod tests {
             service: b"imap".to_vec(),
             realm: Vec::new(),
             client_addr: None,
+        }
+    }
+
+    #[test]
+    fn a_tagged_unavailable_is_an_outage_not_a_rejection() {
+        let rimap = Rimap::new(Some("127.0.0.1/1"), &options()).unwrap();
+        let reply = |tagged: &[u8]| {
+            let script = [&b"* OK ready\r\n"[..], tagged].concat();
+            rimap
+                .converse_with_script(&script, 7, b"user", b"pw")
+                .unwrap()
+        };
+        for outage in [
+            &b"saslauthd NO [UNAVAILABLE] Temporary authentication failure.\r\n"[..],
+            b"saslauthd NO [unavailable] down\r\n",
+            b"saslauthd NO [SERVERBUG] oops\r\n",
+        ] {
+            let got = reply(outage);
+            assert_eq!(got, Reply::no(text::UNAVAILABLE));
+            let Reply::No(reason) = got else {
+                unreachable!()
+            };
+            assert!(rimap.is_outage(&reason));
+        }
+        for verdict in [
+            &b"saslauthd NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"[..],
+            b"saslauthd NO Login failed\r\n",
+            b"saslauthd NO [ALERT] unavailable in the text is no code\r\n",
+        ] {
+            let got = reply(verdict);
+            assert_eq!(got, Reply::no(text::REJECTED));
+            assert!(!rimap.is_outage(text::REJECTED));
+        }
+        for alert in [
+            text::CANNOT_CONNECT,
+            text::SYNC_ERROR,
+            text::UNEXPECTED,
+            text::INTERNAL,
+        ] {
+            assert!(rimap.is_outage(alert), "{alert}");
         }
     }
 

@@ -89,6 +89,11 @@ impl Mechanism for Shadow {
         "shadow"
     }
 
+    /// NSS lookups that failed (not "no such user").
+    fn is_outage(&self, reason: &str) -> bool {
+        reason.starts_with(LOOKUP_FAILURE) || reason.starts_with(SHADOW_LOOKUP_FAILURE)
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Reply {
         self.verify(&credentials.login, &credentials.password, today())
             .0
@@ -215,6 +220,16 @@ fn expiry(entry: &ShadowEntry, today: i64) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::secret::Password;
+
+    #[test]
+    fn lookup_errors_are_outages_wrong_passwords_are_not() {
+        let shadow = Shadow::new(None);
+        assert!(shadow.is_outage(&format!("{LOOKUP_FAILURE}: I/O error")));
+        assert!(shadow.is_outage(&format!("{SHADOW_LOOKUP_FAILURE}: I/O error")));
+        for verdict in ["Incorrect password", "Invalid username", "Account expired"] {
+            assert!(!shadow.is_outage(verdict), "{verdict}");
+        }
+    }
 
     // crypt("Sasl-Lab-pw1", "$6$3wRZf6ivvq.xq9Ko$") from libxcrypt.
     const HASH: &str = "$6$3wRZf6ivvq.xq9Ko$VbpQMAHpk6DeQdugX/TzITp6iLE3wjIf/CHVH0GSKdRs/nNXdFFZPV06uBryO0NvjkkjntsPBq06E0cYYH5yP1";
