@@ -133,10 +133,14 @@ struct Entry {
     recent_len: u8,
     /// Requests charged to this key whose verdict is not in yet.
     pending: u32,
-    /// No further verification of this key starts before this.
-    next_turn: Option<Instant>,
+    /// The turn of the last request charged: the next one's comes a penalty later.
+    last_turn: Option<Instant>,
     /// Changes when a success clears the key: its waiting requests plan again.
     generation: u64,
+    /// The password (truncated keyed digest) of the key's last success, and when: a
+    /// request with it does not wait (it would not count as a failure; a client with
+    /// several connections gets all its answers). Forgotten after one `decay`.
+    good: Option<(u64, Instant)>,
 }
 
 impl Entry {
@@ -147,8 +151,9 @@ impl Entry {
             recent: [0; RECENT],
             recent_len: 0,
             pending: 0,
-            next_turn: None,
+            last_turn: None,
             generation,
+            good: None,
         }
     }
 
@@ -160,11 +165,21 @@ impl Entry {
             .saturating_sub(u32::try_from(forgotten).unwrap_or(u32::MAX))
     }
 
-    /// Nothing left to remember: no failures, no request in flight, no turn ahead.
+    /// Nothing that may not be forgotten: no failures, no request in flight (a good
+    /// password may go when room is needed).
     fn idle(&self, decay: Duration, now: Instant) -> bool {
-        self.failures_at(decay, now) == 0
-            && self.pending == 0
-            && self.next_turn.is_none_or(|turn| turn <= now)
+        self.failures_at(decay, now) == 0 && self.pending == 0
+    }
+
+    /// Nothing left to remember at all.
+    fn empty(&self, decay: Duration, now: Instant) -> bool {
+        self.idle(decay, now) && self.good_tag(decay, now).is_none()
+    }
+
+    fn good_tag(&self, decay: Duration, now: Instant) -> Option<u64> {
+        self.good
+            .filter(|(_, at)| now.saturating_duration_since(*at) < decay)
+            .map(|(tag, _)| tag)
     }
 
     fn seen(&self, tag: u64) -> bool {
@@ -195,30 +210,35 @@ impl Table {
             .map_or(0, |entry| entry.failures_at(settings.decay, now))
     }
 
-    /// The earliest time a new request of `key` could be verified at `now`, and the
-    /// number of requests it would be charged after (failures plus requests in flight).
-    fn turn(&self, key: &Digest, settings: &ThrottleSettings, now: Instant) -> (Instant, u32) {
+    /// The earliest time a new request of `key` with password `tag` could be verified at
+    /// `now`: the penalty for the failures on record plus the requests in flight (each
+    /// charged as if it were going to fail), counted from now and from the last request's
+    /// turn; now for the password of the key's last success.
+    fn turn(&self, key: &Digest, tag: u64, settings: &ThrottleSettings, now: Instant) -> Instant {
         let Some(entry) = self.entries.get(key) else {
-            return (now, 0);
+            return now;
         };
+        if entry.good_tag(settings.decay, now) == Some(tag) {
+            return now;
+        }
         let charged = entry
             .failures_at(settings.decay, now)
             .saturating_add(entry.pending);
-        let earliest = now + settings.penalty(charged);
-        (earliest.max(entry.next_turn.unwrap_or(now)), charged)
+        let penalty = settings.penalty(charged);
+        let after = entry.last_turn.map_or(now, |last| last.max(now));
+        after + penalty
     }
 
     fn generation(&self, key: &Digest) -> Option<u64> {
         self.entries.get(key).map(|entry| entry.generation)
     }
 
-    /// Charges a request of `key` that will be verified at `turn` (after `charged`
-    /// others): the next one waits as if this one failed. Returns the key's generation.
+    /// Charges a request of `key` that will be verified at `turn`. Returns the key's
+    /// generation and how many entries were evicted to make room.
     fn reserve(
         &mut self,
         key: Digest,
         turn: Instant,
-        charged: u32,
         settings: &ThrottleSettings,
         now: Instant,
     ) -> (u64, u64) {
@@ -229,10 +249,7 @@ impl Table {
             Entry::new(now, *generation)
         });
         entry.pending = entry.pending.saturating_add(1);
-        let gap = settings.penalty(charged.saturating_add(1));
-        if !gap.is_zero() {
-            entry.next_turn = Some(entry.next_turn.map_or(turn, |t| t.max(turn)) + gap);
-        }
+        entry.last_turn = Some(entry.last_turn.map_or(turn, |last| last.max(turn)));
         (entry.generation, evicted)
     }
 
@@ -240,7 +257,7 @@ impl Table {
     fn release(&mut self, key: &Digest, settings: &ThrottleSettings, now: Instant) {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.pending = entry.pending.saturating_sub(1);
-            if entry.idle(settings.decay, now) {
+            if entry.empty(settings.decay, now) {
                 self.entries.remove(key);
             }
         }
@@ -261,6 +278,10 @@ impl Table {
             *generation += 1;
             Entry::new(now, *generation)
         });
+        if entry.good.is_some_and(|(good, _)| good == tag) {
+            // The password changed, or the account did.
+            entry.good = None;
+        }
         if entry.seen(tag) {
             return (false, evicted);
         }
@@ -270,22 +291,23 @@ impl Table {
         (true, evicted)
     }
 
-    /// A success: the key's failures, recent passwords and turns are forgotten. Returns
-    /// whether requests were waiting on it.
-    fn clear(&mut self, key: &Digest, now: Instant) -> bool {
-        let Some(entry) = self.entries.get_mut(key) else {
-            return false;
+    /// A success with password `tag`: the key's failures, recent passwords and turns are
+    /// forgotten, the password is remembered as good. Returns whether requests were
+    /// waiting on the key (they plan again).
+    fn succeed(&mut self, key: Digest, tag: u64, settings: &ThrottleSettings, now: Instant) -> bool {
+        self.make_room_for(&key, settings, now);
+        self.generations += 1;
+        let generation = self.generations;
+        let entry = self
+            .entries
+            .entry(key)
+            .or_insert_with(|| Entry::new(now, generation));
+        let waiting = entry.pending > 0;
+        *entry = Entry {
+            pending: entry.pending,
+            good: Some((tag, now)),
+            ..Entry::new(now, generation)
         };
-        let waiting = entry.pending > 0 || entry.next_turn.is_some_and(|turn| turn > now);
-        if entry.pending == 0 {
-            self.entries.remove(key);
-        } else {
-            self.generations += 1;
-            *entry = Entry {
-                pending: entry.pending,
-                ..Entry::new(now, self.generations)
-            };
-        }
         waiting
     }
 
@@ -535,7 +557,7 @@ impl Throttle {
             return Penalty::NONE;
         };
         let table = self.lock();
-        let (turn, _) = self.turn(&table, keys, now);
+        let turn = self.turn(&table, keys, now);
         let by_login = table.failures(&keys.login, &self.settings, now);
         let by_address = keys
             .address
@@ -554,17 +576,15 @@ impl Throttle {
         }
     }
 
-    /// The request's turn: the later of its keys'; and what each key charged it after.
-    fn turn(&self, table: &Table, keys: &Keys, now: Instant) -> (Instant, [u32; 2]) {
-        let (login_turn, login_charged) = table.turn(&keys.login, &self.settings, now);
-        let (address_turn, address_charged) = keys
+    /// The request's turn: the later of its keys'.
+    fn turn(&self, table: &Table, keys: &Keys, now: Instant) -> Instant {
+        let tag = keys.password;
+        let by_login = table.turn(&keys.login, tag, &self.settings, now);
+        let by_address = keys
             .address
             .as_ref()
-            .map_or((now, 0), |key| table.turn(key, &self.settings, now));
-        (
-            login_turn.max(address_turn),
-            [login_charged, address_charged],
-        )
+            .map_or(now, |key| table.turn(key, tag, &self.settings, now));
+        by_login.max(by_address)
     }
 
     /// Charges the request and waits for its turn (on this task only), or, when its turn
@@ -640,7 +660,7 @@ impl Throttle {
         deadline: Instant,
     ) -> (Instant, [Option<u64>; 2], Option<Charge<'_>>) {
         let mut table = self.lock();
-        let (turn, charged) = self.turn(&table, keys, now);
+        let turn = self.turn(&table, keys, now);
         if turn > deadline {
             let generations = [
                 table.generation(&keys.login),
@@ -648,9 +668,9 @@ impl Throttle {
             ];
             return (turn, generations, None);
         }
-        let (login, mut evicted) = table.reserve(keys.login, turn, charged[0], &self.settings, now);
+        let (login, mut evicted) = table.reserve(keys.login, turn, &self.settings, now);
         let address = keys.address.map(|key| {
-            let (generation, freed) = table.reserve(key, turn, charged[1], &self.settings, now);
+            let (generation, freed) = table.reserve(key, turn, &self.settings, now);
             evicted += freed;
             generation
         });
@@ -719,7 +739,7 @@ impl Throttle {
                 let mut waiting = false;
                 for key in keys_of() {
                     table.release(&key, &self.settings, now);
-                    waiting |= table.clear(&key, now);
+                    waiting |= table.succeed(key, keys.password, &self.settings, now);
                 }
                 drop(table);
                 if waiting {
@@ -989,10 +1009,32 @@ mod tests {
             delay(&t, "other", Some("198.51.100.1;1"), now),
             Duration::ZERO
         );
-        assert_eq!(t.stats().entries, 0);
-        // And the recent passwords with it: the old ones count again.
+        // Only the good password is remembered, for the login and the address.
+        assert_eq!(t.stats().entries, 2);
+        // And the recent passwords are forgotten: the old ones count again.
         fail(&t, "erin", None, 0, now);
         assert_eq!(t.stats().failures, 9);
+    }
+
+    #[test]
+    fn the_last_good_password_does_not_wait() {
+        let t = throttle(settings(), 100);
+        let now = Instant::now();
+        let right = creds("sam", "right", None);
+        t.record(verified(&t, &right), Outcome::Success, now);
+        for n in 0..8 {
+            fail(&t, "sam", None, n, now);
+        }
+        assert_eq!(delay(&t, "sam", None, now), 4 * SEC);
+        assert_eq!(t.penalty(&t.attempt(&right), now).delay, Duration::ZERO);
+        // In parallel too: each one goes at once.
+        for _ in 0..10 {
+            assert_eq!(reserve(&t, &right, now).0, Duration::ZERO);
+        }
+        // For one decay period; and a failure with it (the password changed) ends it.
+        assert_eq!(t.penalty(&t.attempt(&right), now + 60 * SEC).delay, 2 * SEC);
+        t.record(verified(&t, &right), Outcome::Failure, now);
+        assert!(t.penalty(&t.attempt(&right), now).delay > Duration::ZERO);
     }
 
     #[test]
@@ -1173,7 +1215,7 @@ mod tests {
             assert!(task.await.unwrap());
         }
         assert!(started.elapsed() < 2 * SEC, "{:?}", started.elapsed());
-        assert_eq!(t.stats().entries, 0);
+        assert_eq!(t.stats().failures, 4);
     }
 
     #[tokio::test]

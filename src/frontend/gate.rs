@@ -1,8 +1,9 @@
 //! Admission of new connections, shared by every front end: the peer policy
 //! (`--allow-uid`, `--allow-gid`), the connection cap (`--max-connections`, counted across
 //! all sockets), each user's share of it (`--max-connections-per-uid`, half the cap by
-//! default: one local client holding idle sockets can't starve the others) and the bounded
-//! number of refusals in progress.
+//! default: one local client holding idle sockets can't starve the others; root, who can
+//! stop the daemon anyway, has no share of its own) and the bounded number of refusals in
+//! progress.
 //!
 //! A connection the gate admits holds a [`ConnectionSlot`] until it ends. One it refuses
 //! gets a [`Refusal`]: the front end answers it in its own protocol (the mux socket sends
@@ -134,12 +135,13 @@ impl Gate {
         self.take_slot(None)
     }
 
-    /// A connection slot, within the cap and, for a UNIX socket's peer (`Some`), within
-    /// that peer uid's share.
+    /// A connection slot, within the cap and, for a UNIX socket's peer (`Some`) other than
+    /// root, within that peer uid's share.
     fn take_slot(&self, unix_peer: Option<Option<&PeerCredentials>>) -> Admission {
         let peer = unix_peer.flatten();
         let uid = peer.map(|p| p.uid);
-        let shared = unix_peer.is_some();
+        // Root, who can stop the daemon anyway, has no share of its own.
+        let shared = unix_peer.is_some() && uid != Some(0);
         let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
         let held = holders.get(&uid).copied().unwrap_or(0);
         if shared && held >= self.per_uid {
@@ -259,7 +261,7 @@ mod tests {
         assert_eq!(served, 5, "half of the cap");
         assert!(hog[5..].iter().all(|a| reason(a) == Some(text::BUSY)));
         // Everyone else still gets in, up to the cap.
-        let others: Vec<Admission> = (0..5).map(|n| gate.admit(Some(&peer(n)))).collect();
+        let others: Vec<Admission> = (1..=5).map(|n| gate.admit(Some(&peer(n)))).collect();
         assert!(others.iter().all(|a| reason(a).is_none()));
         assert_eq!(reason(&gate.admit(Some(&peer(7)))), Some(text::BUSY));
         // Unknown peers share one bucket.
@@ -268,7 +270,12 @@ mod tests {
         assert_eq!(unknown.iter().filter(|a| reason(a).is_none()).count(), 5);
         // A share frees up as its connections end.
         drop(hog);
-        assert_eq!(reason(&gate.admit(Some(&peer(1000)))), None);
+        drop(unknown);
+        let again = gate.admit(Some(&peer(1000)));
+        assert_eq!(reason(&again), None);
+        // Root has no share of its own: only the cap.
+        let root: Vec<Admission> = (0..10).map(|_| gate.admit(Some(&peer(0)))).collect();
+        assert_eq!(root.iter().filter(|a| reason(a).is_none()).count(), 9);
         assert_eq!(default_share(1), 1);
         assert_eq!(default_share(1024), 512);
     }

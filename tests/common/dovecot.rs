@@ -158,6 +158,30 @@ impl Dovecot {
         lab
     }
 
+    /// Makes the passdb's users file unreadable (a new file, mode 0), as when Dovecot's
+    /// authentication backend fails: logins are answered `NO [UNAVAILABLE] Temporary
+    /// authentication failure` until [`Dovecot::restore_passdb`]. (A missing file would
+    /// mean "no such user" to Dovecot.)
+    pub fn break_passdb(&self) {
+        let users = self.dir.join("users");
+        fs::rename(&users, self.dir.join("users.away")).expect("move users");
+        fs::write(&users, "").expect("write an empty users file");
+        fs::set_permissions(&users, fs::Permissions::from_mode(0o000)).expect("chmod users");
+    }
+
+    pub fn restore_passdb(&self) {
+        let users = self.dir.join("users");
+        fs::rename(self.dir.join("users.away"), &users).expect("restore users");
+        // A new time, or Dovecot takes the file for the one it read before.
+        fs::File::options()
+            .write(true)
+            .open(&users)
+            .and_then(|file| {
+                file.set_modified(std::time::SystemTime::now() + Duration::from_secs(1))
+            })
+            .expect("touch users");
+    }
+
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("tls/cert.pem")
     }
