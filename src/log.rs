@@ -494,6 +494,54 @@ mod tests {
     }
 
     #[test]
+    fn the_line_budget_allows_a_burst_then_the_rate_and_sums_up_the_rest() {
+        let budget = LineBudget::new("auth failure");
+        let start = Instant::now();
+        let mut state = budget.lock();
+        state.refilled = start;
+        // A burst at one instant: 50 lines, then none.
+        let written = (0..80).filter(|_| state.take_token(start)).count();
+        assert_eq!(written, LineBudget::BURST as usize);
+        // A second later, 100 more at most (the bucket holds 50 at most).
+        let later = start + Duration::from_secs(1);
+        let written = (0..200).filter(|_| state.take_token(later)).count();
+        assert_eq!(written, LineBudget::BURST as usize);
+        // Spread over a second: the rate.
+        let mut written = 0;
+        for ms in 1..=1000 {
+            for _ in 0..5 {
+                written += usize::from(state.take_token(later + Duration::from_millis(ms)));
+            }
+        }
+        assert!((99..=101).contains(&written), "{written}");
+        // The summary: not while the flood goes on, then once it has been quiet.
+        state.suppressed = 1234;
+        state.since = Some(start);
+        state.last_suppressed = Some(later);
+        state.subjects.extend([1, 2, 3]);
+        assert_eq!(budget.due_summary(&mut state, later, true), None);
+        let summary = budget
+            .due_summary(&mut state, later + LineBudget::QUIET, true)
+            .unwrap();
+        assert_eq!(
+            summary,
+            "auth failure: 1234 more lines not logged in the last 2 s (over 100 per second), \
+             for 3 distinct logins"
+        );
+        assert_eq!(state.suppressed, 0);
+        assert_eq!(budget.due_summary(&mut state, later, true), None);
+        // A long flood: one summary per period even without a pause.
+        state.suppressed = 1;
+        state.since = Some(start);
+        state.last_suppressed = Some(start + LineBudget::SUMMARY_EVERY);
+        assert!(
+            budget
+                .due_summary(&mut state, start + LineBudget::SUMMARY_EVERY, false)
+                .is_some()
+        );
+    }
+
+    #[test]
     fn sanitize_cuts_long_values() {
         let long = vec![b'a'; 1000];
         let out = sanitize(&long);

@@ -15,7 +15,7 @@ use common::fixtures::*;
 use common::*;
 use dovecot::{Dovecot, USERS};
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -565,7 +565,6 @@ fn parallel_wrong_passwords_get_one_turn_per_penalty_window() {
             "{deadline:?}"
         );
     }
-    assert!(d.wait_for_log("answered NO at their deadline", Duration::ZERO) || true);
     d.finish(&secrets());
 }
 
@@ -738,9 +737,16 @@ fn a_flood_of_unknown_logins_is_logged_within_the_budget() {
         sent,
         "every failure is written or summarised"
     );
-    assert!(
-        log.contains(&format!("for {} distinct logins", sent - written)) || summarised < sent,
-        "{log}"
+    let distinct: usize = log
+        .lines()
+        .filter_map(|line| line.split("more lines not logged").nth(1))
+        .filter_map(|rest| rest.split(" distinct logins").next())
+        .filter_map(|rest| rest.rsplit(' ').next())
+        .filter_map(|n| n.parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        distinct, summarised,
+        "every login of the flood was a new one\n{log}"
     );
     d.finish(&secrets());
 }
@@ -749,7 +755,7 @@ fn a_flood_of_unknown_logins_is_logged_within_the_budget() {
 // 10. Backend outages
 // ---------------------------------------------------------------------------------------
 
-/// Dovecot's authentication backend goes down (its passdb file disappears): six logins
+/// Dovecot's authentication backend fails (its passdb file can't be read): six logins
 /// get `NO [UNAVAILABLE]` from it. They are no verdict on the password, so the seventh,
 /// once the backend is back, is answered at once. Today they counted as six wrong
 /// passwords and the seventh waited its penalty.

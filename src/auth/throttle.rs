@@ -294,7 +294,13 @@ impl Table {
     /// A success with password `tag`: the key's failures, recent passwords and turns are
     /// forgotten, the password is remembered as good. Returns whether requests were
     /// waiting on the key (they plan again).
-    fn succeed(&mut self, key: Digest, tag: u64, settings: &ThrottleSettings, now: Instant) -> bool {
+    fn succeed(
+        &mut self,
+        key: Digest,
+        tag: u64,
+        settings: &ThrottleSettings,
+        now: Instant,
+    ) -> bool {
         self.make_room_for(&key, settings, now);
         self.generations += 1;
         let generation = self.generations;
