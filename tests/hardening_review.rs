@@ -530,7 +530,9 @@ fn parallel_wrong_passwords_get_one_turn_per_penalty_window() {
     let mut results: Vec<(String, Duration)> =
         attackers.into_iter().map(|t| t.join().unwrap()).collect();
     results.sort_by_key(|(_, at)| *at);
-    eprintln!("replies (reply, seconds after the start):");
+    eprintln!(
+        "bystander answered in {bystander_took:?}; replies (reply, seconds after the start):"
+    );
     for (reply, at) in &results {
         eprintln!("  {reply} {:.3}", at.as_secs_f64());
     }
