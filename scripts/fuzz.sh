@@ -15,6 +15,7 @@ TARGETS=(
     rimap_address    # rimap's -O address parser (src/mech/rimap/address.rs)
     imap_responses   # rimap's handling of IMAP server responses (src/mech/rimap.rs)
     conf_file        # the saslauthd.conf parser (src/mech/conf_file.rs)
+    dovecot_lines    # the Dovecot authentication protocol's lines (src/protocol/dovecot.rs)
 )
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,9 @@ fi
 # the parsers), and Rust's own checks turn memory errors into panics; debug assertions add
 # the overflow checks. Half the build time and twice the executions of AddressSanitizer.
 flags=(--sanitizer none --debug-assertions)
+# The fuzz crate builds the package with the versions it is tested with: its lock file
+# starts as a copy of the package's (libfuzzer-sys is pinned in fuzz/Cargo.toml).
+cp Cargo.lock fuzz/Cargo.lock
 echo "== fuzz: building the targets ($toolchain)"
 cargo "+$toolchain" fuzz build "${flags[@]}"
 work=target/fuzz

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use crate::log::{self, LogConfig};
 use crate::mech::conf_file::{self, ConfFile};
 use crate::mech::rimap::{self, Rimap, address};
+use crate::protocol::dovecot::{self, sasl};
 use crate::protocol::{self, Decoded, Reply};
 
 /// A target's entry point.
@@ -29,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("rimap_address", rimap_address),
     ("imap_responses", imap_responses),
     ("conf_file", conf_file),
+    ("dovecot_lines", dovecot_lines),
 ];
 
 /// Sends log lines nowhere (the targets run millions of inputs). Call once, first.
@@ -186,6 +188,57 @@ pub fn conf_file(data: &[u8]) {
             .collect()
     };
     assert_eq!(pairs(&again), pairs(&conf));
+}
+
+/// The Dovecot authentication protocol (`src/protocol/dovecot.rs`): a client's bytes framed
+/// into lines, each parsed as the handshake and the commands are, an `AUTH` or `CONT`
+/// response decoded and taken through the SASL steps (PLAIN, LOGIN) as far as they go; the
+/// client side's parser of server lines too. Framing never loses a byte or returns a line
+/// with an LF, and escaping round-trips.
+pub fn dovecot_lines(data: &[u8]) {
+    let mut rest = data;
+    let mut exchange: Option<sasl::Exchange> = None;
+    loop {
+        match dovecot::next_line(rest, dovecot::MAX_LINE) {
+            dovecot::Line::Incomplete => {
+                assert!(rest.len() < dovecot::MAX_LINE && !rest.contains(&b'\n'));
+                return;
+            }
+            dovecot::Line::TooLong => {
+                assert!(rest.len() >= dovecot::MAX_LINE);
+                return;
+            }
+            dovecot::Line::Complete { line, consumed } => {
+                assert!(consumed <= rest.len() && line.len() < consumed);
+                assert!(!line.contains(&b'\n') && rest[consumed - 1] == b'\n');
+                assert_eq!(dovecot::unescape(&dovecot::escape(line)), line);
+                let _ = dovecot::parse_version(line);
+                let _ = dovecot::parse_cpid(line);
+                let _ = dovecot::parse_server_line(line);
+                let step = match dovecot::parse_command(line) {
+                    Ok(dovecot::Command::Auth(auth)) => {
+                        let initial = match auth.initial_response(0) {
+                            dovecot::InitialResponse::Absent => None,
+                            dovecot::InitialResponse::Base64(text) => dovecot::decode_base64(text),
+                        };
+                        let _ = auth.initial_response(2);
+                        Some(sasl::start(auth.mechanism, initial))
+                    }
+                    Ok(dovecot::Command::Cont { data, .. }) => {
+                        match (exchange.take(), dovecot::decode_base64(data)) {
+                            (Some(next), Some(response)) => Some(sasl::respond(next, response)),
+                            _ => None,
+                        }
+                    }
+                    Ok(dovecot::Command::Cancel { .. }) | Err(_) => None,
+                };
+                if let Some(sasl::Step::Challenge { next, .. }) = step {
+                    exchange = Some(next);
+                }
+                rest = &rest[consumed..];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
