@@ -79,7 +79,7 @@ rm -rf "$secrets_dir"
 mkdir -p "$secrets_dir"
 chmod 700 "$secrets_dir"
 echo "== cargo test (verbose daemons; logs and passwords kept in $secrets_dir)"
-SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --all-targets --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 echo "== secrets scan: no password or stored hash in any log of ours"
 SASLAUTHD_TEST_SECRETS_DIR="$secrets_dir" cargo test --test secrets_scan -- --ignored
 # Coverage-guided fuzzing (fuzz/README.md): every target for FUZZ_SECONDS (30) on the
