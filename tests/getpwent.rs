@@ -11,7 +11,6 @@ use common::fixtures::{DES_PW, MUSER_PW, SUSER_PW, YUSER_PW};
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 const INCORRECT: &str = "NO Incorrect password";
 const INVALID: &str = "NO Invalid username";
@@ -75,17 +74,6 @@ const CASES: &[Case] = &[
     ("greal@example.org", SUSER_PW, "", "OK"),
 ];
 
-fn run_cases(daemon: &Daemon, cases: &[Case]) -> Vec<String> {
-    cases
-        .iter()
-        .filter_map(|&(login, password, realm, want)| {
-            let got = auth(&daemon.socket(), login, password, "imap", realm);
-            (got.as_deref() != Some(want))
-                .then(|| format!("  - {login:?} realm {realm:?}: want {want:?}, got {got:?}"))
-        })
-        .collect()
-}
-
 /// The passwords `cases` send, but those too short to tell from log text (`x`, `*`).
 fn passwords(cases: &[Case]) -> Vec<&'static str> {
     cases.iter().map(|c| c.1).filter(|p| p.len() > 2).collect()
@@ -96,11 +84,7 @@ fn hashes_in_passwd_answer_as_debian_saslauthd_does() {
     let passwd = Passwd::new();
     let ours = passwd.start(&ours_bin("saslauthd"), &[]);
     let upstream = passwd.start(Path::new(UPSTREAM_SASLAUTHD), &[]);
-    let (f_ours, f_up) = thread::scope(|s| {
-        let a = s.spawn(|| run_cases(&ours, CASES));
-        let b = s.spawn(|| run_cases(&upstream, CASES));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let (f_ours, f_up) = mismatches_side_by_side(&ours, &upstream, for_imap(CASES));
     assert!(
         f_ours.is_empty() && f_up.is_empty(),
         "ours:\n{}\nDebian's:\n{}\n--- our log ---\n{}",
@@ -129,7 +113,7 @@ fn realm_concatenation_looks_up_login_at_realm() {
         ("gsha", SUSER_PW, "", "OK"),
     ];
     for daemon in [&ours, &upstream] {
-        let failures = run_cases(daemon, cases);
+        let failures = mismatches(daemon, for_imap(cases));
         assert!(
             failures.is_empty(),
             "{}\n{}",

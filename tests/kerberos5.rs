@@ -131,13 +131,7 @@ fn conf_with_keytab(kdc: &Kdc) -> String {
 }
 
 /// One request: (login, password, service, realm, expected reply).
-type Case = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-);
+type Case = Expected<'static>;
 
 /// The cases both daemons must answer alike (measured with Debian's saslauthd).
 const COMPAT_CASES: &[Case] = &[
@@ -194,21 +188,6 @@ fn passwords(cases: &[Case]) -> Vec<&'static str> {
     cases.iter().map(|c| c.1).collect()
 }
 
-/// Runs `cases` against `daemon`; one line per case whose reply differs.
-fn run_cases(daemon: &Daemon, cases: &[Case]) -> Vec<String> {
-    cases
-        .iter()
-        .filter_map(|&(login, password, service, realm, want)| {
-            let got = auth(&daemon.socket(), login, password, service, realm);
-            (got.as_deref() != Some(want)).then(|| {
-                format!(
-                    "  - {login:?} service {service:?} realm {realm:?}: want {want:?}, got {got:?}"
-                )
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn every_principal_state_answers_as_debian_saslauthd_does() {
     let kdc = Kdc::start(REALM, PRINCIPALS);
@@ -218,11 +197,7 @@ fn every_principal_state_answers_as_debian_saslauthd_does() {
     );
     let ours = setup.start(&ours_bin("saslauthd"), &[]);
     let upstream = setup.start(Path::new(UPSTREAM_SASLAUTHD), &[]);
-    let (f_ours, f_up) = thread::scope(|s| {
-        let a = s.spawn(|| run_cases(&ours, COMPAT_CASES));
-        let b = s.spawn(|| run_cases(&upstream, COMPAT_CASES));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let (f_ours, f_up) = mismatches_side_by_side(&ours, &upstream, COMPAT_CASES.iter().copied());
     assert!(
         f_ours.is_empty() && f_up.is_empty(),
         "ours:\n{}\nDebian's:\n{}\n--- our log ---\n{}\n--- Debian's log ---\n{}\n{}",
@@ -368,7 +343,7 @@ fn realm_concatenation_is_not_doubled() {
             GET_INIT_CREDS_FAILED,
         ),
     ];
-    let failures = run_cases(&ours, cases);
+    let failures = mismatches(&ours, cases.iter().copied());
     assert!(
         failures.is_empty(),
         "{}\n--- log ---\n{}",

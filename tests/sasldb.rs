@@ -106,17 +106,6 @@ const CASES: &[Case] = &[
     ("special", "pä ss \"q\\", REALM, "NO"),
 ];
 
-fn run_cases(daemon: &Daemon, cases: &[Case]) -> Vec<String> {
-    cases
-        .iter()
-        .filter_map(|&(login, password, realm, want)| {
-            let got = auth(&daemon.socket(), login, password, "imap", realm);
-            (got.as_deref() != Some(want))
-                .then(|| format!("  - {login:?} realm {realm:?}: want {want:?}, got {got:?}"))
-        })
-        .collect()
-}
-
 fn passwords(cases: &[Case]) -> Vec<&'static str> {
     cases.iter().map(|c| c.1).collect()
 }
@@ -134,11 +123,7 @@ fn replies_match_debian_saslauthd_on_a_saslpasswd2_file() {
     let db = Database::new();
     let ours = db.start(&ours_bin("saslauthd"), &[]);
     let upstream = db.start(Path::new(UPSTREAM_SASLAUTHD), &[]);
-    let (f_ours, f_up) = thread::scope(|s| {
-        let a = s.spawn(|| run_cases(&ours, CASES));
-        let b = s.spawn(|| run_cases(&upstream, CASES));
-        (a.join().unwrap(), b.join().unwrap())
-    });
+    let (f_ours, f_up) = mismatches_side_by_side(&ours, &upstream, for_imap(CASES));
     assert!(
         f_ours.is_empty() && f_up.is_empty(),
         "ours:\n{}\nDebian's:\n{}\n--- the file ---\n{}\n--- our log ---\n{}",
@@ -289,7 +274,7 @@ fn concurrent_lookups_agree() {
             .map(|_| {
                 s.spawn(|| {
                     (0..10)
-                        .flat_map(|_| run_cases(&ours, CASES))
+                        .flat_map(|_| mismatches(&ours, for_imap(CASES)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -320,7 +305,7 @@ fn sasldb_path_names_another_file() {
             ..Options::default()
         },
     );
-    let failures = run_cases(&ours, CASES);
+    let failures = mismatches(&ours, for_imap(CASES));
     assert!(
         failures.is_empty(),
         "{}\n{}",

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::log_warn;
 
@@ -39,6 +39,31 @@ impl fmt::Display for Host {
             Host::Name(name) => f.write_str(name),
         }
     }
+}
+
+/// The addresses of `host` at `port`, each once, in the resolver's order: an address as
+/// it is, a name looked up (NSS: `/etc/hosts`, DNS) within `deadline`. The error says why
+/// nothing came back.
+pub async fn resolve(host: &Host, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
+    let name = match host {
+        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
+        Host::Name(name) => name,
+    };
+    let found = match timeout_at(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
+        Err(_) => return Err("no answer from the resolver in time".into()),
+        Ok(Err(error)) => return Err(error.to_string()),
+        Ok(Ok(found)) => found,
+    };
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in found {
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err("no address".into());
+    }
+    Ok(addrs)
 }
 
 /// Splits `host`, `host:port`, `[v6]`, `[v6]:port` and, when `slash` (upstream rimap's

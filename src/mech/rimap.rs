@@ -285,10 +285,9 @@ impl Rimap {
 
     /// The addresses to try, from the cache or a fresh lookup.
     async fn resolve(&self, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
-        let name = match &self.host {
-            Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, self.port)]),
-            Host::Name(name) => name,
-        };
+        if let Host::Ip(ip) = &self.host {
+            return Ok(vec![SocketAddr::new(*ip, self.port)]);
+        }
         if let Some(cached) = self
             .cache
             .lock()
@@ -303,25 +302,7 @@ impl Rimap {
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect());
         }
-        let found = match timeout_at(
-            deadline,
-            tokio::net::lookup_host((name.as_str(), self.port)),
-        )
-        .await
-        {
-            Err(_) => return Err("no answer from the resolver in time".into()),
-            Ok(Err(error)) => return Err(error.to_string()),
-            Ok(Ok(found)) => found,
-        };
-        let mut addrs: Vec<SocketAddr> = Vec::new();
-        for addr in found {
-            if !addrs.contains(&addr) {
-                addrs.push(addr);
-            }
-        }
-        if addrs.is_empty() {
-            return Err("no address".into());
-        }
+        let addrs = net::resolve(&self.host, self.port, deadline).await?;
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some(Resolved {
             at: std::time::Instant::now(),
             addrs: addrs.iter().map(SocketAddr::ip).collect(),

@@ -18,7 +18,6 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +28,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Gid, Group, Pid, Uid, User};
 
-use crate::common::{CmdResult, DEFAULT_TIMEOUT, TempDir, run_command};
+use crate::common::{CmdResult, DEFAULT_TIMEOUT, TempDir, loopback_ports_accept, run_command};
 
 pub const DOVECOT: &str = "/usr/sbin/dovecot";
 pub const DOVEADM: &str = "/usr/bin/doveadm";
@@ -192,26 +191,18 @@ impl Dovecot {
 
     fn wait_listening(&mut self) {
         let started = Instant::now();
-        let addrs: Vec<SocketAddr> = [self.imap_port, self.imaps_port]
-            .iter()
-            .flat_map(|&port| {
-                [
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                    SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-                ]
-            })
-            .collect();
         loop {
-            let up = addrs
-                .iter()
-                .all(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok());
+            let up = loopback_ports_accept(&[self.imap_port, self.imaps_port]);
             if up {
                 return;
             }
             if self.master.exited() || started.elapsed() > DEFAULT_TIMEOUT {
                 let log = self.log();
                 self.master.stop();
-                panic!("dovecot did not listen on {addrs:?} in time\n--- log ---\n{log}");
+                panic!(
+                    "dovecot did not listen on ports {} and {} in time\n--- log ---\n{log}",
+                    self.imap_port, self.imaps_port
+                );
             }
             sleep(Duration::from_millis(20));
         }

@@ -435,6 +435,19 @@ pub fn start_time_of(pid: i32) -> Option<u64> {
     proc_stat(pid).map(|(_, _, start)| start)
 }
 
+/// Whether a TCP connection to each of `ports` on both 127.0.0.1 and ::1 is accepted now
+/// (a server started by a test is listening on all of them).
+pub fn loopback_ports_accept(ports: &[u16]) -> bool {
+    ports.iter().all(|&port| {
+        [
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        ]
+        .iter()
+        .all(|addr| std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok())
+    })
+}
+
 /// A TCP port free on both 127.0.0.1 and ::1 (released again; the caller's server binds it
 /// right after).
 pub fn free_port() -> u16 {
@@ -1501,6 +1514,52 @@ pub fn expect_reply(d: &Daemon, user: &str, pass: &str, want: &str) {
 
 pub fn auth(socket: &Path, user: &str, pass: &str, service: &str, realm: &str) -> Option<String> {
     auth_strs(socket, &[user, pass, service, realm])
+}
+
+/// One request to a daemon and the reply text it must get: login, password, service,
+/// realm, reply.
+pub type Expected<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Cases without a service (login, password, realm, reply) as [`Expected`] requests for
+/// service `imap`.
+pub fn for_imap<'a>(
+    cases: &'a [(&'a str, &'a str, &'a str, &'a str)],
+) -> impl Iterator<Item = Expected<'a>> + Clone + Send {
+    cases
+        .iter()
+        .map(|&(login, password, realm, want)| (login, password, "imap", realm, want))
+}
+
+/// Sends each case to `daemon`; one description per case whose reply differs.
+pub fn mismatches<'a>(
+    daemon: &Daemon,
+    cases: impl IntoIterator<Item = Expected<'a>>,
+) -> Vec<String> {
+    cases
+        .into_iter()
+        .filter_map(|(login, password, service, realm, want)| {
+            let got = auth(&daemon.socket(), login, password, service, realm);
+            (got.as_deref() != Some(want)).then(|| {
+                format!(
+                    "  - {login:?} service {service:?} realm {realm:?}: want {want:?}, got {got:?}"
+                )
+            })
+        })
+        .collect()
+}
+
+/// [`mismatches`] of `ours` and `upstream` on the same cases, both at once.
+pub fn mismatches_side_by_side<'a>(
+    ours: &Daemon,
+    upstream: &Daemon,
+    cases: impl IntoIterator<Item = Expected<'a>> + Clone + Send,
+) -> (Vec<String>, Vec<String>) {
+    std::thread::scope(|s| {
+        let theirs = cases.clone();
+        let a = s.spawn(|| mismatches(ours, cases));
+        let b = s.spawn(|| mismatches(upstream, theirs));
+        (a.join().unwrap(), b.join().unwrap())
+    })
 }
 
 /// 5-field request (client address `ip;port` as the 5th field).

@@ -17,7 +17,6 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,8 +26,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    CmdResult, DEFAULT_TIMEOUT, TempDir, Watchdog, free_port, require_root, run_command, secrets,
-    start_time_of,
+    CmdResult, DEFAULT_TIMEOUT, TempDir, Watchdog, free_port, loopback_ports_accept, require_root,
+    run_command, secrets, start_time_of,
 };
 
 pub const SLAPD: &str = "/usr/sbin/slapd";
@@ -267,20 +266,9 @@ impl Slapd {
         let child = cmd.spawn().expect("spawn slapd");
         *self.child.lock().unwrap() = Some(child);
         let started = Instant::now();
-        let addrs: Vec<SocketAddr> = [self.ldap_port, self.ldaps_port]
-            .iter()
-            .flat_map(|&port| {
-                [
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                    SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-                ]
-            })
-            .collect();
         loop {
             let up = self.ldapi_path().exists()
-                && addrs.iter().all(|addr| {
-                    TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
-                });
+                && loopback_ports_accept(&[self.ldap_port, self.ldaps_port]);
             if up {
                 return;
             }

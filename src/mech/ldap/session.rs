@@ -167,7 +167,9 @@ async fn open_one(
             port,
             implicit_tls,
         } => {
-            let addrs = resolve(host, *port, deadline).await?;
+            let addrs = net::resolve(host, *port, deadline)
+                .await
+                .map_err(|why| format!("cannot resolve {host}: {why}"))?;
             let describe = |addr: SocketAddr| match host {
                 Host::Ip(_) => addr.to_string(),
                 Host::Name(name) => format!("{name}[{}]:{}", addr.ip(), addr.port()),
@@ -248,29 +250,6 @@ fn referral_base(url: &str) -> Option<String> {
     let dn = path.split('?').next().unwrap_or("");
     let decoded = super::config::percent_decode(dn)?;
     (!decoded.is_empty()).then_some(decoded)
-}
-
-/// The addresses of `host`.
-async fn resolve(host: &Host, port: u16, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
-    let name = match host {
-        Host::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
-        Host::Name(name) => name,
-    };
-    let found = match timeout_at(deadline, tokio::net::lookup_host((name.as_str(), port))).await {
-        Err(_) => return Err(format!("cannot resolve {name}: no answer in time")),
-        Ok(Err(error)) => return Err(format!("cannot resolve {name}: {error}")),
-        Ok(Ok(found)) => found,
-    };
-    let mut addrs: Vec<SocketAddr> = Vec::new();
-    for addr in found {
-        if !addrs.contains(&addr) {
-            addrs.push(addr);
-        }
-    }
-    if addrs.is_empty() {
-        return Err(format!("cannot resolve {name}: no address"));
-    }
-    Ok(addrs)
 }
 
 /// Lets ldap3 take the socket (TLS or StartTLS included) and starts its connection driver.
