@@ -1632,6 +1632,17 @@ fn lsb_init_script_runs_every_instance() {
     assert!(pid("off").is_none() && pid("backup").is_none());
     assert!(!run_dir("off").exists() && !run_dir("backup").exists());
     run_ok(ns.command(script).arg("status"), STEP);
+    // reload: SIGHUP to every running daemon of ours, which keeps serving (SIGHUP's default
+    // action would have ended it).
+    run_ok(ns.command(script).arg("reload"), STEP);
+    run_ok(
+        ns.command(script)
+            .args(["reload-instance", "saslauthd-second"]),
+        STEP,
+    );
+    assert_eq!((pid("default"), pid("second")), (Some(first), Some(second)));
+    assert_serves_shadow(&run_dir("default").join("mux"));
+    assert_serves_shadow(&run_dir("second").join("mux"));
 
     // One instance restarted: a new daemon, the other untouched, no moment without a socket.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1744,6 +1755,12 @@ fn openrc_script_runs_an_instance() {
         .unwrap_or_else(|| panic!("no pid file:\n{}", text(&output)));
     let mut daemon = Proc::detached(pid);
     assert_cmdline(pid, &["-a", "shadow", "-m", &run_dir_arg]);
+    assert_serves_shadow(&run_dir.join("mux"));
+    run_ok(
+        ns.command("/etc/init.d/saslauthd.second").arg("reload"),
+        STEP,
+    );
+    assert_eq!(read_pid_file(&run_dir.join("saslauthd.pid")), Some(pid));
     assert_serves_shadow(&run_dir.join("mux"));
     let refused = run(ns.command("/etc/init.d/saslauthd.third").arg("start"), STEP);
     assert!(
