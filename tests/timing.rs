@@ -1,8 +1,8 @@
 //! Equal work for unknown users: an unknown login must not be answered measurably sooner
 //! than an existing login with a wrong password (account enumeration by timing, as in
-//! OpenSSH's CVE-2016-6210), with `-a shadow` and `-a pam`. Our daemon in a private mount
-//! namespace with the fixture users (tests/common/mod.rs); throttling is off so every
-//! request costs only its verification.
+//! OpenSSH's CVE-2016-6210), with `-a shadow`, `-a pam` and `-a getpwent`. Our daemon in
+//! a private mount namespace with the fixture users (tests/common/mod.rs); throttling is
+//! off so every request costs only its verification.
 //!
 //! Requests alternate (unknown, wrong, unknown, ...) so that load from other tests on the
 //! machine falls on both kinds alike, and the medians of [`SAMPLES`] replies each are
@@ -149,4 +149,37 @@ fn pam_unknown_users_take_as_long_as_wrong_passwords() {
     let yescrypt = medians(&socket, "sasl-unix", "yuser", Some(YUSER_PW), replies);
     assert_close("pam_unix (nodelay), yescrypt", yescrypt, &lab.daemon.log());
     lab.daemon.finish(&secrets());
+}
+
+/// `-a getpwent` hashes unknown users, and entries without a hash (`x`), against a dummy
+/// of the prevailing kind in /etc/passwd: sha512crypt in the getpwent fixture.
+#[test]
+fn getpwent_unknown_users_take_as_long_as_wrong_passwords() {
+    let d = Daemon::start_with(
+        &ours_bin("saslauthd"),
+        &["-a", "getpwent", "--throttle-max", "0"],
+        Options {
+            extra_binds: vec![(
+                fixtures_dir().join("getpwent/passwd"),
+                std::path::PathBuf::from("/etc/passwd"),
+            )],
+            ..Options::default()
+        },
+    );
+    assert!(
+        d.wait_for_log(
+            "getpwent: unknown users and entries without a hash cost one hash like the \
+             accounts': $6$ (",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        d.log()
+    );
+    let replies = ("NO Invalid username", "NO Incorrect password");
+    let sha512 = medians(&d.socket(), "imap", "gsha", None, replies);
+    assert_close("getpwent, sha512crypt", sha512, &d.log());
+    // root's entry is `x`: no hash, but the same work.
+    let shadowed = medians(&d.socket(), "imap", "root", None, replies);
+    assert_close("getpwent, an `x` entry vs unknown user", shadowed, &d.log());
+    d.finish(&secrets());
 }

@@ -25,7 +25,7 @@ use super::file_stamp::identity;
 use crate::hash;
 use crate::secret::Password;
 
-/// The dummy hash of one version of the shadow file.
+/// The dummy hash of one version of the file.
 #[derive(Debug)]
 struct Derived {
     /// Identity, size and times of the file it was derived from (`None`: unreadable).
@@ -35,7 +35,8 @@ struct Derived {
     kind: String,
 }
 
-/// The setting unknown users are hashed with, kept in step with `/etc/shadow`.
+/// The setting unknown users are hashed with, kept in step with the file the accounts'
+/// hashes are in (`/etc/shadow`; `-a getpwent`: `/etc/passwd`).
 #[derive(Debug)]
 pub struct DummyHash {
     shadow: PathBuf,
@@ -45,8 +46,13 @@ pub struct DummyHash {
 impl DummyHash {
     /// For `<root>/etc/shadow` (`/` in the daemon, a temp dir in tests).
     pub fn under(root: &Path) -> DummyHash {
+        DummyHash::of_file(root.join("etc").join("shadow"))
+    }
+
+    /// For a file of `name:hash:...` lines (shadow(5), passwd(5)).
+    pub fn of_file(path: PathBuf) -> DummyHash {
         DummyHash {
-            shadow: root.join("etc").join("shadow"),
+            shadow: path,
             current: Mutex::new(None),
         }
     }
@@ -55,6 +61,16 @@ impl DummyHash {
     pub fn spend(&self, password: &Password) {
         let (setting, _) = self.setting();
         hash::spend(password, setting.as_bytes());
+    }
+
+    /// Derives the dummy now and logs what `who` (e.g. "unknown users and locked accounts")
+    /// will cost, for mechanism `mech`.
+    pub fn announce(&self, mech: &str, who: &str) {
+        let (took, kind) = self.measure();
+        crate::log_info!(
+            "{mech}: {who} cost one hash like the accounts': {kind}, {} ms",
+            took.as_millis()
+        );
     }
 
     /// How long one dummy hash takes now (for PAM's padding before it has seen a
@@ -142,9 +158,14 @@ fn prevailing_hash(shadow: &Path) -> Option<(Password, String)> {
     ))
 }
 
-/// Whether a shadow password field holds a hash (not locked, empty or a marker).
+/// Whether a password field holds a hash: not locked (`!…`), empty or a marker (`*…`,
+/// passwd's `x`). Every crypt(5) hash is 13 characters (DES) or starts with `$` or `_`.
 pub fn is_hash(stored: &[u8]) -> bool {
-    !stored.is_empty() && stored[0] != b'!' && stored[0] != b'*'
+    match stored.first() {
+        None | Some(b'!' | b'*') => false,
+        Some(b'$' | b'_') => true,
+        Some(_) => stored.len() == 13,
+    }
 }
 
 /// The scheme and cost of a hash, without salt or digest: `$y$j9T`, `$6$`,
@@ -185,7 +206,8 @@ mod tests {
         assert_eq!(params(b"abJnggxhB/yWI"), "DES");
         assert_eq!(params(b"_J9..salt"), "BSDi J9..");
         assert!(is_hash(SHA512.as_bytes()));
-        for marker in ["", "!", "!!", "*", "*NP*", "!$6$x$y"] {
+        assert!(is_hash(b"abJnggxhB/yWI"));
+        for marker in ["", "!", "!!", "*", "*NP*", "!$6$x$y", "x", "LOCKED"] {
             assert!(!is_hash(marker.as_bytes()), "{marker}");
         }
     }

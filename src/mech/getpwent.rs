@@ -12,6 +12,11 @@
 //! <strerror>`, `NO Incorrect password`. Realm, service and client address are ignored
 //! (under `-r` the login already carries the realm).
 //!
+//! Equal work, beyond upstream: an unknown user, or an entry without a usable hash, costs
+//! one hash of the password against a dummy of the prevailing scheme and cost of the
+//! hashes in `/etc/passwd` ([`dummy`]; the system's default when it holds none, as on a
+//! shadowed system), so the reply time does not tell which logins exist.
+//!
 //! With `-c`, a cached success is revalidated like shadow's: while /etc/passwd and
 //! /etc/nsswitch.conf are unchanged (and `passwd: files` comes first), a hit stands
 //! without a lookup; otherwise the entry's hash must still be the one that verified.
@@ -19,6 +24,7 @@
 
 use std::path::Path;
 
+use super::dummy::{self, DummyHash};
 use super::nss_files::Files;
 use super::passwd::{self, INCORRECT_PASSWORD};
 use super::{AccountState, Credentials, Mechanism, StateVersion};
@@ -29,6 +35,7 @@ use crate::{hash, log_debug, log_warn};
 
 pub struct Getpwent {
     files: Files,
+    dummy: DummyHash,
 }
 
 /// Expiry plays no part: the version's day is fixed.
@@ -39,8 +46,28 @@ impl Getpwent {
         if option.is_some() {
             log_warn!("getpwent: the -O option has no meaning for this mechanism; ignored");
         }
+        let dummy = DummyHash::of_file(Path::new("/etc/passwd").to_path_buf());
+        dummy.announce("getpwent", "unknown users and entries without a hash");
         Getpwent {
             files: Files::under(Path::new("/"), &["passwd"]),
+            dummy,
+        }
+    }
+
+    /// The entry of the login and the verdict on the password. Every path that does not
+    /// hash the password against the entry's hash hashes it against the dummy instead.
+    fn verify(&self, credentials: &Credentials) -> (Reply, Option<PasswdEntry>) {
+        match Getpwent::lookup(&credentials.login) {
+            Ok(entry) => {
+                if !dummy::is_hash(entry.hash.as_bytes()) {
+                    self.dummy.spend(&credentials.password);
+                }
+                (check(&entry, credentials), Some(entry))
+            }
+            Err(reply) => {
+                self.dummy.spend(&credentials.password);
+                (reply, None)
+            }
         }
     }
 
@@ -85,10 +112,7 @@ impl Mechanism for Getpwent {
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {
-        match Getpwent::lookup(&credentials.login) {
-            Ok(entry) => check(&entry, credentials),
-            Err(reply) => reply,
-        }
+        self.verify(credentials).0
     }
 
     fn authenticate_with_state(
@@ -96,14 +120,13 @@ impl Mechanism for Getpwent {
         credentials: &Credentials,
     ) -> (Reply, AccountState, Option<StateVersion>) {
         let version = self.files.version(NO_DAY);
-        match Getpwent::lookup(&credentials.login) {
-            Ok(entry) => {
-                let reply = check(&entry, credentials);
+        match self.verify(credentials) {
+            (reply, Some(entry)) => {
                 let version =
                     version.filter(|_| reply.is_ok() && self.files.holds(&credentials.login));
                 (reply, state(&entry), version)
             }
-            Err(reply) => (reply, AccountState::default(), None),
+            (reply, None) => (reply, AccountState::default(), None),
         }
     }
 

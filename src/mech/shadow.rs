@@ -20,7 +20,7 @@ use super::{AccountState, Credentials, Mechanism, StateVersion, passwd};
 use crate::protocol::Reply;
 use crate::secret::Password;
 use crate::sys::nss::{ShadowEntry, getspnam};
-use crate::{hash, log_debug, log_info, log_warn};
+use crate::{hash, log_debug, log_warn};
 
 pub use super::passwd::{INCORRECT_PASSWORD, INVALID_USERNAME, LOOKUP_FAILURE};
 pub const INVALID_SHADOW_USERNAME: &str = "Invalid shadow username";
@@ -45,12 +45,7 @@ impl Shadow {
             log_warn!("shadow: not running as root; shadow lookups will likely fail");
         }
         let dummy = DummyHash::under(Path::new("/"));
-        let (took, kind) = dummy.measure();
-        log_info!(
-            "shadow: unknown users and locked accounts cost one hash like the accounts': \
-             {kind}, {} ms",
-            took.as_millis()
-        );
+        dummy.announce("shadow", "unknown users and locked accounts");
         Shadow {
             files: Files::under(Path::new("/"), &["passwd", "shadow"]),
             dummy,
