@@ -273,8 +273,6 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
     runtime.block_on(async {
         let signals = Signals::install()?;
         let (files, listener, dovecot) = RunFiles::create(&config, inherited, dovecot_owner)?;
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .map_err(|e| StartupError::new(format!("cannot listen: {e}")))?;
         let dovecot = dovecot
             .map(|(socket, _)| dovecot_listener(socket, &config.dovecot))
             .transpose()?;
@@ -325,7 +323,13 @@ pub fn run(config: Config, detached: bool) -> Result<(), StartupError> {
             });
             tokio::spawn(dovecot::listener::serve(listener, server, stop_rx.clone()))
         });
-        let serving = tokio::spawn(serve(listener, Arc::clone(&server), stop_rx));
+        let serving = match serve(listener, Arc::clone(&server), stop_rx) {
+            Ok(serving) => tokio::spawn(serving),
+            Err(error) => {
+                files.remove();
+                return Err(StartupError::new(format!("cannot listen: {error}")));
+            }
+        };
         let name = signals
             .wait(
                 || {

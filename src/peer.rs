@@ -14,8 +14,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::os::fd::AsFd;
 
-use tokio::net::UnixStream;
+use nix::sys::socket::{getsockopt, sockopt};
 
 /// The reason text of the reply to a peer the policy refuses: `NO access denied`.
 pub const ACCESS_DENIED: &str = "access denied";
@@ -30,12 +31,13 @@ pub struct PeerCredentials {
 
 impl PeerCredentials {
     /// `None` when the kernel cannot say (never on Linux for a connected AF_UNIX socket).
-    pub fn of(stream: &UnixStream) -> Option<PeerCredentials> {
-        let cred = stream.peer_cred().ok()?;
+    /// One `getsockopt(SO_PEERCRED)` on any UNIX stream socket (std's or tokio's).
+    pub fn of(stream: &impl AsFd) -> Option<PeerCredentials> {
+        let cred = getsockopt(stream, sockopt::PeerCredentials).ok()?;
         Some(PeerCredentials {
             uid: cred.uid(),
             gid: cred.gid(),
-            pid: cred.pid(),
+            pid: (cred.pid() > 0).then_some(cred.pid()),
         })
     }
 }
@@ -384,9 +386,9 @@ mod tests {
         assert_eq!(no_pid.to_string(), "[peer uid=107 gid=113]");
     }
 
-    #[tokio::test]
-    async fn reads_our_own_credentials_over_a_socket_pair() {
-        let (a, _b) = UnixStream::pair().unwrap();
+    #[test]
+    fn reads_our_own_credentials_over_a_socket_pair() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         let peer = PeerCredentials::of(&a).unwrap();
         assert_eq!(peer.uid, nix::unistd::geteuid().as_raw());
         assert_eq!(peer.pid, Some(std::process::id() as i32));

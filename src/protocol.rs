@@ -161,6 +161,44 @@ pub fn decode_request(buf: &[u8], max_field_len: usize) -> Decoded {
     }
 }
 
+/// [`decode_request`] as a server reads it, knowing whether the client has more on its
+/// way right now (`settled`: a receive that did not wait found nothing more).
+///
+/// Bytes after a complete four-field request that cannot be the start of a fifth field
+/// are ignored, as upstream 2.1.28 (which never reads a fifth field) ignores them: a length
+/// prefix over the field limit at any time, and, once settled, a lone byte (half a length
+/// prefix, with nothing more coming). The request is then the four-field one, and
+/// `consumed` stops before the ignored bytes. A well-formed fifth field is still read and
+/// used, however it is split.
+pub fn decode_received(buf: &[u8], max_field_len: usize, settled: bool) -> Decoded {
+    match decode_request(buf, max_field_len) {
+        Decoded::Rejected(Rejection::TooLong {
+            field: Field::ClientAddr,
+            ..
+        }) => decode_four(buf, max_field_len),
+        Decoded::Incomplete if settled => match decode_four(buf, max_field_len) {
+            Decoded::Complete { request, consumed } if buf.len() - consumed == 1 => {
+                Decoded::Complete { request, consumed }
+            }
+            _ => Decoded::Incomplete,
+        },
+        decoded => decoded,
+    }
+}
+
+/// The four required fields alone, whatever follows them.
+fn decode_four(buf: &[u8], max_field_len: usize) -> Decoded {
+    let mut end = 0;
+    for field in Field::REQUIRED {
+        match counted(buf, end, field, max_field_len) {
+            Counted::Done(_, next) => end = next,
+            Counted::Incomplete => return Decoded::Incomplete,
+            Counted::TooLong(rejection) => return Decoded::Rejected(rejection),
+        }
+    }
+    decode_request(&buf[..end], max_field_len)
+}
+
 enum Counted<'a> {
     Done(&'a [u8], usize),
     Incomplete,

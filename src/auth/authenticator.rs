@@ -7,15 +7,17 @@
 //! a panicking, late or vanished verification all answer `NO`.
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::cache::{CredentialCache, Lookup};
-use super::pool::WorkerPool;
-use super::throttle::{Admission, Outcome, Throttle};
+use super::cache::{CredentialCache, Lookup, StateCheck};
+use super::pool::{Task, WorkerPool};
+use super::throttle::{Admission, Attempt, Charge, Outcome, Throttle};
 use crate::log::{Level, LineBudget, RateLimitedLog, sanitize};
 use crate::mech::{Credentials, DEADLINE_GRACE, Mechanism, Verification, cpu_cores};
 use crate::peer::PeerCredentials;
@@ -102,41 +104,126 @@ enum Answerer {
     Daemon,
 }
 
-/// The non-secret parts of a request, made safe for log lines.
-struct Subject {
-    user: String,
-    service: String,
-    realm: String,
-    remote: Option<String>,
+/// Upstream's fields of a request (`[user=…] [service=…] [realm=…]`, and `[remote=…]` when
+/// there is a client address), in upstream's order, made safe for a log line. Formatted
+/// only when a line is written.
+struct Fields<'a>(&'a Credentials);
+
+impl fmt::Display for Fields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.0;
+        write!(
+            f,
+            "[user={}] [service={}] [realm={}]",
+            sanitize(&c.login),
+            sanitize(&c.service),
+            sanitize(&c.realm)
+        )?;
+        match &c.client_addr {
+            Some(remote) => write!(f, " [remote={}]", sanitize(remote)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// ` [peer uid=… gid=… pid=…]` and ` [via=…]`, as far as known: ours, after upstream's
+/// fields so that parsers of upstream's lines keep working.
+pub struct OriginFields<'a>(pub &'a Origin);
+
+impl fmt::Display for OriginFields<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(peer) = &self.0.peer {
+            write!(f, " {peer}")?;
+        }
+        f.write_str(self.0.front_end.log_field())
+    }
+}
+
+/// What [`Authenticator::start`] found a request needs.
+pub enum Start {
+    /// Decided without waiting: refused, or a cache hit that the account state's version
+    /// confirms.
+    Done(Reply),
+    /// A verification by a mechanism that [verifies locally](Mechanism::verifies_locally):
+    /// [`Authenticator::verify_on_pool`] runs it on a pool thread, which delivers the reply.
+    Verify(LocalVerification),
+    /// Something to wait for (a throttle turn, the account state of a cache hit, a
+    /// mechanism with holds or a backend): [`Authenticator::finish`].
+    Wait(Pending),
+}
+
+/// A request that needs waiting for, with what it has been through so far.
+pub struct Pending {
+    credentials: Arc<Credentials>,
     origin: Origin,
+    deadline: Instant,
+    stage: Stage,
 }
 
-impl Subject {
-    /// Upstream's fields, in upstream's order.
-    fn fields(&self) -> String {
-        let remote = match &self.remote {
-            Some(remote) => format!(" [remote={remote}]"),
-            None => String::new(),
+enum Stage {
+    /// Its turn with the throttle is later: not charged yet.
+    Throttled(Attempt),
+    /// Charged to the throttle.
+    Charged(Charge, Next),
+}
+
+/// What a charged request needs next.
+enum Next {
+    /// The cache holds a success with this password but the account may have changed:
+    /// read its state.
+    ReadState(StateCheck),
+    Verify,
+}
+
+/// A charged request for a mechanism that verifies locally.
+pub struct LocalVerification {
+    credentials: Arc<Credentials>,
+    origin: Origin,
+    charge: Charge,
+}
+
+/// What the credential cache says about a request.
+enum Cached {
+    /// A success with this password, and the account's state version is unchanged.
+    Hit,
+    /// A success with this password; the account's state must be read to be sure.
+    Stale(StateCheck),
+    Miss,
+}
+
+/// A local verification on a pool thread, and where its reply goes.
+struct PoolTask<D> {
+    authenticator: Arc<Authenticator>,
+    verification: LocalVerification,
+    deliver: D,
+}
+
+impl<D: FnOnce(Reply) + Send + 'static> Task for PoolTask<D> {
+    fn run(self: Box<Self>) {
+        let PoolTask {
+            authenticator,
+            verification,
+            deliver,
+        } = *self;
+        let LocalVerification {
+            credentials,
+            origin,
+            charge,
+        } = verification;
+        let with_state = authenticator.cache.is_some();
+        let verified = catch_unwind(AssertUnwindSafe(|| {
+            authenticator.mechanism.verify(&credentials, with_state)
+        }));
+        let (reply, answerer) = match verified {
+            Ok(verification) => {
+                authenticator.remember(&credentials, &verification);
+                (verification.reply, Answerer::Mechanism)
+            }
+            Err(_) => (authenticator.panicked(), Answerer::Daemon),
         };
-        format!(
-            "[user={}] [service={}] [realm={}]{remote}",
-            self.user, self.service, self.realm
-        )
+        let reply = authenticator.conclude(&credentials, &origin, Some(charge), reply, answerer);
+        deliver(reply);
     }
-
-    /// Ours, after upstream's so that parsers of upstream's lines keep working.
-    fn peer(&self) -> String {
-        origin_fields(&self.origin)
-    }
-}
-
-/// ` [peer uid=… gid=… pid=…]` and ` [via=…]`, as far as known.
-fn origin_fields(origin: &Origin) -> String {
-    let peer = match &origin.peer {
-        Some(peer) => format!(" {peer}"),
-        None => String::new(),
-    };
-    format!("{peer}{}", origin.front_end.log_field())
 }
 
 impl Authenticator {
@@ -177,38 +264,234 @@ impl Authenticator {
     /// The verdict on `request`, which came from `origin`. Every front end maps its
     /// client's credentials onto a saslauthd request, as libsasl would have sent them.
     pub async fn authenticate(&self, request: Request, origin: &Origin) -> Reply {
+        match self.start(request, origin) {
+            Start::Done(reply) => reply,
+            Start::Verify(verification) => {
+                let LocalVerification {
+                    credentials,
+                    origin,
+                    charge,
+                } = verification;
+                self.finish(Pending {
+                    credentials,
+                    origin,
+                    deadline: Instant::now() + self.deadline(),
+                    stage: Stage::Charged(charge, Next::Verify),
+                })
+                .await
+            }
+            Start::Wait(pending) => self.finish(pending).await,
+        }
+    }
+
+    /// Takes `request` as far as it goes without waiting: validation, `-r`, the throttle
+    /// (charged now if its turn is now), and the credential cache (a hit whose account
+    /// state version is unchanged is answered here). Cheap: no blocking call beyond the
+    /// mechanism's [`Mechanism::state_version`] (shadow: three `stat` calls).
+    pub fn start(&self, request: Request, origin: &Origin) -> Start {
         if let Err(rejection) = request.validate() {
-            return self.refuse(&rejection, Some(&request.login), origin);
+            return Start::Done(self.refuse(&rejection, Some(&request.login), origin));
         }
         let credentials = Arc::new(self.credentials(request));
-        let subject = Subject {
-            user: sanitize(&credentials.login),
-            service: sanitize(&credentials.service),
-            realm: sanitize(&credentials.realm),
-            remote: credentials.client_addr.as_deref().map(sanitize),
-            origin: *origin,
-        };
         // Throttling: the request is charged to its login and address now; a penalised
-        // one waits here for its turn, on its own task, before any verification, right or
+        // one waits for its turn, on its own task, before any verification, right or
         // wrong, so hanging up early tells a client nothing. No turn before the deadline:
         // `NO` at the deadline, unverified.
         let deadline = Instant::now() + self.deadline();
         let attempt = self.throttle.attempt(&credentials);
-        let admitted = self
-            .throttle
-            .admit(attempt, deadline, || {
-                format!("{}{}", subject.fields(), subject.peer())
-            })
-            .await;
-        let (reply, answerer) = match admitted {
-            Admission::Go(charge) => {
-                let (reply, answerer) = self.decide(Arc::clone(&credentials)).await;
-                self.throttle
-                    .record(charge, self.outcome(&reply, answerer), Instant::now());
-                (reply, answerer)
+        let charge = match self.throttle.admit_now(attempt) {
+            Ok(charge) => charge,
+            Err(attempt) => {
+                return Start::Wait(Pending {
+                    credentials,
+                    origin: *origin,
+                    deadline,
+                    stage: Stage::Throttled(attempt),
+                });
             }
-            Admission::TooLate => (Reply::no(text::TIMED_OUT), Answerer::Daemon),
         };
+        let next = match self.cached(&credentials) {
+            Cached::Hit => {
+                let reply = Reply::ok();
+                return Start::Done(self.conclude(
+                    &credentials,
+                    origin,
+                    Some(charge),
+                    reply,
+                    Answerer::Cache,
+                ));
+            }
+            Cached::Stale(check) => Next::ReadState(check),
+            Cached::Miss if self.mechanism.verifies_locally() => {
+                return Start::Verify(LocalVerification {
+                    credentials,
+                    origin: *origin,
+                    charge,
+                });
+            }
+            Cached::Miss => Next::Verify,
+        };
+        Start::Wait(Pending {
+            credentials,
+            origin: *origin,
+            deadline,
+            stage: Stage::Charged(charge, next),
+        })
+    }
+
+    /// Finishes a request [`start`](Self::start) could not: waits for its throttle turn,
+    /// reads account state, verifies on the pool with the deadline and any hold.
+    pub async fn finish(&self, pending: Pending) -> Reply {
+        let Pending {
+            credentials,
+            origin,
+            deadline,
+            stage,
+        } = pending;
+        let (charge, next) = match stage {
+            Stage::Charged(charge, next) => (charge, next),
+            Stage::Throttled(attempt) => {
+                let admitted = self
+                    .throttle
+                    .admit(attempt, deadline, || {
+                        format!("{}{}", Fields(&credentials), OriginFields(&origin))
+                    })
+                    .await;
+                let charge = match admitted {
+                    Admission::Go(charge) => charge,
+                    Admission::TooLate => {
+                        let reply = Reply::no(text::TIMED_OUT);
+                        return self.conclude(&credentials, &origin, None, reply, Answerer::Daemon);
+                    }
+                };
+                match self.cached(&credentials) {
+                    Cached::Hit => {
+                        let reply = Reply::ok();
+                        return self.conclude(
+                            &credentials,
+                            &origin,
+                            Some(charge),
+                            reply,
+                            Answerer::Cache,
+                        );
+                    }
+                    Cached::Stale(check) => (charge, Next::ReadState(check)),
+                    Cached::Miss => (charge, Next::Verify),
+                }
+            }
+        };
+        let (reply, answerer) = match next {
+            Next::ReadState(check) => self.confirm_state(Arc::clone(&credentials), check).await,
+            Next::Verify => self.verify_fully(Arc::clone(&credentials)).await,
+        };
+        self.conclude(&credentials, &origin, Some(charge), reply, answerer)
+    }
+
+    /// Runs a local verification on a pool thread (in line with every other verification,
+    /// first come, first served), which concludes the request and hands the reply to
+    /// `deliver`. Past `--max-queue` waiting requests, `deliver` gets `NO server busy` at
+    /// once, on this thread.
+    pub fn verify_on_pool(
+        self: &Arc<Self>,
+        verification: LocalVerification,
+        deliver: impl FnOnce(Reply) + Send + 'static,
+    ) {
+        let task = PoolTask {
+            authenticator: Arc::clone(self),
+            verification,
+            deliver,
+        };
+        if let Err(task) = self.pool.execute(task) {
+            let PoolTask {
+                verification,
+                deliver,
+                ..
+            } = task;
+            let reply = self.busy();
+            let reply = self.conclude(
+                &verification.credentials,
+                &verification.origin,
+                Some(verification.charge),
+                reply,
+                Answerer::Daemon,
+            );
+            deliver(reply);
+        }
+    }
+
+    /// What the credential cache says: nothing (no cache, no live success with this
+    /// password), a hit settled by the state's version, or a candidate to confirm.
+    fn cached(&self, credentials: &Credentials) -> Cached {
+        let Some(cache) = &self.cache else {
+            return Cached::Miss;
+        };
+        match cache.lookup(credentials, Instant::now()) {
+            Lookup::Miss => Cached::Miss,
+            Lookup::Candidate(check) => {
+                // The version check is a few stat calls, done here; reading the state (NSS,
+                // PAM) waits for a state slot, never behind crypt work.
+                let version = self.mechanism.state_version(credentials);
+                if cache.confirm_version(&check, version.as_ref()) {
+                    Cached::Hit
+                } else {
+                    Cached::Stale(check)
+                }
+            }
+        }
+    }
+
+    /// Settles a cache candidate by reading the account's state: a hit if it is unchanged,
+    /// else a full verification.
+    async fn confirm_state(
+        &self,
+        credentials: Arc<Credentials>,
+        check: StateCheck,
+    ) -> (Reply, Answerer) {
+        if let Some(cache) = &self.cache {
+            let mechanism = Arc::clone(&self.mechanism);
+            let job_credentials = Arc::clone(&credentials);
+            let (state, version) = self
+                .run_on(&self.state_pool, move || {
+                    mechanism.current_state(&job_credentials)
+                })
+                .await
+                .unwrap_or((None, None));
+            if cache.confirm(&check, state.as_ref(), version.as_ref()) {
+                return (Reply::ok(), Answerer::Cache);
+            }
+        }
+        self.verify_fully(credentials).await
+    }
+
+    /// Records a successful verification in the credential cache (when there is one).
+    fn remember(&self, credentials: &Credentials, verification: &Verification) {
+        if let Some(cache) = &self.cache
+            && verification.reply.is_ok()
+        {
+            cache.insert(
+                credentials,
+                &verification.state,
+                verification.version.as_ref(),
+                Instant::now(),
+            );
+        }
+    }
+
+    /// The end of every request: the throttle learns the outcome (`charge`: `None` when the
+    /// request never got a turn), and the `auth success` (debug) or `auth failure` line is
+    /// logged. Returns `reply`.
+    fn conclude(
+        &self,
+        credentials: &Credentials,
+        origin: &Origin,
+        charge: Option<Charge>,
+        reply: Reply,
+        answerer: Answerer,
+    ) -> Reply {
+        if let Some(charge) = charge {
+            self.throttle
+                .record(charge, self.outcome(&reply, answerer), Instant::now());
+        }
         let mech = self.mechanism.name();
         match &reply {
             Reply::Ok(_) => {
@@ -219,21 +502,21 @@ impl Authenticator {
                 };
                 log_debug!(
                     "auth success: {} [mech={mech}]{cached}{}",
-                    subject.fields(),
-                    subject.peer()
+                    Fields(credentials),
+                    OriginFields(origin)
                 )
             }
             Reply::No(reason) => self.failure_log.log(Level::Info, &credentials.login, || {
                 format!(
                     "auth failure: {} [mech={mech}] [reason={}]{}",
-                    subject.fields(),
+                    Fields(credentials),
                     // A bare `NO` (sasldb, ldap) has no reason: upstream logs `Unknown`.
                     if reason.is_empty() {
                         "Unknown".to_string()
                     } else {
                         sanitize(reason.as_bytes())
                     },
-                    subject.peer()
+                    OriginFields(origin)
                 )
             }),
         }
@@ -251,44 +534,6 @@ impl Authenticator {
             }
             (Reply::No(_), _) => Outcome::Neither,
         }
-    }
-
-    /// The verdict, from the credential cache when it holds a success for these
-    /// credentials and the account is unchanged, else from the mechanism; and who answered.
-    async fn decide(&self, credentials: Arc<Credentials>) -> (Reply, Answerer) {
-        let Some(cache) = &self.cache else {
-            let (verification, answerer) = self.verify_fully(credentials).await;
-            return (verification.reply, answerer);
-        };
-        if let Lookup::Candidate(check) = cache.lookup(&credentials, Instant::now()) {
-            // The version check is a few stat calls, done here; reading the state (NSS,
-            // PAM) waits for a state slot, never behind crypt work.
-            let version = self.mechanism.state_version(&credentials);
-            if cache.confirm_version(&check, version.as_ref()) {
-                return (Reply::ok(), Answerer::Cache);
-            }
-            let mechanism = Arc::clone(&self.mechanism);
-            let job_credentials = Arc::clone(&credentials);
-            let (state, version) = self
-                .run_on(&self.state_pool, move || {
-                    mechanism.current_state(&job_credentials)
-                })
-                .await
-                .unwrap_or((None, None));
-            if cache.confirm(&check, state.as_ref(), version.as_ref()) {
-                return (Reply::ok(), Answerer::Cache);
-            }
-        }
-        let (verification, answerer) = self.verify_fully(Arc::clone(&credentials)).await;
-        if verification.reply.is_ok() {
-            cache.insert(
-                &credentials,
-                &verification.state,
-                verification.version.as_ref(),
-                Instant::now(),
-            );
-        }
-        (verification.reply, answerer)
     }
 
     /// The credentials a mechanism sees: under `-r`, `login@realm` for a non-empty realm
@@ -315,17 +560,19 @@ impl Authenticator {
     }
 
     /// Runs the mechanism once a verification slot is free (with the account state when
-    /// there is a cache to record it); past `--max-queue` waiting requests, answers
-    /// `NO server busy` at once instead. A hold the mechanism asks for (PAM's fail delay)
-    /// is waited here, on this request's task, once the pool thread is free again. Also
-    /// says who answered: the mechanism, or the daemon (busy, panic, deadline).
-    async fn verify_fully(&self, credentials: Arc<Credentials>) -> (Verification, Answerer) {
+    /// there is a cache to record it), and records a success in the cache; past
+    /// `--max-queue` waiting requests, answers `NO server busy` at once instead. A hold
+    /// the mechanism asks for (PAM's fail delay) is waited here, on this request's task,
+    /// once the pool thread is free again. Also says who answered: the mechanism, or the
+    /// daemon (busy, panic, deadline).
+    async fn verify_fully(&self, credentials: Arc<Credentials>) -> (Reply, Answerer) {
         let mechanism = Arc::clone(&self.mechanism);
         let with_state = self.cache.is_some();
         let (started, has_started) = oneshot::channel();
+        let job_credentials = Arc::clone(&credentials);
         let verified = self.run_on(&self.pool, move || {
             let _ = started.send(());
-            mechanism.verify(&credentials, with_state)
+            mechanism.verify(&job_credentials, with_state)
         });
         tokio::pin!(verified);
         // Asked per request: a mechanism's deadline may change on SIGHUP (ldap_timeout).
@@ -354,10 +601,11 @@ impl Authenticator {
                 }
             },
         };
+        self.remember(&credentials, &verification);
         if !verification.hold.is_zero() {
             tokio::time::sleep(verification.hold.min(limit)).await;
         }
-        (verification, answerer)
+        (verification.reply, answerer)
     }
 
     /// Runs `job` on `pool` and waits for its result. A full queue is `NO server busy`
@@ -369,23 +617,31 @@ impl Authenticator {
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Reply> {
         let Ok(result) = pool.submit(job) else {
-            self.busy_log.log(|| {
-                format!(
-                    "verification queue full ({} waiting); answering: NO {}",
-                    self.max_queue,
-                    text::BUSY
-                )
-            });
-            return Err(Reply::no(text::BUSY));
+            return Err(self.busy());
         };
-        result.await.map_err(|_| {
-            log_err!(
-                "{}: mechanism {} panicked",
-                text::INTERNAL_FAILURE,
-                self.mechanism.name()
-            );
-            Reply::no(text::INTERNAL_FAILURE)
-        })
+        result.await.map_err(|_| self.panicked())
+    }
+
+    /// `NO server busy` for a full verification queue (logged at most once a second).
+    fn busy(&self) -> Reply {
+        self.busy_log.log(|| {
+            format!(
+                "verification queue full ({} waiting); answering: NO {}",
+                self.max_queue,
+                text::BUSY
+            )
+        });
+        Reply::no(text::BUSY)
+    }
+
+    /// `NO internal mechanism failure` for a verification that panicked (logged).
+    fn panicked(&self) -> Reply {
+        log_err!(
+            "{}: mechanism {} panicked",
+            text::INTERNAL_FAILURE,
+            self.mechanism.name()
+        );
+        Reply::no(text::INTERNAL_FAILURE)
     }
 
     /// Statistics lines for the administrator (logged on SIGUSR1).
@@ -409,7 +665,7 @@ impl Authenticator {
     /// line, as upstream logs them. `login` when it was read.
     pub fn refuse(&self, rejection: &Rejection, login: Option<&[u8]>, origin: &Origin) -> Reply {
         let user = login.map(sanitize).unwrap_or_default();
-        let from = origin_fields(origin);
+        let from = OriginFields(origin);
         match rejection {
             Rejection::TooLong { field, len, limit } => log_err!(
                 "{field} exceeds the field limit: {len} > {limit} bytes; request refused{from}"

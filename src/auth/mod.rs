@@ -16,4 +16,7 @@ pub mod cache;
 pub mod pool;
 pub mod throttle;
 
-pub use authenticator::{Authenticator, AuthenticatorOptions, FrontEnd, Origin, state_slots};
+pub use authenticator::{
+    Authenticator, AuthenticatorOptions, FrontEnd, LocalVerification, Origin, OriginFields, Pending,
+    Start, state_slots,
+};

@@ -8,7 +8,9 @@
 //! a job takes the next one from the queue itself, so the threads stay busy while work
 //! waits, and the order is strictly first come, first served. Results go back to the
 //! waiting request through a oneshot channel; a job that panics drops its sender, which
-//! the request sees as a failure (never as a success), and the thread carries on.
+//! the request sees as a failure (never as a success), and the thread carries on. A
+//! [`Task`] instead does everything itself, answering its client included, so no other
+//! thread needs waking for its result ([`WorkerPool::execute`]).
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
@@ -17,7 +19,21 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// Work that carries its own result to where it goes (e.g. writes the client's reply).
+pub trait Task: Send + 'static {
+    fn run(self: Box<Self>);
+}
+
+/// A closure as a [`Task`].
+struct Closure<F>(F);
+
+impl<F: FnOnce() + Send + 'static> Task for Closure<F> {
+    fn run(self: Box<Self>) {
+        (self.0)()
+    }
+}
+
+type Job = Box<dyn Task>;
 
 /// The queue is full: the caller answers `NO server busy`.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,14 +46,22 @@ pub struct WorkerPool {
 }
 
 struct Shared {
-    jobs: Mutex<VecDeque<Job>>,
+    queue: Mutex<Queue>,
     ready: Condvar,
 }
 
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job: a new job wakes one only if there is one (a busy pool
+    /// takes it without a wake-up).
+    idle: usize,
+}
+
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Job>> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         // A job runs outside the lock, so a panic can't leave the queue half-changed.
-        self.jobs
+        self.queue
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -47,7 +71,7 @@ impl WorkerPool {
     /// Starts `threads` threads named `name`; at most `max_waiting` jobs may wait.
     pub fn new(name: &str, threads: usize, max_waiting: usize) -> std::io::Result<WorkerPool> {
         let shared = Arc::new(Shared {
-            jobs: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
         });
         let threads = threads.max(1);
@@ -70,7 +94,7 @@ impl WorkerPool {
 
     /// Jobs waiting for a thread now.
     pub fn waiting(&self) -> usize {
-        self.shared.lock().len()
+        self.shared.lock().jobs.len()
     }
 
     /// Queues `job`; its result arrives on the returned channel (closed without a value if
@@ -80,17 +104,29 @@ impl WorkerPool {
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<T>, QueueFull> {
         let (sender, receiver) = oneshot::channel();
-        let job: Job = Box::new(move || {
+        let job = Closure(move || {
             let _ = sender.send(job());
         });
-        let mut jobs = self.shared.lock();
-        if jobs.len() >= self.max_waiting {
-            return Err(QueueFull);
-        }
-        jobs.push_back(job);
-        drop(jobs);
-        self.shared.ready.notify_one();
+        self.execute(job).map_err(|_| QueueFull)?;
         Ok(receiver)
+    }
+
+    /// Queues `task`, in the same order as [`WorkerPool::submit`]'s jobs; gives it back
+    /// when the queue is full.
+    pub fn execute<T: Task>(&self, task: T) -> Result<(), T> {
+        let task = Box::new(task);
+        let mut queue = self.shared.lock();
+        if queue.jobs.len() >= self.max_waiting {
+            drop(queue);
+            return Err(*task);
+        }
+        queue.jobs.push_back(task);
+        let wake = queue.idle > 0;
+        drop(queue);
+        if wake {
+            self.shared.ready.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -98,21 +134,23 @@ impl WorkerPool {
 fn work(shared: &Shared) {
     loop {
         let job = {
-            let mut jobs = shared.lock();
+            let mut queue = shared.lock();
             loop {
-                match jobs.pop_front() {
+                match queue.jobs.pop_front() {
                     Some(job) => break job,
                     None => {
-                        jobs = shared
+                        queue.idle += 1;
+                        queue = shared
                             .ready
-                            .wait(jobs)
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .wait(queue)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        queue.idle -= 1;
                     }
                 }
             }
         };
         // The job's sender is dropped during unwinding: the request sees a failure.
-        let _ = catch_unwind(AssertUnwindSafe(job));
+        let _ = catch_unwind(AssertUnwindSafe(|| job.run()));
     }
 }
 

@@ -45,7 +45,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -428,25 +428,32 @@ pub enum Outcome {
     Neither,
 }
 
-/// A request's charge on its keys, from [`Throttle::admit`] to [`Throttle::record`];
-/// dropped unrecorded (the client went away), it is released.
-pub struct Charge<'a> {
-    throttle: &'a Throttle,
-    keys: Option<Keys>,
+/// A request's charge on its keys, from [`Throttle::admit`] (or [`Throttle::admit_now`]) to
+/// [`Throttle::record`]; dropped unrecorded (the client went away), it is released. It
+/// owns what it needs, so it can travel with the request to another thread.
+pub struct Charge {
+    held: Option<Held>,
 }
 
-impl Drop for Charge<'_> {
+struct Held {
+    table: Arc<Mutex<Table>>,
+    settings: ThrottleSettings,
+    keys: Keys,
+}
+
+impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some(keys) = self.keys.take() {
-            self.throttle.release(&keys, Instant::now());
+        if let Some(held) = self.held.take() {
+            let mut table = lock(&held.table);
+            release(&mut table, &held.keys, &held.settings, Instant::now());
         }
     }
 }
 
 /// What [`Throttle::admit`] decided.
-pub enum Admission<'a> {
+pub enum Admission {
     /// Verify now.
-    Go(Charge<'a>),
+    Go(Charge),
     /// No turn before the deadline, which has now passed: answer `NO` unverified.
     TooLate,
 }
@@ -483,7 +490,7 @@ impl std::fmt::Display for ThrottleStats {
 pub struct Throttle {
     settings: ThrottleSettings,
     hasher: KeyedHasher,
-    table: Mutex<Table>,
+    table: Arc<Mutex<Table>>,
     delayed: AtomicU64,
     too_late: AtomicU64,
     failures: AtomicU64,
@@ -511,12 +518,12 @@ impl Throttle {
         Throttle {
             settings,
             hasher,
-            table: Mutex::new(Table {
+            table: Arc::new(Mutex::new(Table {
                 entries: HashMap::new(),
                 capacity: capacity.max(1),
                 ceiling: settings.ceiling(),
                 generations: 0,
-            }),
+            })),
             delayed: AtomicU64::new(0),
             too_late: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -602,12 +609,9 @@ impl Throttle {
         attempt: Attempt,
         deadline: Instant,
         subject: impl FnOnce() -> String,
-    ) -> Admission<'_> {
+    ) -> Admission {
         let Some(keys) = attempt.0 else {
-            return Admission::Go(Charge {
-                throttle: self,
-                keys: None,
-            });
+            return Admission::Go(Charge { held: None });
         };
         let mut subject = Some(subject);
         let mut counted = false;
@@ -657,6 +661,21 @@ impl Throttle {
         }
     }
 
+    /// Charges the request if its turn is now, without waiting; otherwise gives the
+    /// attempt back (for [`Throttle::admit`]). Nothing to wait for when throttling is off.
+    pub fn admit_now(&self, attempt: Attempt) -> Result<Charge, Attempt> {
+        let Some(keys) = &attempt.0 else {
+            return Ok(Charge { held: None });
+        };
+        let now = Instant::now();
+        let mut table = self.lock();
+        if self.turn(&table, keys, now) > now {
+            return Err(attempt);
+        }
+        let (_, charge) = self.reserve(&mut table, keys, now, now);
+        Ok(charge)
+    }
+
     /// Under the lock: the request's turn, its keys' generations, and its charge when the
     /// turn is not after `deadline`.
     fn plan(
@@ -664,7 +683,7 @@ impl Throttle {
         keys: &Keys,
         now: Instant,
         deadline: Instant,
-    ) -> (Instant, [Option<u64>; 2], Option<Charge<'_>>) {
+    ) -> (Instant, [Option<u64>; 2], Option<Charge>) {
         let mut table = self.lock();
         let turn = self.turn(&table, keys, now);
         if turn > deadline {
@@ -674,19 +693,37 @@ impl Throttle {
             ];
             return (turn, generations, None);
         }
+        let (generations, charge) = self.reserve(&mut table, keys, turn, now);
+        (turn, generations, Some(charge))
+    }
+
+    /// Charges `keys` for a verification at `turn`: their generations and the charge.
+    fn reserve(
+        &self,
+        table: &mut Table,
+        keys: &Keys,
+        turn: Instant,
+        now: Instant,
+    ) -> ([Option<u64>; 2], Charge) {
         let (login, mut evicted) = table.reserve(keys.login, turn, &self.settings, now);
         let address = keys.address.map(|key| {
             let (generation, freed) = table.reserve(key, turn, &self.settings, now);
             evicted += freed;
             generation
         });
-        drop(table);
         self.evicted.fetch_add(evicted, Ordering::Relaxed);
-        let charge = Charge {
-            throttle: self,
-            keys: Some(keys.clone()),
-        };
-        (turn, [Some(login), address], Some(charge))
+        ([Some(login), address], self.charge(Some(keys.clone())))
+    }
+
+    /// The charge of `keys` (already reserved).
+    fn charge(&self, keys: Option<Keys>) -> Charge {
+        Charge {
+            held: keys.map(|keys| Held {
+                table: Arc::clone(&self.table),
+                settings: self.settings,
+                keys,
+            }),
+        }
     }
 
     fn generations(&self, keys: &Keys) -> [Option<u64>; 2] {
@@ -722,19 +759,11 @@ impl Throttle {
         });
     }
 
-    fn release(&self, keys: &Keys, now: Instant) {
-        let mut table = self.lock();
-        table.release(&keys.login, &self.settings, now);
-        if let Some(address) = &keys.address {
-            table.release(address, &self.settings, now);
-        }
-    }
-
     /// Learns from a request's outcome: a success forgets the request's keys (and lets
     /// their waiting requests plan again), a failure counts against both (unless its
     /// password is a recent one of that key), anything else only ends the charge.
-    pub fn record(&self, mut charge: Charge<'_>, outcome: Outcome, now: Instant) {
-        let Some(keys) = charge.keys.take() else {
+    pub fn record(&self, mut charge: Charge, outcome: Outcome, now: Instant) {
+        let Some(Held { keys, .. }) = charge.held.take() else {
             return;
         };
         let keys_of = || std::iter::once(keys.login).chain(keys.address);
@@ -786,11 +815,21 @@ impl Throttle {
         }
     }
 
-    /// Every update is one step, so a poisoned lock (a panic elsewhere) is taken over.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+}
+
+/// Every update is one step, so a poisoned lock (a panic elsewhere) is taken over.
+fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A charged request of `keys` is resolved (or abandoned).
+fn release(table: &mut Table, keys: &Keys, settings: &ThrottleSettings, now: Instant) {
+    table.release(&keys.login, settings, now);
+    if let Some(address) = &keys.address {
+        table.release(address, settings, now);
     }
 }
 
@@ -844,11 +883,8 @@ mod tests {
 
     /// The charge of a request that waited its turn already and is verified now (what
     /// [`Throttle::admit`] hands over once the turn comes), without a reservation.
-    fn verified<'a>(t: &'a Throttle, credentials: &Credentials) -> Charge<'a> {
-        Charge {
-            throttle: t,
-            keys: t.attempt(credentials).0,
-        }
+    fn verified(t: &Throttle, credentials: &Credentials) -> Charge {
+        t.charge(t.attempt(credentials).0)
     }
 
     /// Fails `login` once with a password nobody used before, at `now`.
@@ -858,11 +894,7 @@ mod tests {
     }
 
     /// Charges a request arriving at `now` (deadline far away): its turn, from now.
-    fn reserve<'a>(
-        t: &'a Throttle,
-        credentials: &Credentials,
-        now: Instant,
-    ) -> (Duration, Charge<'a>) {
+    fn reserve(t: &Throttle, credentials: &Credentials, now: Instant) -> (Duration, Charge) {
         let keys = t.attempt(credentials).0.unwrap();
         let (turn, _, charge) = t.plan(&keys, now, now + 3600 * SEC);
         (turn - now, charge.expect("a turn before the deadline"))

@@ -106,6 +106,11 @@ impl Mechanism for Getpwent {
         "getpwent"
     }
 
+    /// Files, NSS and crypt.
+    fn verifies_locally(&self) -> bool {
+        true
+    }
+
     /// NSS lookups that failed (not "no such user").
     fn is_outage(&self, reason: &str) -> bool {
         reason.starts_with(passwd::LOOKUP_FAILURE)

@@ -171,6 +171,14 @@ pub trait Mechanism: Send + Sync {
     fn verification_deadline(&self) -> Option<Duration> {
         None
     }
+    /// Whether a verification is bounded local work — files, NSS lookups answered from
+    /// files, crypt — with no backend that can hang and never a [`Verification::hold`].
+    /// The pool thread that verifies then answers the client itself, without the deadline
+    /// backstop or a hand-off back to the connection's task. The default (PAM, network
+    /// mechanisms): no.
+    fn verifies_locally(&self) -> bool {
+        false
+    }
     /// Re-reads the mechanism's configuration (on `SIGHUP`): `Ok` says what was done,
     /// `Err` why the settings in use were kept. The default has nothing to reload.
     fn reload(&self) -> Result<String, String> {

@@ -192,6 +192,11 @@ impl Mechanism for Sasldb {
         "sasldb"
     }
 
+    /// A local database file.
+    fn verifies_locally(&self) -> bool {
+        true
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Reply {
         verdict(&self.lookup(credentials), &credentials.password)
     }

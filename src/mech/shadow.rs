@@ -89,6 +89,11 @@ impl Mechanism for Shadow {
         reason.starts_with(LOOKUP_FAILURE) || reason.starts_with(SHADOW_LOOKUP_FAILURE)
     }
 
+    /// Files, NSS and crypt.
+    fn verifies_locally(&self) -> bool {
+        true
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Reply {
         self.verify(&credentials.login, &credentials.password, today())
             .0

@@ -1,10 +1,14 @@
-//! One client connection: read one request, write one reply, half-close, drain.
+//! One client connection on the async path: read one request, write one reply, half-close,
+//! drain. The [accept-time path](super::accepted) hands over the connections it can't
+//! answer at once, with what it has already received.
 //!
 //! The caller bounds every step with a deadline. Reading decodes as bytes arrive, so an
 //! over-long field is refused as soon as its length prefix is in. When the fourth field
-//! completes with nothing behind it, one non-blocking receive checks whether a fifth field
-//! (the client address) is already there: four-field clients are answered at once, and a
-//! five-field request is read whole. The receive buffer holds the password, so it is wiped.
+//! completes with nothing behind it (or with a lone byte behind it), one non-blocking
+//! receive checks whether a fifth field (the client address) is already there: four-field
+//! clients are answered at once, and a five-field request is read whole. Bytes after a
+//! four-field request that can't start a fifth field are ignored
+//! ([`decode_received`]). The receive buffer holds the password, so it is wiped.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -18,12 +22,14 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::protocol::{Decoded, Rejection, Reply, Request, decode_request, max_request_len};
+use crate::protocol::{Decoded, Rejection, Reply, Request, decode_received, max_request_len};
 
 /// What a client sent.
 #[derive(Debug)]
 pub enum Incoming {
-    Request(Request),
+    /// A request, and how many bytes after it were ignored because they can't be a fifth
+    /// field (none for a pipelined request after a five-field one: those are drained).
+    Request { request: Request, ignored: usize },
     Rejected(Rejection),
 }
 
@@ -45,13 +51,27 @@ pub struct Connection {
 
 const CHUNK: usize = 4096;
 
+/// A wiping receive buffer sized for the largest request up front, so it never
+/// reallocates (a reallocation would leave an unwiped copy of the password behind).
+pub fn request_buffer(max_field_len: usize) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(Vec::with_capacity(max_request_len(max_field_len)))
+}
+
 impl Connection {
     pub fn new(stream: UnixStream, max_field_len: usize) -> Connection {
+        Connection::resume(stream, max_field_len, request_buffer(max_field_len))
+    }
+
+    /// Goes on with bytes already received, in a buffer from [`request_buffer`] (or an
+    /// empty one, to write a reply only).
+    pub fn resume(
+        stream: UnixStream,
+        max_field_len: usize,
+        received: Zeroizing<Vec<u8>>,
+    ) -> Connection {
         Connection {
             stream,
-            // Sized for the largest request up front, so it never reallocates (a
-            // reallocation would leave an unwiped copy of the password behind).
-            buffer: Zeroizing::new(Vec::with_capacity(max_request_len(max_field_len))),
+            buffer: received,
             max_field_len,
         }
     }
@@ -61,43 +81,56 @@ impl Connection {
         let capacity = self.buffer.capacity();
         let mut looked_for_more = false;
         loop {
-            match decode_request(&self.buffer, self.max_field_len) {
+            match decode_received(&self.buffer, self.max_field_len, false) {
                 Decoded::Rejected(rejection) => return Ok(Incoming::Rejected(rejection)),
-                Decoded::Complete { request, consumed } => {
-                    let nothing_behind = consumed == self.buffer.len();
-                    if request.client_addr.is_none() && nothing_behind && !looked_for_more {
-                        looked_for_more = true;
-                        if self.receive_ready_bytes()? > 0 {
-                            continue;
-                        }
-                    }
-                    return Ok(Incoming::Request(request));
-                }
-                Decoded::Incomplete => {
-                    let room = capacity - self.buffer.len();
-                    if room == 0 {
-                        // Cannot happen: a capped request always fits. Refuse, don't spin.
-                        return Err(ReadError::Io(io::Error::other("request buffer full")));
-                    }
-                    let mut chunk = [0u8; CHUNK];
-                    let want = room.min(CHUNK);
-                    let read = self.stream.read(&mut chunk[..want]).await;
-                    let n = match read {
-                        Ok(n) => n,
-                        Err(e) => {
-                            chunk.zeroize();
-                            return Err(ReadError::Io(e));
-                        }
+                Decoded::Complete { request, consumed }
+                    if request.client_addr.is_some() || consumed < self.buffer.len() =>
+                {
+                    let ignored = if request.client_addr.is_none() {
+                        self.buffer.len() - consumed
+                    } else {
+                        0
                     };
-                    self.buffer.extend_from_slice(&chunk[..n]);
-                    chunk.zeroize();
-                    if n == 0 {
-                        return Err(ReadError::Truncated {
-                            received: self.buffer.len(),
-                        });
+                    return Ok(Incoming::Request { request, ignored });
+                }
+                // A four-field request with nothing behind it, or one byte behind it, or
+                // not complete yet: what it is depends on whether more is on its way.
+                _ => {}
+            }
+            let settled = decode_received(&self.buffer, self.max_field_len, true);
+            if let Decoded::Complete { request, consumed } = settled {
+                if !looked_for_more {
+                    looked_for_more = true;
+                    if self.receive_ready_bytes()? > 0 {
+                        continue;
                     }
                 }
+                let ignored = self.buffer.len() - consumed;
+                return Ok(Incoming::Request { request, ignored });
             }
+            let room = capacity - self.buffer.len();
+            if room == 0 {
+                // Cannot happen: a capped request always fits. Refuse, don't spin.
+                return Err(ReadError::Io(io::Error::other("request buffer full")));
+            }
+            let mut chunk = [0u8; CHUNK];
+            let want = room.min(CHUNK);
+            let read = self.stream.read(&mut chunk[..want]).await;
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    chunk.zeroize();
+                    return Err(ReadError::Io(e));
+                }
+            };
+            self.buffer.extend_from_slice(&chunk[..n]);
+            chunk.zeroize();
+            if n == 0 {
+                return Err(ReadError::Truncated {
+                    received: self.buffer.len(),
+                });
+            }
+            looked_for_more = false;
         }
     }
 
@@ -127,7 +160,12 @@ impl Connection {
     }
 
     pub async fn write_reply(&mut self, reply: &Reply) -> io::Result<()> {
-        self.stream.write_all(&reply.encode()).await?;
+        self.write_bytes(&reply.encode()).await
+    }
+
+    /// Writes (the rest of) an encoded reply.
+    pub async fn write_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await?;
         self.stream.flush().await
     }
 

@@ -1,40 +1,44 @@
-//! The mux socket's accept loop: admission through the shared [`Gate`], one task per
-//! connection, and graceful shutdown.
+//! The mux socket's accept loop: threads that accept connections and serve each one at
+//! once where they can ([`intake`](super::intake)), and graceful shutdown.
 //!
-//! Each connection gets one deadline for its request, one for the reply and one for the
+//! One accepting thread per CPU core waits in a blocking `accept` on the socket (the
+//! kernel wakes one of them per connection), so the common request costs no reactor
+//! registration and no hand-off between threads. The socket gets a receive timeout of
+//! [`ACCEPT_WAKE`], which is how often an idle thread looks whether the daemon is
+//! stopping. The async path (tokio) serves what can't be answered at once: each such
+//! connection gets one deadline for its request, one for the reply and one for the
 //! post-reply drain, so idle or slow clients cost a task and a small buffer until their
 //! deadline, never a verification slot. A connection the gate refuses (a peer not
 //! allowed, `--max-connections` reached) is answered `NO access denied` or `NO server
-//! busy` at once, replying, half-closing and taking what the client sends until it closes
-//! (at most [`REFUSAL_LIMIT`]).
+//! busy` at once, taking what the client sends until it closes (at most
+//! [`REFUSAL_LIMIT`](crate::frontend::gate::REFUSAL_LIMIT)).
 //!
-//! On shutdown the loop stops accepting, then takes every connection already waiting in
-//! the listen backlog (without waiting for more) and serves those too; drains are cut
+//! On shutdown the threads stop accepting, then every connection already waiting in the
+//! listen backlog is taken (without waiting for more) and served too; drains are cut
 //! short, and in-flight requests get their replies (bounded wait).
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
-use super::connection::{Connection, Incoming, ReadError};
-use crate::auth::{Authenticator, FrontEnd, Origin};
-use crate::frontend::gate::{Admission, ConnectionSlot, Gate, REFUSAL_LIMIT};
-use crate::peer::PeerCredentials;
-use crate::protocol::Reply;
-use crate::{log_debug, log_err, log_info};
+use super::intake::{Intake, Scratch};
+pub use super::intake::Server;
+use crate::mech::cpu_cores;
+use crate::{log_err, log_info};
 
-/// What every mux connection needs to be served.
-pub struct Server {
-    pub authenticator: Arc<Authenticator>,
-    /// Shared with the other front ends.
-    pub gate: Arc<Gate>,
-    pub timeout: Duration,
-    pub max_field_len: usize,
-}
+/// How often an accepting thread that has nothing to accept looks whether the daemon is
+/// stopping (the receive timeout of the listening socket).
+pub const ACCEPT_WAKE: Duration = Duration::from_millis(100);
 
 /// Extra time in-flight requests get at shutdown beyond one I/O deadline.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,52 +48,76 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// flood that keeps arriving while the backlog is emptied.
 const BACKLOG_DRAIN_LIMIT: usize = 65536;
 
-/// Serves, or refuses, one accepted connection (spawns a task either way).
-fn admit(server: &Arc<Server>, stream: UnixStream, stop: &watch::Receiver<bool>) {
-    let peer = PeerCredentials::of(&stream);
-    match server.gate.admit(peer.as_ref()) {
-        Admission::Serve(slot) => {
-            let server = Arc::clone(server);
-            tokio::spawn(serve_connection(stream, peer, server, slot, stop.clone()));
+/// Starts the accepting threads on `listener` (call it inside the runtime). The future
+/// serves until `stop` turns true, then serves what waits in the backlog, finishes
+/// in-flight requests and returns.
+pub fn serve(
+    listener: UnixListener,
+    server: Arc<Server>,
+    stop: watch::Receiver<bool>,
+) -> io::Result<impl Future<Output = ()>> {
+    // Blocking accepts that give up every ACCEPT_WAKE (EAGAIN).
+    listener.set_nonblocking(false)?;
+    let wake = TimeVal::new(0, ACCEPT_WAKE.as_micros() as nix::libc::suseconds_t);
+    setsockopt(&listener, sockopt::ReceiveTimeout, &wake)?;
+    let listener = Arc::new(listener);
+    let intake = Arc::new(Intake {
+        server,
+        runtime: Handle::current(),
+        stop: stop.clone(),
+    });
+    let stopping = Arc::new(AtomicBool::new(false));
+    let threads = (0..cpu_cores().get())
+        .map(|_| {
+            let (listener, intake, stopping) = (
+                Arc::clone(&listener),
+                Arc::clone(&intake),
+                Arc::clone(&stopping),
+            );
+            std::thread::Builder::new()
+                .name("saslauthd-accept".to_string())
+                .spawn(move || accept_loop(&listener, &intake, &stopping))
+        })
+        .collect::<io::Result<Vec<JoinHandle<()>>>>();
+    let threads = match threads {
+        Ok(threads) => threads,
+        Err(error) => {
+            stopping.store(true, Ordering::Release);
+            return Err(error);
         }
-        Admission::Refuse(refusal) => {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let reply = Reply::no(refusal.reason);
-                Connection::refuse(stream, &reply, REFUSAL_LIMIT, stop).await;
-                drop(refusal.slot);
-            });
-        }
-        Admission::Close => {}
-    }
+    };
+    Ok(shut_down(listener, intake, stopping, threads, stop))
 }
 
-/// Serves until `stop` turns true, then serves what waits in the backlog, finishes
-/// in-flight requests and returns.
-pub async fn serve(listener: UnixListener, server: Arc<Server>, stop: watch::Receiver<bool>) {
-    let mut stopping = stop.clone();
-    loop {
-        // Stop first: under a flood, accepting must not delay the shutdown (what is
-        // queued then is taken by the backlog drain below).
-        let accepted = tokio::select! {
-            biased;
-            _ = stopping.wait_for(|s| *s) => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => admit(&server, stream, &stop),
-            Err(error) => {
-                // EMFILE and friends: log, back off briefly instead of spinning.
-                log_err!("socket accept failure: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+/// Waits for `stop`, then stops the accepting threads, serves the backlog and waits for
+/// the connections in flight.
+async fn shut_down(
+    listener: Arc<UnixListener>,
+    intake: Arc<Intake>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stop.wait_for(|s| *s).await;
+    stopping.store(true, Ordering::Release);
+    // Each thread notices within ACCEPT_WAKE (at once when it is busy).
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
         }
-    }
+    })
+    .await;
+    let server = &intake.server;
     let limit = server
         .gate
         .max_connections()
         .saturating_add(BACKLOG_DRAIN_LIMIT);
-    let waiting = drain_backlog(listener, limit, |stream| admit(&server, stream, &stop));
+    let mut scratch = Scratch::new(server.max_field_len);
+    let waiting = drain_backlog(&listener, limit, |stream| {
+        intake.serve(stream, &mut scratch)
+    });
+    // Closes the socket: nobody can queue behind the drain.
+    drop(listener);
     if waiting > 0 {
         log_info!("shutdown: serving {waiting} connections that were waiting to be accepted");
     }
@@ -99,29 +127,40 @@ pub async fn serve(listener: UnixListener, server: Arc<Server>, stop: watch::Rec
     }
 }
 
-/// Accepts, without waiting, every connection already queued on `listener` (at most
-/// `limit`) and hands each to `admit`; returns how many. The listener is closed on return.
-fn drain_backlog(listener: UnixListener, limit: usize, mut admit: impl FnMut(UnixStream)) -> usize {
-    // Off the reactor: plain non-blocking accepts until the queue is empty.
-    let listener = match listener.into_std() {
-        Ok(listener) => listener,
-        Err(error) => {
-            log_err!("shutdown: cannot take the waiting connections: {error}");
-            return 0;
+/// An accepting thread: accept, serve at once or hand over, until `stopping`.
+fn accept_loop(listener: &UnixListener, intake: &Arc<Intake>, stopping: &AtomicBool) {
+    let mut scratch = Scratch::new(intake.server.max_field_len);
+    while !stopping.load(Ordering::Acquire) {
+        match listener.accept() {
+            Ok((stream, _)) => intake.serve(stream, &mut scratch),
+            Err(error) => match error.kind() {
+                // ACCEPT_WAKE passed, a signal, or a client gone before it was accepted.
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::ConnectionAborted => {}
+                _ => {
+                    // EMFILE and friends: log, back off briefly instead of spinning.
+                    log_err!("socket accept failure: {error}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            },
         }
-    };
+    }
+}
+
+/// Accepts, without waiting, every connection already queued on `listener` (at most
+/// `limit`) and hands each to `admit`; returns how many.
+fn drain_backlog(listener: &UnixListener, limit: usize, mut admit: impl FnMut(UnixStream)) -> usize {
+    if let Err(error) = listener.set_nonblocking(true) {
+        log_err!("shutdown: cannot take the waiting connections: {error}");
+        return 0;
+    }
     let mut taken = 0;
     while taken < limit {
         match listener.accept() {
             Ok((stream, _)) => {
                 taken += 1;
-                let stream = stream
-                    .set_nonblocking(true)
-                    .and_then(|()| UnixStream::from_std(stream));
-                match stream {
-                    Ok(stream) => admit(stream),
-                    Err(error) => log_err!("shutdown: cannot serve a waiting connection: {error}"),
-                }
+                admit(stream);
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
@@ -134,113 +173,78 @@ fn drain_backlog(listener: UnixListener, limit: usize, mut admit: impl FnMut(Uni
     taken
 }
 
-async fn serve_connection(
-    stream: UnixStream,
-    peer: Option<PeerCredentials>,
-    server: Arc<Server>,
-    _slot: ConnectionSlot,
-    stop: watch::Receiver<bool>,
-) {
-    let mut connection = Connection::new(stream, server.max_field_len);
-    let incoming = match tokio::time::timeout(server.timeout, connection.read_request()).await {
-        Ok(Ok(incoming)) => incoming,
-        Ok(Err(ReadError::Truncated { received })) => {
-            log_debug!("client closed after {received} bytes, before a complete request");
-            return;
-        }
-        Ok(Err(ReadError::Io(error))) => {
-            log_debug!("read failure: {error}");
-            return;
-        }
-        Err(_) => {
-            log_debug!(
-                "no complete request within {:?}; closing the connection",
-                server.timeout
-            );
-            return;
-        }
-    };
-    let origin = Origin {
-        front_end: FrontEnd::Mux,
-        peer,
-    };
-    let reply = match incoming {
-        Incoming::Request(request) => server.authenticator.authenticate(request, &origin).await,
-        Incoming::Rejected(rejection) => server.authenticator.refuse(&rejection, None, &origin),
-    };
-    match tokio::time::timeout(server.timeout, connection.write_reply(&reply)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            log_err!("write failure: {error}");
-            return;
-        }
-        Err(_) => {
-            log_err!(
-                "write failure: client did not take the reply within {:?}",
-                server.timeout
-            );
-            return;
-        }
-    }
-    connection.finish(server.timeout, stop).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::os::unix::net;
 
     fn listener_with_queued_clients(
         dir: &std::path::Path,
         name: &str,
         clients: usize,
-    ) -> (UnixListener, Vec<net::UnixStream>, std::path::PathBuf) {
+    ) -> (UnixListener, Vec<UnixStream>, std::path::PathBuf) {
         let path = dir.join(name);
-        let listener = net::UnixListener::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
         let clients = (0..clients)
-            .map(|_| net::UnixStream::connect(&path).unwrap())
+            .map(|_| UnixStream::connect(&path).unwrap())
             .collect();
-        (UnixListener::from_std(listener).unwrap(), clients, path)
+        (listener, clients, path)
     }
 
-    #[tokio::test]
-    async fn the_backlog_drain_takes_what_is_queued_without_waiting() {
+    #[test]
+    fn the_backlog_drain_takes_what_is_queued_without_waiting() {
         let dir = std::env::temp_dir().join(format!("saslauthd-rs-drain-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
 
         let (listener, mut clients, path) = listener_with_queued_clients(&dir, "a", 5);
         let mut taken = Vec::new();
-        assert_eq!(drain_backlog(listener, 100, |s| taken.push(s)), 5);
+        assert_eq!(drain_backlog(&listener, 100, |s| taken.push(s)), 5);
+        drop(listener);
         // Each one is a live connection to one of the clients, in arrival order.
         for (i, (server_side, client)) in taken.iter_mut().zip(&mut clients).enumerate() {
-            tokio::io::AsyncWriteExt::write_all(server_side, &[i as u8])
-                .await
-                .unwrap();
+            server_side.write_all(&[i as u8]).unwrap();
             let mut byte = [0u8; 1];
             client.read_exact(&mut byte).unwrap();
             assert_eq!(byte[0], i as u8);
         }
         // The listener is closed: nobody can queue behind the drain.
-        assert!(net::UnixStream::connect(&path).is_err());
+        assert!(UnixStream::connect(&path).is_err());
 
         // Nothing queued: returns at once.
         let (listener, _, _) = listener_with_queued_clients(&dir, "b", 0);
         assert_eq!(
-            drain_backlog(listener, 100, |_| panic!("nothing queued")),
+            drain_backlog(&listener, 100, |_| panic!("nothing queued")),
             0
         );
 
         // The bound holds.
         let (listener, mut clients, _) = listener_with_queued_clients(&dir, "c", 5);
-        assert_eq!(drain_backlog(listener, 3, drop), 3);
+        assert_eq!(drain_backlog(&listener, 3, drop), 3);
+        drop(listener);
         // The two left in the queue are reset when the listener closes.
         let mut buf = [0u8; 1];
         let last = clients.last_mut().unwrap();
         let _ = last.write_all(b"x");
         assert!(!matches!(last.read(&mut buf), Ok(1)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The accepting threads rely on it: a blocking accept on a UNIX socket gives up after
+    /// the socket's receive timeout.
+    #[test]
+    fn a_blocking_accept_gives_up_after_the_receive_timeout() {
+        let dir = std::env::temp_dir().join(format!("saslauthd-rs-wake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = UnixListener::bind(dir.join("s")).unwrap();
+        let wake = TimeVal::new(0, 50_000);
+        setsockopt(&listener, sockopt::ReceiveTimeout, &wake).unwrap();
+        let started = std::time::Instant::now();
+        let error = listener.accept().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
+        assert!(started.elapsed() >= Duration::from_millis(45));
+        assert!(started.elapsed() < Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
