@@ -164,25 +164,45 @@ pub fn decode_request(buf: &[u8], max_field_len: usize) -> Decoded {
 /// [`decode_request`] as a server reads it, knowing whether the client has more on its
 /// way right now (`settled`: a receive that did not wait found nothing more).
 ///
-/// Bytes after a complete four-field request that cannot be the start of a fifth field
-/// are ignored, as upstream 2.1.28 (which never reads a fifth field) ignores them: a length
-/// prefix over the field limit at any time, and, once settled, a lone byte (half a length
-/// prefix, with nothing more coming). The request is then the four-field one, and
-/// `consumed` stops before the ignored bytes. A well-formed fifth field is still read and
-/// used, however it is split.
+/// Bytes after a complete four-field request that can't be the start of a fifth field are
+/// ignored once settled, as upstream 2.1.28 (which never reads a fifth field) ignores
+/// them: a lone byte (half a length prefix), or a length prefix over the field limit
+/// without that many bytes behind it (`GA…` is not a 1024-byte client address). The
+/// request is then the four-field one, and `consumed` stops before the ignored bytes. A
+/// client address that really is over the limit (its bytes are there) is still refused,
+/// and a well-formed fifth field is read and used however it is split.
 pub fn decode_received(buf: &[u8], max_field_len: usize, settled: bool) -> Decoded {
-    match decode_request(buf, max_field_len) {
+    let decoded = decode_request(buf, max_field_len);
+    let fifth_is_garbage = match &decoded {
         Decoded::Rejected(Rejection::TooLong {
             field: Field::ClientAddr,
+            limit,
             ..
-        }) => decode_four(buf, max_field_len),
-        Decoded::Incomplete if settled => match decode_four(buf, max_field_len) {
-            Decoded::Complete { request, consumed } if buf.len() - consumed == 1 => {
-                Decoded::Complete { request, consumed }
-            }
-            _ => Decoded::Incomplete,
-        },
+        }) => settled && after_four(buf, max_field_len).is_some_and(|after| after <= limit + 2),
+        Decoded::Incomplete => settled && after_four(buf, max_field_len) == Some(1),
+        _ => false,
+    };
+    if fifth_is_garbage {
+        return decode_four(buf, max_field_len);
+    }
+    match decoded {
+        // Its bytes may still be on their way: not refused before they are all there.
+        Decoded::Rejected(Rejection::TooLong {
+            field: Field::ClientAddr,
+            limit,
+            ..
+        }) if after_four(buf, max_field_len).is_some_and(|after| after <= limit + 2) => {
+            Decoded::Incomplete
+        }
         decoded => decoded,
+    }
+}
+
+/// How many bytes follow the four required fields, once they are complete.
+fn after_four(buf: &[u8], max_field_len: usize) -> Option<usize> {
+    match decode_four(buf, max_field_len) {
+        Decoded::Complete { consumed, .. } => Some(buf.len() - consumed),
+        _ => None,
     }
 }
 

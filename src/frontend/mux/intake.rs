@@ -23,9 +23,10 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream as StdStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
@@ -35,6 +36,7 @@ use tokio::sync::watch;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::connection::{Connection, Incoming, ReadError, request_buffer};
+use super::linger::{Held, Lingering};
 use crate::auth::{Authenticator, FrontEnd, Origin, OriginFields, Pending, Start};
 use crate::frontend::gate::{Admission, ConnectionSlot, REFUSAL_LIMIT, Refusal};
 use crate::peer::PeerCredentials;
@@ -58,6 +60,8 @@ pub struct Intake {
     pub runtime: Handle,
     /// Turns true at shutdown (cuts drains short).
     pub stop: watch::Receiver<bool>,
+    /// The connections answered here, draining.
+    pub lingering: Lingering,
 }
 
 /// One accepting thread's receive buffer, reused for every connection and wiped after each
@@ -131,11 +135,12 @@ impl Intake {
         };
         let authenticator = &self.server.authenticator;
         match authenticator.start(request, &origin) {
-            Start::Done(reply) => self.answer(stream, &reply, origin, slot),
+            Start::Done(reply) => self.answer(stream, &reply, origin, Box::new(slot), self.server.timeout),
             Start::Verify(verification) => {
                 let intake = Arc::clone(self);
                 authenticator.verify_on_pool(verification, move |reply| {
-                    intake.answer(stream, &reply, origin, slot);
+                    let limit = intake.server.timeout;
+                    intake.answer(stream, &reply, origin, Box::new(slot), limit);
                 });
             }
             Start::Wait(pending) => {
@@ -173,21 +178,33 @@ impl Intake {
         Ok(outcome)
     }
 
-    /// Sends `reply` without waiting and closes (dropping `slot` frees the connection). A
-    /// reply the socket won't take at once (never, in practice: it is small and the
-    /// socket new) is finished on the async path.
-    fn answer(self: &Arc<Self>, stream: StdStream, reply: &Reply, origin: Origin, slot: impl Send + 'static) {
+    /// Sends `reply` without waiting, half-closes and lets the connection drain for at most
+    /// `limit` (it keeps `held`, its slot, until it ends). A reply the socket won't take at
+    /// once (never, in practice: it is small and the socket new) is finished on the async
+    /// path.
+    fn answer(
+        self: &Arc<Self>,
+        stream: StdStream,
+        reply: &Reply,
+        origin: Origin,
+        held: Held,
+        limit: Duration,
+    ) {
         let bytes = reply.encode();
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         let sent = match send(stream.as_raw_fd(), &bytes, flags) {
             Ok(n) => n,
             Err(Errno::EAGAIN | Errno::EINTR) => 0,
             Err(errno) => {
-                log_err!("write failure: {}{}", io::Error::from(errno), OriginFields(&origin));
+                let error = io::Error::from(errno);
+                log_err!("write failure: {error}{}", OriginFields(&origin));
                 return;
             }
         };
         if sent == bytes.len() {
+            if stream.shutdown(Shutdown::Write).is_ok() {
+                self.lingering.push(stream, Instant::now() + limit, held);
+            }
             return;
         }
         let intake = Arc::clone(self);
@@ -196,9 +213,9 @@ impl Intake {
                 return;
             };
             if intake.write(&mut connection, &bytes[sent..], &origin).await {
-                connection.finish(intake.server.timeout, intake.stop.clone()).await;
+                connection.finish(limit, intake.stop.clone()).await;
             }
-            drop(slot);
+            drop(held);
         });
     }
 
@@ -219,16 +236,16 @@ impl Intake {
         };
         match self.receive(&stream, scratch) {
             Ok(Received::Request(_)) => {
-                self.answer(stream, &reply, origin, refusal.slot);
+                self.answer(stream, &reply, origin, Box::new(refusal.slot), REFUSAL_LIMIT);
                 return;
             }
             Ok(Received::Closed) | Err(_) => return,
             Ok(Received::Partial(_)) => {}
         }
-        let stop = self.stop.clone();
+        let intake = Arc::clone(self);
         self.runtime.spawn(async move {
-            if let Ok(stream) = UnixStream::from_std(stream) {
-                Connection::refuse(stream, &reply, REFUSAL_LIMIT, stop).await;
+            if let Ok(stream) = intake.register(stream, &origin) {
+                Connection::refuse(stream, &reply, REFUSAL_LIMIT, intake.stop.clone()).await;
             }
             drop(refusal.slot);
         });

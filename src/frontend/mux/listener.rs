@@ -32,6 +32,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use super::intake::{Intake, Scratch};
+use super::linger::Lingering;
 pub use super::intake::Server;
 use crate::mech::cpu_cores;
 use crate::{log_err, log_info};
@@ -65,6 +66,7 @@ pub fn serve(
         server,
         runtime: Handle::current(),
         stop: stop.clone(),
+        lingering: Lingering::default(),
     });
     let stopping = Arc::new(AtomicBool::new(false));
     let threads = (0..cpu_cores().get())
@@ -107,6 +109,7 @@ async fn shut_down(
         }
     })
     .await;
+    intake.lingering.stop();
     let server = &intake.server;
     let limit = server
         .gate
@@ -131,7 +134,10 @@ async fn shut_down(
 fn accept_loop(listener: &UnixListener, intake: &Arc<Intake>, stopping: &AtomicBool) {
     let mut scratch = Scratch::new(intake.server.max_field_len);
     while !stopping.load(Ordering::Acquire) {
-        match listener.accept() {
+        let accepted = listener.accept();
+        // Before the gate counts slots: clients that closed since are not counted.
+        intake.lingering.sweep();
+        match accepted {
             Ok((stream, _)) => intake.serve(stream, &mut scratch),
             Err(error) => match error.kind() {
                 // ACCEPT_WAKE passed, a signal, or a client gone before it was accepted.

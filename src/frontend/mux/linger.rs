@@ -1,0 +1,139 @@
+//! The post-reply drain of connections answered at once (on an accepting or a pool
+//! thread), without the reactor.
+//!
+//! After the reply a connection is half-closed and lingers here until the client closes,
+//! its drain deadline passes or the daemon stops, and whatever the client still sends is
+//! taken and thrown away: the client reads its reply and a clean end of stream, never a
+//! reset or a broken pipe, as on the async path. It keeps its connection (or refusal) slot
+//! until then, so lingering connections count against `--max-connections`.
+//!
+//! Nobody waits on these sockets: the accepting threads [`sweep`](Lingering::sweep) them
+//! with one `poll` after every accept (before the gate counts slots, so a client that
+//! closed is never counted) and whenever their accept gives up. libsasl closes right
+//! after reading the reply, so a sweep usually finds the previous client gone and closes
+//! its socket without reading.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv};
+use zeroize::Zeroize;
+
+/// What a lingering connection holds until it ends: its connection or refusal slot.
+pub type Held = Box<dyn Send>;
+
+struct Entry {
+    stream: UnixStream,
+    until: Instant,
+    _held: Held,
+}
+
+/// The lingering connections.
+#[derive(Default)]
+pub struct Lingering {
+    entries: Mutex<Vec<Entry>>,
+    /// `entries.len()`, readable without the lock.
+    count: AtomicUsize,
+    /// The daemon is stopping: drains are cut short.
+    stopping: AtomicBool,
+}
+
+/// A sweep's answer for one connection.
+enum Fate {
+    Keep,
+    Close,
+}
+
+impl Lingering {
+    /// Lets a half-closed connection drain until `until` (closed at once when stopping).
+    pub fn push(&self, stream: UnixStream, until: Instant, held: Held) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let mut entries = self.lock();
+        entries.push(Entry {
+            stream,
+            until,
+            _held: held,
+        });
+        self.count.store(entries.len(), Ordering::Release);
+    }
+
+    /// Closes the connections whose client closed or whose deadline passed, and takes what
+    /// the others sent. Skipped while another thread sweeps.
+    pub fn sweep(&self) {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let Ok(mut entries) = self.entries.try_lock() else {
+            return;
+        };
+        let stopping = self.stopping.load(Ordering::Acquire);
+        let now = Instant::now();
+        let events = PollFlags::POLLIN;
+        let mut fds: Vec<PollFd<'_>> = entries
+            .iter()
+            .map(|entry| PollFd::new(entry.stream.as_fd(), events))
+            .collect();
+        let polled = poll(&mut fds, PollTimeout::ZERO).is_ok();
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|fd| fd.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        let mut index = 0;
+        entries.retain_mut(|entry| {
+            let revents = revents[index];
+            index += 1;
+            if stopping || now >= entry.until {
+                return false;
+            }
+            !polled || matches!(fate(&entry.stream, revents), Fate::Keep)
+        });
+        self.count.store(entries.len(), Ordering::Release);
+    }
+
+    /// From now on every drain is cut short: what lingers is closed, and so is what
+    /// arrives later.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let mut entries = self.lock();
+        entries.clear();
+        self.count.store(0, Ordering::Release);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What `poll` said about a lingering connection: the client closed (or the socket
+/// failed), or it sent bytes that are taken and dropped (until it closes).
+fn fate(stream: &UnixStream, revents: PollFlags) -> Fate {
+    // Half-closed by us, so the client's close (or half-close) is POLLHUP.
+    let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+    if revents.intersects(gone) {
+        return Fate::Close;
+    }
+    if !revents.contains(PollFlags::POLLIN) {
+        return Fate::Keep;
+    }
+    let mut sink = [0u8; 4096];
+    let fate = loop {
+        match recv(stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => break Fate::Close,
+            Ok(_) => {}
+            Err(Errno::EAGAIN) => break Fate::Keep,
+            Err(Errno::EINTR) => {}
+            Err(_) => break Fate::Close,
+        }
+    };
+    sink.zeroize();
+    fate
+}
