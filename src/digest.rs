@@ -4,7 +4,9 @@
 //! HMAC-SHA-256 under a random key drawn once per daemon start from the kernel. The key
 //! never leaves the process and dies with it, so a digest is useless to anyone who reads
 //! it from memory later, and cannot be brute-forced offline like plain MD5 of a password.
-//! Every input part is length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+//! Every input part is length-prefixed, so ("ab", "c") and ("a", "bc") differ. The keyed
+//! state (the key's inner and outer pad blocks, hashed) is computed once, so a digest of a
+//! short input costs two SHA-256 blocks instead of four.
 #![forbid(unsafe_code)]
 
 use hmac::{Hmac, Mac};
@@ -34,9 +36,9 @@ impl std::fmt::Debug for Digest {
     }
 }
 
-/// The per-start key and the function that uses it.
+/// The per-start key, as HMAC's keyed state (the key itself is wiped once that is made).
 pub struct KeyedHasher {
-    key: Zeroizing<[u8; 32]>,
+    keyed: Hmac<Sha256>,
 }
 
 impl KeyedHasher {
@@ -44,20 +46,24 @@ impl KeyedHasher {
     pub fn random() -> Result<KeyedHasher, getrandom::Error> {
         let mut key = Zeroizing::new([0u8; 32]);
         getrandom::fill(key.as_mut())?;
-        Ok(KeyedHasher { key })
+        Ok(KeyedHasher::keyed(&key))
     }
 
     /// A hasher with a fixed key, for tests.
     pub fn with_key(key: [u8; 32]) -> KeyedHasher {
+        KeyedHasher::keyed(&Zeroizing::new(key))
+    }
+
+    fn keyed(key: &Zeroizing<[u8; 32]>) -> KeyedHasher {
         KeyedHasher {
-            key: Zeroizing::new(key),
+            keyed: <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
+                .expect("HMAC takes keys of any length"),
         }
     }
 
     /// The digest of `parts` under this key; `domain` separates the uses of one key.
     pub fn digest(&self, domain: &str, parts: &[&[u8]]) -> Digest {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.as_ref())
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.keyed.clone();
         for part in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);

@@ -1,6 +1,6 @@
 //! One client connection on the async path: read one request, write one reply, half-close,
-//! drain. The [accept-time path](super::accepted) hands over the connections it can't
-//! answer at once, with what it has already received.
+//! drain. The [accept-time path](super::intake) hands over the connections it can't
+//! answer at once.
 //!
 //! The caller bounds every step with a deadline. Reading decodes as bytes arrive, so an
 //! over-long field is refused as soon as its length prefix is in. When the fourth field
@@ -59,20 +59,20 @@ pub fn request_buffer(max_field_len: usize) -> Zeroizing<Vec<u8>> {
 
 impl Connection {
     pub fn new(stream: UnixStream, max_field_len: usize) -> Connection {
-        Connection::resume(stream, max_field_len, request_buffer(max_field_len))
-    }
-
-    /// Goes on with bytes already received, in a buffer from [`request_buffer`] (or an
-    /// empty one, to write a reply only).
-    pub fn resume(
-        stream: UnixStream,
-        max_field_len: usize,
-        received: Zeroizing<Vec<u8>>,
-    ) -> Connection {
         Connection {
             stream,
-            buffer: received,
+            buffer: request_buffer(max_field_len),
             max_field_len,
+        }
+    }
+
+    /// A connection whose request was read elsewhere (or is not read at all): for the
+    /// reply and the drain.
+    pub fn replying(stream: UnixStream) -> Connection {
+        Connection {
+            stream,
+            buffer: Zeroizing::new(Vec::new()),
+            max_field_len: 0,
         }
     }
 
@@ -179,11 +179,7 @@ impl Connection {
         limit: Duration,
         shutdown: watch::Receiver<bool>,
     ) {
-        let mut connection = Connection {
-            stream,
-            buffer: Zeroizing::new(Vec::new()),
-            max_field_len: 0,
-        };
+        let mut connection = Connection::replying(stream);
         if let Ok(Ok(())) = tokio::time::timeout(limit, connection.write_reply(reply)).await {
             connection.finish(limit, shutdown).await;
         }

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::connection::{Connection, Incoming, ReadError, request_buffer};
-use super::linger::{Held, Lingering};
+use super::linger::{Held, Lingering, take_unread};
 use crate::auth::{Authenticator, FrontEnd, Origin, OriginFields, Pending, Start};
 use crate::frontend::gate::{Admission, ConnectionSlot, REFUSAL_LIMIT, Refusal};
 use crate::peer::PeerCredentials;
@@ -83,9 +83,8 @@ impl Scratch {
 enum Received {
     /// The client closed without sending anything.
     Closed,
-    /// Nothing yet, or not a single complete request: the async path goes on from the
-    /// bytes kept here.
-    Partial(Zeroizing<Vec<u8>>),
+    /// Nothing yet, or not a single complete request: for the async path.
+    Partial,
     /// Exactly one complete request, nothing behind it, nothing more on its way now.
     Request(crate::protocol::Request),
 }
@@ -114,10 +113,10 @@ impl Intake {
         };
         let request = match self.receive(&stream, scratch) {
             Ok(Received::Request(request)) => request,
-            Ok(Received::Partial(received)) => {
+            Ok(Received::Partial) => {
                 let intake = Arc::clone(self);
                 self.runtime.spawn(async move {
-                    intake.read_and_serve(stream, origin, slot, received).await;
+                    intake.read_and_serve(stream, origin, slot).await;
                 });
                 return;
             }
@@ -152,27 +151,27 @@ impl Intake {
         }
     }
 
-    /// One receive without waiting.
+    /// One look without waiting at what the client has sent (`MSG_PEEK`: taking the bytes
+    /// would wake a client that sleeps waiting for its reply, as the kernel tells a writer
+    /// about freed buffer space; they are taken after the reply instead).
     fn receive(&self, stream: &StdStream, scratch: &mut Scratch) -> io::Result<Received> {
         let buffer = &mut scratch.buffer[..];
-        let received = match recv(stream.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT) {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
+        let received = match recv(stream.as_raw_fd(), buffer, flags) {
             Ok(0) => return Ok(Received::Closed),
             Ok(n) => n,
             Err(Errno::EAGAIN | Errno::EINTR) => 0,
             Err(errno) => return Err(errno.into()),
         };
-        let bytes = &buffer[..received];
         // Less than the buffer holds: the client had sent nothing more.
         let settled = received < buffer.len();
-        let outcome = match decode_received(bytes, self.server.max_field_len, settled) {
+        let outcome = match decode_received(&buffer[..received], self.server.max_field_len, settled)
+        {
             Decoded::Complete { request, consumed } if settled && consumed == received => {
                 Received::Request(request)
             }
-            _ => {
-                let mut kept = request_buffer(self.server.max_field_len);
-                kept.extend_from_slice(bytes);
-                Received::Partial(kept)
-            }
+            // The async path reads it all again.
+            _ => Received::Partial,
         };
         buffer[..received].zeroize();
         Ok(outcome)
@@ -202,6 +201,9 @@ impl Intake {
             }
         };
         if sent == bytes.len() {
+            // The request, peeked so far, is taken now: the reply has woken the client
+            // already, so this wakes nobody.
+            take_unread(&stream);
             if stream.shutdown(Shutdown::Write).is_ok() {
                 self.lingering.push(stream, Instant::now() + limit, held);
             }
@@ -240,7 +242,7 @@ impl Intake {
                 return;
             }
             Ok(Received::Closed) | Err(_) => return,
-            Ok(Received::Partial(_)) => {}
+            Ok(Received::Partial) => {}
         }
         let intake = Arc::clone(self);
         self.runtime.spawn(async move {
@@ -252,18 +254,12 @@ impl Intake {
     }
 
     /// The async path for a request not (wholly) received at accept time.
-    async fn read_and_serve(
-        &self,
-        stream: StdStream,
-        origin: Origin,
-        _slot: ConnectionSlot,
-        received: Zeroizing<Vec<u8>>,
-    ) {
+    async fn read_and_serve(&self, stream: StdStream, origin: Origin, _slot: ConnectionSlot) {
         let Ok(stream) = self.register(stream, &origin) else {
             return;
         };
         let server = &self.server;
-        let mut connection = Connection::resume(stream, server.max_field_len, received);
+        let mut connection = Connection::new(stream, server.max_field_len);
         let incoming = match tokio::time::timeout(server.timeout, connection.read_request()).await
         {
             Ok(Ok(incoming)) => incoming,
@@ -328,11 +324,7 @@ impl Intake {
     /// The stream on the reactor, or `None` (logged) when it can't be registered.
     fn resume(&self, stream: StdStream, origin: &Origin) -> Option<Connection> {
         let stream = self.register(stream, origin).ok()?;
-        Some(Connection::resume(
-            stream,
-            self.server.max_field_len,
-            Zeroizing::new(Vec::new()),
-        ))
+        Some(Connection::replying(stream))
     }
 
     fn register(&self, stream: StdStream, origin: &Origin) -> io::Result<UnixStream> {

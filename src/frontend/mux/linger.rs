@@ -54,6 +54,7 @@ impl Lingering {
     /// Lets a half-closed connection drain until `until` (closed at once when stopping).
     pub fn push(&self, stream: UnixStream, until: Instant, held: Held) {
         if self.stopping.load(Ordering::Acquire) {
+            take_unread(&stream);
             return;
         }
         let mut entries = self.lock();
@@ -92,6 +93,7 @@ impl Lingering {
             let revents = revents[index];
             index += 1;
             if stopping || now >= entry.until {
+                take_unread(&entry.stream);
                 return false;
             }
             !polled || matches!(fate(&entry.stream, revents), Fate::Keep)
@@ -104,7 +106,9 @@ impl Lingering {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         let mut entries = self.lock();
-        entries.clear();
+        for entry in entries.drain(..) {
+            take_unread(&entry.stream);
+        }
         self.count.store(0, Ordering::Release);
     }
 
@@ -114,7 +118,7 @@ impl Lingering {
 }
 
 /// What `poll` said about a lingering connection: the client closed (or the socket
-/// failed), or it sent bytes that are taken and dropped (until it closes).
+/// failed), or it sent bytes, which are taken and dropped.
 fn fate(stream: &UnixStream, revents: PollFlags) -> Fate {
     // Half-closed by us, so the client's close (or half-close) is POLLHUP.
     let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
@@ -124,16 +128,28 @@ fn fate(stream: &UnixStream, revents: PollFlags) -> Fate {
     if !revents.contains(PollFlags::POLLIN) {
         return Fate::Keep;
     }
+    if take_unread(stream) {
+        Fate::Close
+    } else {
+        Fate::Keep
+    }
+}
+
+/// Takes and drops what the client has sent, without waiting, so that closing the socket
+/// resets nothing; true when the client has closed (or the socket failed).
+pub fn take_unread(stream: &UnixStream) -> bool {
     let mut sink = [0u8; 4096];
-    let fate = loop {
+    let closed = loop {
         match recv(stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => break Fate::Close,
+            Ok(0) => break true,
+            // Less than asked for: nothing more is queued.
+            Ok(n) if n < sink.len() => break false,
             Ok(_) => {}
-            Err(Errno::EAGAIN) => break Fate::Keep,
+            Err(Errno::EAGAIN) => break false,
             Err(Errno::EINTR) => {}
-            Err(_) => break Fate::Close,
+            Err(_) => break true,
         }
     };
     sink.zeroize();
-    fate
+    closed
 }
