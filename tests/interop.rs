@@ -593,3 +593,49 @@ fn ours_and_upstream_exclude_each_other_on_one_run_dir() {
     expect_reply(&ours, "suser", SUSER_PW, "OK");
     ours.finish(&[SUSER_PW]);
 }
+
+/// A complete four-field request followed by bytes that can't start a fifth field (`GA`,
+/// which would announce 18241 bytes; a single stray byte): Debian's saslauthd (2.1.28,
+/// which never reads a fifth field) answers the request at once, and so must ours, with the
+/// same reply bytes and a clean end of stream.
+#[test]
+fn bytes_after_a_four_field_request_are_answered_like_upstream() {
+    require_root();
+    let ours = Daemon::start(&daemon_path("ours"), &["-a", "shadow"]);
+    let upstream = Daemon::start(&daemon_path("upstream"), &["-a", "shadow"]);
+    let opts = ExchangeOpts {
+        timeout: Duration::from_secs(5),
+        ..ExchangeOpts::default()
+    };
+    for (what, trailing) in [("GA", &b"GA"[..]), ("one stray byte", &b"G"[..])] {
+        for password in [SUSER_PW, "Sha-512-pw2"] {
+            let mut bytes = request(&[b"suser", password.as_bytes(), b"imap", b""]);
+            bytes.extend_from_slice(trailing);
+            let theirs = exchange(&upstream.socket(), &bytes, &opts);
+            let mine = exchange(&ours.socket(), &bytes, &opts);
+            for (who, r) in [("upstream", &theirs), ("ours", &mine)] {
+                assert!(
+                    r.reply.is_some() && r.closed && r.elapsed < Duration::from_secs(1),
+                    "{what}, {who}: {r:?}"
+                );
+            }
+            assert_eq!(
+                mine.reply,
+                theirs.reply,
+                "{what}: ours {:?}, upstream {:?}\n--- our log ---\n{}",
+                mine.text(),
+                theirs.text(),
+                ours.log()
+            );
+        }
+    }
+    assert_eq!(
+        ours.log()
+            .matches("after a four-field request (not a client address field)")
+            .count(),
+        4,
+        "{}",
+        ours.log()
+    );
+    ours.assert_log_free_of(&[SUSER_PW, "Sha-512-pw2"]);
+}

@@ -67,14 +67,12 @@ impl Lingering {
     }
 
     /// Closes the connections whose client closed or whose deadline passed, and takes what
-    /// the others sent. Skipped while another thread sweeps.
+    /// the others sent.
     pub fn sweep(&self) {
         if self.count.load(Ordering::Acquire) == 0 {
             return;
         }
-        let Ok(mut entries) = self.entries.try_lock() else {
-            return;
-        };
+        let mut entries = self.lock();
         let stopping = self.stopping.load(Ordering::Acquire);
         let now = Instant::now();
         let events = PollFlags::POLLIN;
