@@ -293,6 +293,7 @@ fn run_side(which: Which, sc: Scenario, clients: usize, s: &Settings) -> Result<
         )
     })?;
     let base_kib = rss_now(&d).total_kib();
+    wait_out_fresh_fixtures(&d);
     let (user, password) = sc.kind.user_password();
     let req = request(&[user.as_bytes(), password.as_bytes(), b"imap", b""]);
     // One request first: it checks the daemon answers OK and, with -c, fills the cache.
@@ -350,6 +351,30 @@ fn run_side(which: Which, sc: Scenario, clients: usize, s: &Settings) -> Result<
         rss,
         notes,
     })
+}
+
+/// The fixture files were copied for this daemon just now; a real `/etc/shadow` is not. Our
+/// cache takes files changed within `file_stamp::RACY_SECS` as possibly changed again
+/// (git's "racy clean" rule) and reads the account on every hit meanwhile, so the load
+/// waits until they are that old: both daemons then run as on a real system.
+fn wait_out_fresh_fixtures(d: &Daemon) {
+    use std::os::unix::fs::MetadataExt;
+    let etc = d.dir().join("etc");
+    let newest = ["passwd", "shadow", "nsswitch.conf"]
+        .iter()
+        .filter_map(|name| fs::metadata(etc.join(name)).ok())
+        .map(|meta| meta.ctime().max(meta.mtime()))
+        .max();
+    let Some(newest) = newest else {
+        return;
+    };
+    let limit = Instant::now() + Duration::from_secs(10);
+    while saslauthd_rs::mech::file_stamp::now().is_some_and(|now| {
+        now - newest < saslauthd_rs::mech::file_stamp::RACY_SECS
+    }) && Instant::now() < limit
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Counts the daemon's system calls under the same load for a short window: `strace -c

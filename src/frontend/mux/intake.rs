@@ -190,6 +190,10 @@ impl Intake {
         limit: Duration,
     ) {
         let bytes = reply.encode();
+        let stream = Arc::new(stream);
+        let held = self
+            .lingering
+            .push(Arc::clone(&stream), Instant::now() + limit, held);
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         let sent = match send(stream.as_raw_fd(), &bytes, flags) {
             Ok(n) => n,
@@ -197,6 +201,7 @@ impl Intake {
             Err(errno) => {
                 let error = io::Error::from(errno);
                 log_err!("write failure: {error}{}", OriginFields(&origin));
+                self.lingering.reclaim(&stream);
                 return;
             }
         };
@@ -204,11 +209,18 @@ impl Intake {
             // The request, peeked so far, is taken now: the reply has woken the client
             // already, so this wakes nobody.
             take_unread(&stream);
-            if stream.shutdown(Shutdown::Write).is_ok() {
-                self.lingering.push(stream, Instant::now() + limit, held);
-            }
+            let _ = stream.shutdown(Shutdown::Write);
+            drop(held);
             return;
         }
+        // Finished on the async path, unless a sweep found the client gone meanwhile.
+        let Some(held) = held.or_else(|| self.lingering.reclaim(&stream)) else {
+            return;
+        };
+        let Ok(stream) = Arc::try_unwrap(stream) else {
+            return;
+        };
+        take_unread(&stream);
         let intake = Arc::clone(self);
         self.runtime.spawn(async move {
             let Some(mut connection) = intake.resume(stream, &origin) else {
@@ -311,6 +323,9 @@ impl Intake {
         origin: Origin,
         slot: ConnectionSlot,
     ) {
+        // The request, peeked so far, is taken before the wait: the async drain may be cut
+        // short, and a socket closed on unread bytes resets the client.
+        take_unread(&stream);
         let reply = self.server.authenticator.finish(pending).await;
         let Some(mut connection) = self.resume(stream, &origin) else {
             return;

@@ -1,11 +1,12 @@
 //! The post-reply drain of connections answered at once (on an accepting or a pool
 //! thread), without the reactor.
 //!
-//! After the reply a connection is half-closed and lingers here until the client closes,
-//! its drain deadline passes or the daemon stops, and whatever the client still sends is
-//! taken and thrown away: the client reads its reply and a clean end of stream, never a
-//! reset or a broken pipe, as on the async path. It keeps its connection (or refusal) slot
-//! until then, so lingering connections count against `--max-connections`.
+//! A connection answered at once lingers here, half-closed after its reply, until the
+//! client closes, its drain deadline passes or the daemon stops, and whatever the client
+//! still sends is taken and thrown away: the client reads its reply and a clean end of
+//! stream, never a reset or a broken pipe, as on the async path. It keeps its connection
+//! (or refusal) slot until then, so lingering connections count against
+//! `--max-connections`.
 //!
 //! Nobody waits on these sockets: the accepting threads [`sweep`](Lingering::sweep) them
 //! with one `poll` after every accept (before the gate counts slots, so a client that
@@ -16,7 +17,7 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -29,9 +30,10 @@ use zeroize::Zeroize;
 pub type Held = Box<dyn Send>;
 
 struct Entry {
-    stream: UnixStream,
+    /// Shared with the thread that is still sending the reply, until it has.
+    stream: Arc<UnixStream>,
     until: Instant,
-    _held: Held,
+    held: Held,
 }
 
 /// The lingering connections.
@@ -51,19 +53,35 @@ enum Fate {
 }
 
 impl Lingering {
-    /// Lets a half-closed connection drain until `until` (closed at once when stopping).
-    pub fn push(&self, stream: UnixStream, until: Instant, held: Held) {
+    /// Lets a connection drain until `until`, from before its reply is sent: a client that
+    /// reads the reply, closes and connects again at once must find its slot free, so
+    /// the connection is here, to be swept, by then. The caller then sends the reply and
+    /// half-closes. When the daemon is stopping, nothing lingers: `held` is given back, to
+    /// be dropped once the reply is sent.
+    pub fn push(&self, stream: Arc<UnixStream>, until: Instant, held: Held) -> Option<Held> {
         if self.stopping.load(Ordering::Acquire) {
-            take_unread(&stream);
-            return;
+            return Some(held);
         }
         let mut entries = self.lock();
         entries.push(Entry {
             stream,
             until,
-            _held: held,
+            held,
         });
         self.count.store(entries.len(), Ordering::Release);
+        None
+    }
+
+    /// Takes a connection back (its reply could not be sent at once): its slot, unless a
+    /// sweep has closed it already (the client went away).
+    pub fn reclaim(&self, stream: &Arc<UnixStream>) -> Option<Held> {
+        let mut entries = self.lock();
+        let index = entries
+            .iter()
+            .position(|entry| Arc::ptr_eq(&entry.stream, stream))?;
+        let entry = entries.swap_remove(index);
+        self.count.store(entries.len(), Ordering::Release);
+        Some(entry.held)
     }
 
     /// Closes the connections whose client closed or whose deadline passed, and takes what
@@ -91,7 +109,7 @@ impl Lingering {
             let revents = revents[index];
             index += 1;
             if stopping || now >= entry.until {
-                take_unread(&entry.stream);
+                drain(&entry.stream, true);
                 return false;
             }
             !polled || matches!(fate(&entry.stream, revents), Fate::Keep)
@@ -105,7 +123,7 @@ impl Lingering {
         self.stopping.store(true, Ordering::Release);
         let mut entries = self.lock();
         for entry in entries.drain(..) {
-            take_unread(&entry.stream);
+            drain(&entry.stream, true);
         }
         self.count.store(0, Ordering::Release);
     }
@@ -118,7 +136,8 @@ impl Lingering {
 /// What `poll` said about a lingering connection: the client closed (or the socket
 /// failed), or it sent bytes, which are taken and dropped.
 fn fate(stream: &UnixStream, revents: PollFlags) -> Fate {
-    // Half-closed by us, so the client's close (or half-close) is POLLHUP.
+    // Half-closed by us, so the client's close (or half-close) is POLLHUP, or, before our
+    // half-close, POLLIN with an end of stream behind the bytes.
     let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
     if revents.intersects(gone) {
         return Fate::Close;
@@ -126,7 +145,7 @@ fn fate(stream: &UnixStream, revents: PollFlags) -> Fate {
     if !revents.contains(PollFlags::POLLIN) {
         return Fate::Keep;
     }
-    if take_unread(stream) {
+    if drain(stream, false) {
         Fate::Close
     } else {
         Fate::Keep
@@ -134,14 +153,20 @@ fn fate(stream: &UnixStream, revents: PollFlags) -> Fate {
 }
 
 /// Takes and drops what the client has sent, without waiting, so that closing the socket
-/// resets nothing; true when the client has closed (or the socket failed).
-pub fn take_unread(stream: &UnixStream) -> bool {
+/// resets nothing: one receive, unless more is queued than it takes.
+pub fn take_unread(stream: &UnixStream) {
+    drain(stream, true);
+}
+
+/// Takes and drops what is queued, without waiting; `quick`: stops at a short read (all
+/// that was queued is taken), else goes on to learn whether the end of the stream is
+/// behind it. True when the client has closed (or the socket failed).
+fn drain(stream: &UnixStream, quick: bool) -> bool {
     let mut sink = [0u8; 4096];
     let closed = loop {
         match recv(stream.as_raw_fd(), &mut sink, MsgFlags::MSG_DONTWAIT) {
             Ok(0) => break true,
-            // Less than asked for: nothing more is queued.
-            Ok(n) if n < sink.len() => break false,
+            Ok(n) if quick && n < sink.len() => break false,
             Ok(_) => {}
             Err(Errno::EAGAIN) => break false,
             Err(Errno::EINTR) => {}
