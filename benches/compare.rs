@@ -369,9 +369,9 @@ fn wait_out_fresh_fixtures(d: &Daemon) {
         return;
     };
     let limit = Instant::now() + Duration::from_secs(10);
-    while saslauthd_rs::mech::file_stamp::now().is_some_and(|now| {
-        now - newest < saslauthd_rs::mech::file_stamp::RACY_SECS
-    }) && Instant::now() < limit
+    while saslauthd_rs::mech::file_stamp::now()
+        .is_some_and(|now| now - newest < saslauthd_rs::mech::file_stamp::RACY_SECS)
+        && Instant::now() < limit
     {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -157,7 +157,10 @@ fn bytes_that_cannot_start_a_fifth_field_are_ignored() {
     for (what, trailing) in [
         ("GA (a length of 18241)", &b"GA"[..]),
         ("one stray byte", &b"\x07"[..]),
-        ("a length over the limit, then a little", &b"\x04\x01abc"[..]),
+        (
+            "a length over the limit, then a little",
+            &b"\x04\x01abc"[..],
+        ),
     ] {
         for user_pw in [SUSER_PW, WRONG_PW] {
             let mut bytes = request(&[b"suser", user_pw.as_bytes(), b"imap", b""]);
@@ -168,7 +171,12 @@ fn bytes_that_cannot_start_a_fifth_field_are_ignored() {
             } else {
                 "NO Incorrect password"
             };
-            assert_eq!(r.text().as_deref(), Some(want), "{what}: {r:?}\n{}", d.log());
+            assert_eq!(
+                r.text().as_deref(),
+                Some(want),
+                "{what}: {r:?}\n{}",
+                d.log()
+            );
             assert!(
                 r.elapsed < Duration::from_secs(1),
                 "{what}: answered after {:?}",
@@ -184,7 +192,10 @@ fn bytes_that_cannot_start_a_fifth_field_are_ignored() {
         "{}",
         d.log()
     );
-    assert!(d.log().contains("ignored 1 bytes after a four-field request"));
+    assert!(
+        d.log()
+            .contains("ignored 1 bytes after a four-field request")
+    );
     d.finish(&secrets());
 }
 
@@ -257,7 +268,8 @@ fn a_refused_peer_gets_its_answer_and_a_clean_end_of_stream() {
         let r = exchange_on(&mut s, &bytes, &quick());
         assert_eq!(r.text().as_deref(), Some("NO access denied"), "{r:?}");
         assert!(r.closed && r.extra.is_empty(), "{r:?}");
-        s.write_all(b"x").expect("the refusal's drain stopped at once");
+        s.write_all(b"x")
+            .expect("the refusal's drain stopped at once");
     }
     // Slowly, in pieces: answered at once all the same (it needn't wait for the request).
     let opts = ExchangeOpts {
@@ -378,9 +390,7 @@ fn draining_connections_hold_their_slot_until_the_client_closes() {
             let r = exchange(&d.socket(), &suser(&[]), &quick());
             match r.text().as_deref() {
                 Some("OK") => return,
-                Some("NO server busy") if Instant::now() < limit => {
-                    sleep(Duration::from_millis(5))
-                }
+                Some("NO server busy") if Instant::now() < limit => sleep(Duration::from_millis(5)),
                 _ => panic!("{what}: {r:?}\n{}", d.log()),
             }
         }

@@ -17,6 +17,6 @@ pub mod pool;
 pub mod throttle;
 
 pub use authenticator::{
-    Authenticator, AuthenticatorOptions, FrontEnd, LocalVerification, Origin, OriginFields, Pending,
-    Start, state_slots,
+    Authenticator, AuthenticatorOptions, FrontEnd, LocalVerification, Origin, OriginFields,
+    Pending, Start, state_slots,
 };

@@ -29,7 +29,10 @@ use crate::protocol::{Decoded, Rejection, Reply, Request, decode_received, max_r
 pub enum Incoming {
     /// A request, and how many bytes after it were ignored because they can't be a fifth
     /// field (none for a pipelined request after a five-field one: those are drained).
-    Request { request: Request, ignored: usize },
+    Request {
+        request: Request,
+        ignored: usize,
+    },
     Rejected(Rejection),
 }
 

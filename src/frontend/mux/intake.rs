@@ -22,8 +22,8 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,7 +134,9 @@ impl Intake {
         };
         let authenticator = &self.server.authenticator;
         match authenticator.start(request, &origin) {
-            Start::Done(reply) => self.answer(stream, &reply, origin, Box::new(slot), self.server.timeout),
+            Start::Done(reply) => {
+                self.answer(stream, &reply, origin, Box::new(slot), self.server.timeout)
+            }
             Start::Verify(verification) => {
                 let intake = Arc::clone(self);
                 authenticator.verify_on_pool(verification, move |reply| {
@@ -145,7 +147,9 @@ impl Intake {
             Start::Wait(pending) => {
                 let intake = Arc::clone(self);
                 self.runtime.spawn(async move {
-                    intake.finish_and_answer(stream, pending, origin, slot).await;
+                    intake
+                        .finish_and_answer(stream, pending, origin, slot)
+                        .await;
                 });
             }
         }
@@ -250,7 +254,13 @@ impl Intake {
         };
         match self.receive(&stream, scratch) {
             Ok(Received::Request(_)) => {
-                self.answer(stream, &reply, origin, Box::new(refusal.slot), REFUSAL_LIMIT);
+                self.answer(
+                    stream,
+                    &reply,
+                    origin,
+                    Box::new(refusal.slot),
+                    REFUSAL_LIMIT,
+                );
                 return;
             }
             Ok(Received::Closed) | Err(_) => return,
@@ -272,8 +282,7 @@ impl Intake {
         };
         let server = &self.server;
         let mut connection = Connection::new(stream, server.max_field_len);
-        let incoming = match tokio::time::timeout(server.timeout, connection.read_request()).await
-        {
+        let incoming = match tokio::time::timeout(server.timeout, connection.read_request()).await {
             Ok(Ok(incoming)) => incoming,
             Ok(Err(ReadError::Truncated { received })) => {
                 log_debug!(
@@ -331,7 +340,9 @@ impl Intake {
             return;
         };
         if self.write(&mut connection, &reply.encode(), &origin).await {
-            connection.finish(self.server.timeout, self.stop.clone()).await;
+            connection
+                .finish(self.server.timeout, self.stop.clone())
+                .await;
         }
         drop(slot);
     }

@@ -31,9 +31,9 @@ use nix::sys::time::TimeVal;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+pub use super::intake::Server;
 use super::intake::{Intake, Scratch};
 use super::linger::Lingering;
-pub use super::intake::Server;
 use crate::mech::cpu_cores;
 use crate::{log_err, log_info};
 
@@ -156,7 +156,11 @@ fn accept_loop(listener: &UnixListener, intake: &Arc<Intake>, stopping: &AtomicB
 
 /// Accepts, without waiting, every connection already queued on `listener` (at most
 /// `limit`) and hands each to `admit`; returns how many.
-fn drain_backlog(listener: &UnixListener, limit: usize, mut admit: impl FnMut(UnixStream)) -> usize {
+fn drain_backlog(
+    listener: &UnixListener,
+    limit: usize,
+    mut admit: impl FnMut(UnixStream),
+) -> usize {
     if let Err(error) = listener.set_nonblocking(true) {
         log_err!("shutdown: cannot take the waiting connections: {error}");
         return 0;
