@@ -7,9 +7,9 @@
 //! complete request, the request is decided here, without the reactor or another thread:
 //!
 //! - refusals (validation, `--allow-uid`, server busy) and cache hits settled by the
-//!   account state's version are answered on this thread: one non-blocking send, then
-//!   close. The whole request has been consumed and nothing trails it, so closing is clean
-//!   (the client reads the reply, then end of stream: no drain is needed).
+//!   account state's version are answered on this thread: one non-blocking send, the
+//!   request taken (it was only peeked), a half-close, and the connection drains in
+//!   [`linger`](super::linger) until the client closes, without the reactor.
 //! - a miss of a mechanism that [verifies locally](crate::mech::Mechanism::verifies_locally)
 //!   goes to the verification pool, whose thread answers the same way when it is done.
 //!
