@@ -314,3 +314,71 @@ fn sasldb_path_names_another_file() {
     );
     ours.finish(&passwords(CASES));
 }
+
+/// A database that never answers (here a FIFO nobody writes to: opening it blocks) holds
+/// a verification thread, never a client: the watchdog answers `NO` at the verification
+/// deadline, and a request queued behind the stuck thread gets `NO server busy` after
+/// three verification limits. The daemon still stops cleanly.
+#[test]
+fn a_database_that_never_answers_is_no_within_the_deadline() {
+    let dir = TempDir::new("sasldb-fifo");
+    let fifo = dir.join("sasldb2");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let ours = Daemon::start_with(
+        &ours_bin("saslauthd"),
+        &[
+            "-a",
+            "sasldb",
+            "--sasldb-path",
+            fifo.to_str().unwrap(),
+            "-n",
+            "1",
+            "--verify-timeout",
+            "1",
+        ],
+        Options {
+            hostname: Some(HOSTNAME.to_string()),
+            ..Options::default()
+        },
+    );
+    let socket = ours.socket();
+    let started = std::time::Instant::now();
+    let requests: Vec<_> = (0..2)
+        .map(|i| {
+            let socket = socket.clone();
+            // The first takes the only thread.
+            thread::sleep(std::time::Duration::from_millis(100 * i));
+            thread::spawn(move || {
+                let reply = auth(&socket, "alice", ALICE_PW, "imap", REALM);
+                (reply, started.elapsed())
+            })
+        })
+        .collect();
+    let replies: Vec<_> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+    let log = ours.log();
+    let (first, took) = &replies[0];
+    assert_eq!(first.as_deref(), Some("NO verification timed out"), "{log}");
+    assert!(
+        took.as_secs_f64() >= 1.5 && took.as_secs_f64() < 2.5,
+        "{took:?}"
+    );
+    let (second, took) = &replies[1];
+    assert_eq!(second.as_deref(), Some("NO server busy"), "{log}");
+    assert!(
+        took.as_secs_f64() >= 4.5 && took.as_secs_f64() < 5.5,
+        "{took:?}"
+    );
+    assert!(
+        log.contains("mechanism sasldb gave no verdict within 1500 ms"),
+        "{log}"
+    );
+    assert!(
+        log.contains("waited 4500 ms for a verification thread"),
+        "{log}"
+    );
+    ours.finish(&[ALICE_PW]);
+}

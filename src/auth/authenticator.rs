@@ -10,7 +10,8 @@
 use std::fmt;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use super::cache::{CredentialCache, Lookup, StateCheck};
 use super::pool::{Task, WorkerPool};
 use super::throttle::{Admission, Attempt, Charge, Outcome, Throttle};
+use super::watchdog::{Overdue, Watch, Watchdog};
 use crate::log::{Level, LineBudget, RateLimitedLog, sanitize};
 use crate::mech::{Credentials, DEADLINE_GRACE, Mechanism, Verification, cpu_cores};
 use crate::peer::PeerCredentials;
@@ -70,6 +72,8 @@ pub struct Authenticator {
     /// `--verify-timeout`, for mechanisms without a deadline of their own.
     verify_timeout: Duration,
     timeout_log: RateLimitedLog,
+    /// The deadline of verifications that answer their client from the pool.
+    watchdog: Watchdog,
 }
 
 /// How an [`Authenticator`] works, from the configuration.
@@ -87,6 +91,9 @@ pub struct AuthenticatorOptions {
     /// `--verify-timeout`, for mechanisms without a deadline of their own.
     pub verify_timeout: Duration,
 }
+
+/// A request waits for a verification thread at most this many verification limits.
+const QUEUE_WAIT_LIMITS: u32 = 3;
 
 /// Cache hits reading account state at once: it takes microseconds (shadow: two NSS
 /// lookups) or a PAM account phase, so a few threads per core suffice.
@@ -193,36 +200,81 @@ enum Cached {
 
 /// A local verification on a pool thread, and where its reply goes.
 struct PoolTask<D> {
+    slot: Arc<AnswerSlot<D>>,
+    /// From the moment it is queued.
+    watch: Watch,
+}
+
+/// What answers a local verification's client: taken by whoever comes first, the pool
+/// thread with the verdict or the [watchdog](super::watchdog) at a deadline (the wait
+/// for a thread, then the verification's).
+struct AnswerSlot<D> {
     authenticator: Arc<Authenticator>,
-    verification: LocalVerification,
-    deliver: D,
+    credentials: Arc<Credentials>,
+    answer: Mutex<Option<(LocalVerification, D)>>,
+    /// A thread took the job; `limit` is its deadline.
+    started: AtomicBool,
+    limit: Duration,
+}
+
+impl<D> AnswerSlot<D> {
+    fn take(&self) -> Option<(LocalVerification, D)> {
+        self.answer.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<D: FnOnce(Reply) + Send + 'static> AnswerSlot<D> {
+    /// Answers the client with what `reply` makes of its verification, unless that was
+    /// done already.
+    fn answer_with(&self, reply: impl FnOnce(&Authenticator) -> (Reply, Answerer)) {
+        let Some((verification, deliver)) = self.take() else {
+            return;
+        };
+        let authenticator = &self.authenticator;
+        let (reply, answerer) = reply(authenticator);
+        let LocalVerification { origin, charge, .. } = verification;
+        let credentials = &self.credentials;
+        deliver(authenticator.conclude(credentials, &origin, Some(charge), reply, answerer));
+    }
+}
+
+impl<D: FnOnce(Reply) + Send + 'static> Overdue for AnswerSlot<D> {
+    /// No thread in time, or no verdict in time: `NO`, as on the async path.
+    fn expire(&self) {
+        self.answer_with(|authenticator| {
+            let reply = if self.started.load(Ordering::Acquire) {
+                authenticator.timed_out(self.limit)
+            } else {
+                authenticator.no_thread_in_time()
+            };
+            (reply, Answerer::Daemon)
+        });
+    }
 }
 
 impl<D: FnOnce(Reply) + Send + 'static> Task for PoolTask<D> {
     fn run(self: Box<Self>) {
-        let PoolTask {
-            authenticator,
-            verification,
-            deliver,
-        } = *self;
-        let LocalVerification {
-            credentials,
-            origin,
-            charge,
-        } = verification;
+        let PoolTask { slot, watch } = *self;
+        // The verification's clock starts when a thread takes the job.
+        if !watch.rearm(Instant::now() + slot.limit) {
+            return;
+        }
+        slot.started.store(true, Ordering::Release);
+        let authenticator = &slot.authenticator;
+        let credentials = &slot.credentials;
         let with_state = authenticator.cache.is_some();
         let verified = catch_unwind(AssertUnwindSafe(|| {
-            authenticator.mechanism.verify(&credentials, with_state)
+            authenticator.mechanism.verify(credentials, with_state)
         }));
-        let (reply, answerer) = match verified {
+        drop(watch);
+        // Answered by the watchdog already: the late verdict is not used, nor cached.
+        slot.answer_with(|authenticator| match verified {
             Ok(verification) => {
-                authenticator.remember(&credentials, &verification);
+                authenticator.remember(credentials, &verification);
                 (verification.reply, Answerer::Mechanism)
             }
             Err(_) => (authenticator.panicked(), Answerer::Daemon),
-        };
-        let reply = authenticator.conclude(&credentials, &origin, Some(charge), reply, answerer);
-        deliver(reply);
+        });
     }
 }
 
@@ -243,6 +295,7 @@ impl Authenticator {
             failure_log: Arc::new(LineBudget::new("auth failure")),
             verify_timeout: options.verify_timeout,
             timeout_log: RateLimitedLog::at(Level::Warning),
+            watchdog: Watchdog::new()?,
             mechanism,
         })
     }
@@ -259,6 +312,14 @@ impl Authenticator {
     /// [deadline](Self::deadline) plus [`DEADLINE_GRACE`]).
     fn verification_limit(&self) -> Duration {
         self.deadline() + DEADLINE_GRACE
+    }
+
+    /// How long a request may wait for a verification thread: [`QUEUE_WAIT_LIMITS`] times
+    /// the [verification limit](Self::verification_limit). Only a pool whose threads are
+    /// all stuck in calls that never return (or a flood far beyond what they can verify)
+    /// keeps a request waiting that long; it is answered `NO server busy`.
+    fn queue_limit(&self) -> Duration {
+        self.verification_limit() * QUEUE_WAIT_LIMITS
     }
 
     /// The verdict on `request`, which came from `origin`. Every front end maps its
@@ -396,26 +457,24 @@ impl Authenticator {
         verification: LocalVerification,
         deliver: impl FnOnce(Reply) + Send + 'static,
     ) {
-        let task = PoolTask {
+        let slot = Arc::new(AnswerSlot {
             authenticator: Arc::clone(self),
-            verification,
-            deliver,
+            credentials: Arc::clone(&verification.credentials),
+            answer: Mutex::new(Some((verification, deliver))),
+            started: AtomicBool::new(false),
+            limit: self.verification_limit(),
+        });
+        let deadline = Instant::now() + self.queue_limit();
+        let watch = self
+            .watchdog
+            .watch(deadline, Arc::clone(&slot) as Arc<dyn Overdue>);
+        let task = PoolTask {
+            slot: Arc::clone(&slot),
+            watch,
         };
         if let Err(task) = self.pool.execute(task) {
-            let PoolTask {
-                verification,
-                deliver,
-                ..
-            } = task;
-            let reply = self.busy();
-            let reply = self.conclude(
-                &verification.credentials,
-                &verification.origin,
-                Some(verification.charge),
-                reply,
-                Answerer::Daemon,
-            );
-            deliver(reply);
+            drop(task);
+            slot.answer_with(|authenticator| (authenticator.busy(), Answerer::Daemon));
         }
     }
 
@@ -450,12 +509,15 @@ impl Authenticator {
         if let Some(cache) = &self.cache {
             let mechanism = Arc::clone(&self.mechanism);
             let job_credentials = Arc::clone(&credentials);
-            let (state, version) = self
-                .run_on(&self.state_pool, move || {
-                    mechanism.current_state(&job_credentials)
-                })
-                .await
-                .unwrap_or((None, None));
+            let read = self.run_on(&self.state_pool, move || {
+                mechanism.current_state(&job_credentials)
+            });
+            // Bounded like a verification with its wait for a thread.
+            let limit = self.queue_limit();
+            let Ok(read) = tokio::time::timeout(limit, read).await else {
+                return (self.timed_out(limit), Answerer::Daemon);
+            };
+            let (state, version) = read.unwrap_or((None, None));
             if cache.confirm(&check, state.as_ref(), version.as_ref()) {
                 return (Reply::ok(), Answerer::Cache);
             }
@@ -571,7 +633,10 @@ impl Authenticator {
         let (started, has_started) = oneshot::channel();
         let job_credentials = Arc::clone(&credentials);
         let verified = self.run_on(&self.pool, move || {
-            let _ = started.send(());
+            if started.send(()).is_err() {
+                // Answered already: it waited too long for a thread.
+                return Verification::refused(Reply::no(text::BUSY));
+            }
             mechanism.verify(&job_credentials, with_state)
         });
         tokio::pin!(verified);
@@ -581,24 +646,17 @@ impl Authenticator {
             Ok(verification) => (verification, Answerer::Mechanism),
             Err(reply) => (Verification::refused(reply), Answerer::Daemon),
         };
-        // Queue time doesn't count (the queue is capped): the clock starts when a thread
-        // takes the job. A job that never starts (queue full, panic) ends `verified` too.
+        // Queue time doesn't count (the queue is capped, and bounded apart): the clock
+        // starts when a thread takes the job. A job that never starts (queue full, panic)
+        // ends `verified` too.
         let (verification, answerer) = tokio::select! {
             result = &mut verified => answered(result),
+            _ = tokio::time::sleep(self.queue_limit()) => {
+                (Verification::refused(self.no_thread_in_time()), Answerer::Daemon)
+            }
             _ = has_started => match tokio::time::timeout(limit, verified).await {
                 Ok(result) => answered(result),
-                Err(_) => {
-                    self.timeout_log.log(|| {
-                        format!(
-                            "mechanism {} gave no verdict within {} ms; answering: NO {} \
-                             (its thread stays busy until the call returns)",
-                            self.mechanism.name(),
-                            limit.as_millis(),
-                            text::TIMED_OUT
-                        )
-                    });
-                    (Verification::refused(Reply::no(text::TIMED_OUT)), Answerer::Daemon)
-                }
+                Err(_) => (Verification::refused(self.timed_out(limit)), Answerer::Daemon),
             },
         };
         self.remember(&credentials, &verification);
@@ -606,6 +664,35 @@ impl Authenticator {
             tokio::time::sleep(verification.hold.min(limit)).await;
         }
         (verification.reply, answerer)
+    }
+
+    /// `NO server busy` for a request that waited longer than the [queue
+    /// limit](Self::queue_limit) for a verification thread (logged at most once a second).
+    fn no_thread_in_time(&self) -> Reply {
+        self.busy_log.log(|| {
+            format!(
+                "a request waited {} ms for a verification thread; answering: NO {} \
+                 (are the verification threads stuck?)",
+                self.queue_limit().as_millis(),
+                text::BUSY
+            )
+        });
+        Reply::no(text::BUSY)
+    }
+
+    /// `NO` for a verification that gave no verdict within `limit` (logged at most once a
+    /// second).
+    fn timed_out(&self, limit: Duration) -> Reply {
+        self.timeout_log.log(|| {
+            format!(
+                "mechanism {} gave no verdict within {} ms; answering: NO {} \
+                 (its thread stays busy until the call returns)",
+                self.mechanism.name(),
+                limit.as_millis(),
+                text::TIMED_OUT
+            )
+        });
+        Reply::no(text::TIMED_OUT)
     }
 
     /// Runs `job` on `pool` and waits for its result. A full queue is `NO server busy`
@@ -689,6 +776,7 @@ mod tests {
     /// A mechanism whose backend never answers in time.
     struct Hanging {
         deadline: Option<Duration>,
+        local: bool,
     }
 
     impl Mechanism for Hanging {
@@ -702,11 +790,24 @@ mod tests {
         fn verification_deadline(&self) -> Option<Duration> {
             self.deadline
         }
+        fn verifies_locally(&self) -> bool {
+            self.local
+        }
     }
 
     fn authenticator(deadline: Option<Duration>, verify_timeout: Duration) -> Authenticator {
+        hanging(
+            Hanging {
+                deadline,
+                local: false,
+            },
+            verify_timeout,
+        )
+    }
+
+    fn hanging(mechanism: Hanging, verify_timeout: Duration) -> Authenticator {
         Authenticator::new(
-            Arc::new(Hanging { deadline }),
+            Arc::new(mechanism),
             AuthenticatorOptions {
                 realm_concat: false,
                 workers: 1,
@@ -749,6 +850,86 @@ mod tests {
                 took >= Duration::from_millis(100) + DEADLINE_GRACE
                     && took < Duration::from_millis(100) + DEADLINE_GRACE * 2,
                 "{took:?}"
+            );
+        }
+    }
+
+    /// A local verification answers its client from the pool thread; when the mechanism
+    /// hangs, the watchdog answers `NO` at the deadline instead, once.
+    #[test]
+    fn a_local_verification_past_its_deadline_is_no() {
+        let mechanism = Hanging {
+            deadline: None,
+            local: true,
+        };
+        let authenticator = Arc::new(hanging(mechanism, Duration::from_millis(100)));
+        let Start::Verify(verification) = authenticator.start(request(), &MUX) else {
+            panic!("a local mechanism's miss is verified on the pool");
+        };
+        let (sender, replies) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        authenticator.verify_on_pool(verification, move |reply| {
+            let _ = sender.send((reply, started.elapsed()));
+        });
+        let (reply, took) = replies.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(reply, Reply::no(text::TIMED_OUT));
+        assert!(
+            took >= Duration::from_millis(100) + DEADLINE_GRACE
+                && took < Duration::from_millis(100) + DEADLINE_GRACE * 2,
+            "{took:?}"
+        );
+        // The mechanism's late `OK` (after 3 s) goes nowhere: the reply was delivered once.
+        assert!(replies.recv_timeout(Duration::from_secs(4)).is_err());
+    }
+
+    /// With its only thread stuck, a second request waits for a thread no longer than
+    /// the queue limit (three verification limits), on either path, and is answered
+    /// `NO server busy`; the stuck thread later skips it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wait_for_a_stuck_thread_is_bounded() {
+        let verify_timeout = Duration::from_millis(100);
+        let limit = verify_timeout + DEADLINE_GRACE;
+        for local in [false, true] {
+            let mechanism = Hanging {
+                deadline: None,
+                local,
+            };
+            let authenticator = Arc::new(hanging(mechanism, verify_timeout));
+            let started = Instant::now();
+            let (sender, replies) = std::sync::mpsc::channel();
+            for _ in 0..2 {
+                let sender = sender.clone();
+                if local {
+                    let Start::Verify(verification) = authenticator.start(request(), &MUX) else {
+                        panic!("a local mechanism's miss is verified on the pool");
+                    };
+                    authenticator.verify_on_pool(verification, move |reply| {
+                        let _ = sender.send((reply, started.elapsed()));
+                    });
+                } else {
+                    let authenticator = Arc::clone(&authenticator);
+                    tokio::spawn(async move {
+                        let reply = authenticator.authenticate(request(), &MUX).await;
+                        let _ = sender.send((reply, started.elapsed()));
+                    });
+                }
+                // In this order.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let wait = |replies: &std::sync::mpsc::Receiver<(Reply, Duration)>| {
+                replies.recv_timeout(Duration::from_secs(5)).unwrap()
+            };
+            let (first, took) = wait(&replies);
+            assert_eq!(first, Reply::no(text::TIMED_OUT), "local: {local}");
+            assert!(
+                took >= limit && took < limit * 2,
+                "local: {local}: {took:?}"
+            );
+            let (second, took) = wait(&replies);
+            assert_eq!(second, Reply::no(text::BUSY), "local: {local}");
+            assert!(
+                took >= limit * QUEUE_WAIT_LIMITS && took < limit * (QUEUE_WAIT_LIMITS + 1),
+                "local: {local}: {took:?}"
             );
         }
     }

@@ -15,6 +15,7 @@ mod authenticator;
 pub mod cache;
 pub mod pool;
 pub mod throttle;
+mod watchdog;
 
 pub use authenticator::{
     Authenticator, AuthenticatorOptions, FrontEnd, LocalVerification, Origin, OriginFields,

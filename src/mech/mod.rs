@@ -173,8 +173,9 @@ pub trait Mechanism: Send + Sync {
     }
     /// Whether a verification is bounded local work — files, NSS lookups answered from
     /// files, crypt — with no backend that can hang and never a [`Verification::hold`].
-    /// The pool thread that verifies then answers the client itself, without the deadline
-    /// backstop or a hand-off back to the connection's task. The default (PAM, network
+    /// The pool thread that verifies then answers the client itself, without a hand-off
+    /// back to the connection's task; a watchdog keeps the deadline (local calls can hang
+    /// too: an NSS module, a file on a dead network filesystem). The default (PAM, network
     /// mechanisms): no.
     fn verifies_locally(&self) -> bool {
         false

@@ -11,14 +11,14 @@
 //!   request taken (it was only peeked), a half-close, and the connection drains in
 //!   [`linger`](super::linger) until the client closes, without the reactor.
 //! - a miss of a mechanism that [verifies locally](crate::mech::Mechanism::verifies_locally)
-//!   goes to the verification pool, whose thread answers the same way when it is done.
+//!   goes to the verification pool, whose thread answers the same way when it is done
+//!   (or the authenticator's watchdog, at the deadline).
 //!
 //! Everything else goes to the async [`connection`](super::connection) path with the
 //! bytes received so far: a partial or slow request, bytes after the request (pipelined
 //! requests, bytes ignored after a four-field request: they need the post-reply drain), a
 //! refused request's drain, throttled requests, account state to read, PAM and network
-//! mechanisms (their deadline backstop and holds), and a reply the socket won't take at
-//! once.
+//! mechanisms (their holds), and a reply the socket won't take at once.
 #![forbid(unsafe_code)]
 
 use std::io;
