@@ -535,3 +535,83 @@ fn latency_against_a_local_kdc() {
         report.join("; ")
     );
 }
+
+/// A KDC that can't be reached (nothing listens on its port) or that never answers is an
+/// outage, not a wrong password: the replies keep upstream's text, but the throttle
+/// counts none of them, so with a one-second penalty from the first failure on, nothing
+/// waits — neither the next outage (with another password) nor the good login after.
+#[test]
+fn unreachable_and_silent_kdcs_build_up_no_penalty() {
+    const DOWN: &str = "DOWN.TEST";
+    const SILENT: &str = "SILENT.TEST";
+    const DEADLINE: Duration = Duration::from_secs(1);
+    let kdc = Kdc::start(REALM, PRINCIPALS);
+    let silent = SilentKdc::start();
+    let setup = Setup::new(
+        Krb5Conf::new(REALM)
+            .realm(REALM, kdc.port())
+            .realm(DOWN, common::kdc::free_udp_tcp_port())
+            .realm(SILENT, silent.port()),
+        &conf_with_keytab(&kdc),
+    );
+    let ours = setup.start(
+        &ours_bin("saslauthd"),
+        &[
+            "--verify-timeout",
+            "1",
+            "--throttle-free",
+            "0",
+            "--throttle-delay",
+            "1000",
+            "--throttle-max",
+            "1000",
+        ],
+    );
+    let socket = ours.socket();
+    let timed = |password: &str, realm: &str| {
+        let start = Instant::now();
+        let reply = auth(&socket, "kgood", password, "imap", realm);
+        (reply, start.elapsed())
+    };
+    for (n, (password, realm, limit)) in [
+        ("Krb-other-pw1", DOWN, Duration::from_millis(900)),
+        ("Krb-other-pw2", DOWN, Duration::from_millis(900)),
+        (
+            "Krb-other-pw3",
+            SILENT,
+            DEADLINE + Duration::from_millis(900),
+        ),
+        ("Krb-other-pw4", DOWN, Duration::from_millis(900)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (reply, took) = timed(password, realm);
+        assert_eq!(
+            reply.as_deref(),
+            Some(GET_INIT_CREDS_FAILED),
+            "outage {n}\n{}",
+            ours.log()
+        );
+        assert!(took < limit, "outage {n} took {took:?}\n{}", ours.log());
+    }
+    let (reply, took) = timed(GOOD_PW, REALM);
+    assert_eq!(reply.as_deref(), Some("OK"), "{}", ours.log());
+    assert!(
+        took < Duration::from_millis(900),
+        "the login after the outages waited {took:?}\n{}",
+        ours.log()
+    );
+    // A wrong password is still a verdict: the next attempt waits its penalty (here as
+    // long as the deadline: it is answered `NO verification timed out` then, unverified).
+    let (reply, _) = timed("Krb-wrong-pw1", REALM);
+    assert_eq!(reply.as_deref(), Some(GET_INIT_CREDS_FAILED));
+    let (reply, took) = timed("Krb-wrong-pw2", REALM);
+    assert_eq!(reply.as_deref(), Some("NO verification timed out"));
+    assert!(
+        took >= Duration::from_millis(900),
+        "{took:?}\n{}",
+        ours.log()
+    );
+    ours.finish(&[GOOD_PW, "Krb-other-pw1", "Krb-wrong-pw1"]);
+}

@@ -107,8 +107,21 @@ enum Answerer {
     /// The credential cache (a success).
     Cache,
     Mechanism,
+    /// The mechanism, with a `NO` that reports an outage of its backend: no verdict.
+    Outage,
     /// The daemon itself: server busy, a deadline, a panic.
     Daemon,
+}
+
+impl Answerer {
+    /// Who answered `verification`: the mechanism, or its backend's outage.
+    fn of(verification: &Verification) -> Answerer {
+        if verification.outage {
+            Answerer::Outage
+        } else {
+            Answerer::Mechanism
+        }
+    }
 }
 
 /// Upstream's fields of a request (`[user=…] [service=…] [realm=…]`, and `[remote=…]` when
@@ -271,7 +284,8 @@ impl<D: FnOnce(Reply) + Send + 'static> Task for PoolTask<D> {
         slot.answer_with(|authenticator| match verified {
             Ok(verification) => {
                 authenticator.remember(credentials, &verification);
-                (verification.reply, Answerer::Mechanism)
+                let answerer = Answerer::of(&verification);
+                (verification.reply, answerer)
             }
             Err(_) => (authenticator.panicked(), Answerer::Daemon),
         });
@@ -591,10 +605,10 @@ impl Authenticator {
     fn outcome(&self, reply: &Reply, answerer: Answerer) -> Outcome {
         match (reply, answerer) {
             (Reply::Ok(_), _) => Outcome::Success,
-            (Reply::No(reason), Answerer::Mechanism) if !self.mechanism.is_outage(reason) => {
-                Outcome::Failure
+            (Reply::No(_), Answerer::Mechanism) => Outcome::Failure,
+            (Reply::No(_), Answerer::Outage | Answerer::Cache | Answerer::Daemon) => {
+                Outcome::Neither
             }
-            (Reply::No(_), _) => Outcome::Neither,
         }
     }
 
@@ -643,7 +657,10 @@ impl Authenticator {
         // Asked per request: a mechanism's deadline may change on SIGHUP (ldap_timeout).
         let limit = self.verification_limit();
         let answered = |result: Result<Verification, Reply>| match result {
-            Ok(verification) => (verification, Answerer::Mechanism),
+            Ok(verification) => {
+                let answerer = Answerer::of(&verification);
+                (verification, answerer)
+            }
             Err(reply) => (Verification::refused(reply), Answerer::Daemon),
         };
         // Queue time doesn't count (the queue is capped, and bounded apart): the clock

@@ -23,6 +23,9 @@
 //!   client's KDC, `NO krb5_verify_init_creds failed` while getting the service ticket).
 //!   The verification thread is free again at the deadline. Upstream waits for libkrb5:
 //!   about 27 s per request for a KDC that never answers.
+//! - Outages are told apart from wrong passwords for the throttle: a KDC that can't be
+//!   reached or gives no answer in time keeps upstream's reply text, but the
+//!   [`Verification`] says it is an outage, so it builds up no penalty.
 //!
 //! With `-c`, cached successes live by the TTL (`-t`) alone, as rimap's: there is no cheap
 //! way to ask a KDC whether a password is still the same.
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 use self::config::{Config, PrincipalNameError};
 use self::helper::Job;
 use self::pool::{Outcome, Pool};
-use super::{Credentials, Mechanism};
+use super::{Credentials, Mechanism, StateVersion, Verification};
 use crate::log::sanitize;
 use crate::protocol::Reply;
 use crate::secret::Password;
@@ -109,31 +112,20 @@ impl Kerberos5 {
             hostname: self.config.servername.clone().map(String::into_bytes),
         })
     }
-}
-
-impl Mechanism for Kerberos5 {
-    fn name(&self) -> &'static str {
-        "kerberos5"
-    }
-
-    /// The helper process failed. (A KDC that does not answer in time gets upstream's
-    /// text for a failed `krb5_get_init_creds_password`, the same as a wrong password:
-    /// it counts as one.)
-    fn is_outage(&self, reason: &str) -> bool {
-        reason == text::INTERNAL
-    }
-
-    fn authenticate(&self, credentials: &Credentials) -> Reply {
+    /// The verdict, and whether a `NO` is an outage (no KDC reached, or none answered in
+    /// time) rather than a verdict on the password.
+    fn check(&self, credentials: &Credentials) -> (Reply, bool) {
         let deadline = Instant::now() + self.deadline;
         let job = match self.job(credentials) {
             Ok(job) => job,
-            Err(reply) => return reply,
+            Err(reply) => return (reply, false),
         };
         match self
             .helpers
             .run(&job, deadline, &mut |line| log_err!("{line}"))
         {
-            Outcome::Reply(reply) => reply,
+            Outcome::Reply(reply) => (reply, false),
+            Outcome::Outage(reply) => (reply, true),
             Outcome::TimedOut(step) => {
                 log_warn!(
                     "kerberos5: no verdict within {} s for {} (in {}); stopped the helper \
@@ -146,12 +138,39 @@ impl Mechanism for Kerberos5 {
                     },
                     step.failure()
                 );
-                Reply::no(step.failure())
+                (Reply::no(step.failure()), true)
             }
             Outcome::Failed(why) => {
                 log_err!("kerberos5: helper process: {why}");
-                Reply::no(text::INTERNAL)
+                (Reply::no(text::INTERNAL), false)
             }
+        }
+    }
+}
+
+impl Mechanism for Kerberos5 {
+    fn name(&self) -> &'static str {
+        "kerberos5"
+    }
+
+    /// The helper process failed. (A KDC that could not be reached or gave no answer in
+    /// time is an outage too, flagged by [`Kerberos5::check`]: upstream's text for it is
+    /// the same as for a wrong password.)
+    fn is_outage(&self, reason: &str) -> bool {
+        reason == text::INTERNAL
+    }
+
+    fn authenticate(&self, credentials: &Credentials) -> Reply {
+        self.check(credentials).0
+    }
+
+    fn verify(&self, credentials: &Credentials, _with_state: bool) -> Verification {
+        let (reply, outage) = self.check(credentials);
+        // No account state: cached successes live by the TTL alone.
+        Verification {
+            outage: outage || Verification::outage_by_text(self, &reply),
+            version: Some(StateVersion::default()),
+            ..Verification::refused(reply)
         }
     }
 

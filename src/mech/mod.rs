@@ -76,6 +76,10 @@ pub struct Verification {
     /// As [`Mechanism::authenticate_with_state`]; empty and `None` unless asked for.
     pub state: AccountState,
     pub version: Option<StateVersion>,
+    /// The `NO` reports an outage, not a verdict on the credentials: the backend could
+    /// not be asked or gave no answer (see [`Mechanism::is_outage`]). Outages are not
+    /// failures for the throttle.
+    pub outage: bool,
 }
 
 impl Verification {
@@ -87,7 +91,13 @@ impl Verification {
             hold: Duration::ZERO,
             state: AccountState::default(),
             version: None,
+            outage: false,
         }
+    }
+
+    /// Whether `reply`, a `NO` `mechanism` gave, is an outage by its text.
+    pub fn outage_by_text(mechanism: &(impl Mechanism + ?Sized), reply: &Reply) -> bool {
+        matches!(reply, Reply::No(reason) if mechanism.is_outage(reason))
     }
 }
 
@@ -113,6 +123,7 @@ pub trait Mechanism: Send + Sync {
             )
         };
         Verification {
+            outage: Verification::outage_by_text(self, &reply),
             reply,
             hold: Duration::ZERO,
             state,

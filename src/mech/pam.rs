@@ -207,6 +207,7 @@ impl Mechanism for Pam {
             Err(reply) => (reply, Duration::ZERO),
         };
         Verification {
+            outage: Verification::outage_by_text(self, &reply),
             reply,
             hold,
             state,

@@ -134,6 +134,25 @@ pub struct Krb5Error {
     pub message: String,
 }
 
+impl Krb5Error {
+    /// libkrb5 found no KDC to ask, or none answered: `KRB5_KDC_UNREACH`,
+    /// `KRB5_REALM_CANT_RESOLVE`, `KRB5_REALM_UNKNOWN` (krb5.conf names no KDC for the
+    /// realm) and `KRB5KDC_ERR_SVC_UNAVAILABLE` (the KDC says it can't serve now).
+    pub fn no_kdc_answered(&self) -> bool {
+        const KRB5_KDC_UNREACH: i32 = -1765328228;
+        const KRB5_REALM_CANT_RESOLVE: i32 = -1765328164;
+        const KRB5_REALM_UNKNOWN: i32 = -1765328230;
+        const KRB5KDC_ERR_SVC_UNAVAILABLE: i32 = -1765328355;
+        matches!(
+            self.code,
+            KRB5_KDC_UNREACH
+                | KRB5_REALM_CANT_RESOLVE
+                | KRB5_REALM_UNKNOWN
+                | KRB5KDC_ERR_SVC_UNAVAILABLE
+        )
+    }
+}
+
 impl fmt::Display for Krb5Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.message, self.code)

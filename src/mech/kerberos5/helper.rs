@@ -20,7 +20,8 @@
 //! `u32` big-endian length (`u32::MAX`: absent) and its bytes — principal, password,
 //! keytab, service, host name. Helper → daemon: text lines, `step verify` when the
 //! password has been accepted and the KDC is asked about the server, `log <text>` for a
-//! line to log (libkrb5's error texts), and last `reply <text>`.
+//! line to log (libkrb5's error texts), `outage` when the `NO` to come is no verdict (no
+//! KDC could be reached, see [`Krb5Error::no_kdc_answered`]), and last `reply <text>`.
 #![forbid(unsafe_code)]
 
 use std::ffi::CString;
@@ -78,6 +79,8 @@ impl Step {
 pub enum Event {
     Step(Step),
     Log(String),
+    /// The reply to come reports an outage (no KDC answered), not a wrong password.
+    Outage,
     Reply(String),
 }
 
@@ -87,6 +90,7 @@ impl Event {
             Event::Step(Step::InitialCredentials) => "step init".to_string(),
             Event::Step(Step::Verification) => "step verify".to_string(),
             Event::Log(text) => format!("log {}", sanitize(text.as_bytes())),
+            Event::Outage => "outage".to_string(),
             Event::Reply(text) => format!("reply {}", sanitize(text.as_bytes())),
         };
         let mut bytes = line.into_bytes();
@@ -97,6 +101,9 @@ impl Event {
     /// A line without its `\n`.
     pub fn decode(line: &[u8]) -> Option<Event> {
         let line = std::str::from_utf8(line).ok()?;
+        if line == "outage" {
+            return Some(Event::Outage);
+        }
         let (kind, rest) = line.split_once(' ')?;
         match (kind, rest) {
             ("step", "init") => Some(Event::Step(Step::InitialCredentials)),
@@ -212,10 +219,7 @@ pub fn main() -> ExitCode {
 
 /// The libkrb5 sequence for one job; `emit` gets progress and log lines.
 pub fn verify(job: &Job, emit: &mut dyn FnMut(Event)) -> Reply {
-    let mut fail = |call: &str, error: Krb5Error, reply: &str| {
-        emit(Event::Log(format!("auth_krb5: {call}: {error}")));
-        Reply::no(reply)
-    };
+    let mut fail = |call: &str, error: Krb5Error, reply: &str| failure(emit, call, error, reply);
     let context = match Context::new() {
         Ok(context) => context,
         Err(error) => return fail("krb5_init_context", error, text::INTERNAL),
@@ -238,10 +242,7 @@ pub fn verify(job: &Job, emit: &mut dyn FnMut(Event)) -> Reply {
         }
     };
     emit(Event::Step(Step::Verification));
-    let mut fail = |call: &str, error: Krb5Error, reply: &str| {
-        emit(Event::Log(format!("auth_krb5: {call}: {error}")));
-        Reply::no(reply)
-    };
+    let mut fail = |call: &str, error: Krb5Error, reply: &str| failure(emit, call, error, reply);
     let keytab = match job.keytab.as_deref().map(CString::new) {
         None => None,
         Some(Ok(name)) => match context.keytab(&name) {
@@ -264,6 +265,16 @@ pub fn verify(job: &Job, emit: &mut dyn FnMut(Event)) -> Reply {
         Ok(()) => Reply::ok(),
         Err(error) => fail("krb5_verify_init_creds", error, text::VERIFY_FAILED),
     }
+}
+
+/// `NO reply` for a failed libkrb5 call: its error is logged, and flagged as an outage
+/// when no KDC answered.
+fn failure(emit: &mut dyn FnMut(Event), call: &str, error: Krb5Error, reply: &str) -> Reply {
+    emit(Event::Log(format!("auth_krb5: {call}: {error}")));
+    if error.no_kdc_answered() {
+        emit(Event::Outage);
+    }
+    Reply::no(reply)
 }
 
 #[cfg(test)]
@@ -320,6 +331,7 @@ mod tests {
             Event::Log("auth_krb5: x: y (1)".into()),
             Event::Reply("NO krb5_verify_init_creds failed".into()),
             Event::Reply("OK".into()),
+            Event::Outage,
         ] {
             let line = event.encode();
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

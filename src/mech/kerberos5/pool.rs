@@ -34,6 +34,8 @@ const MAX_LINE: usize = 64 * 1024;
 pub enum Outcome {
     /// The helper's reply.
     Reply(Reply),
+    /// The helper's reply, a `NO` for a KDC it could not reach.
+    Outage(Reply),
     /// The deadline passed during `step`; the helper was killed.
     TimedOut(Step),
     /// The helper could not be started or broke the protocol (why, for the log).
@@ -94,15 +96,21 @@ impl Pool {
             },
         };
         let mut step = Step::InitialCredentials;
+        let mut outage = false;
         loop {
             match helper.next_event(deadline) {
                 Ok(Event::Step(next)) => step = next,
                 Ok(Event::Log(line)) => log(&line),
+                Ok(Event::Outage) => outage = true,
                 Ok(Event::Reply(text)) => {
                     return match parse_reply(&text) {
                         Some(reply) => {
                             self.put_back(helper);
-                            Outcome::Reply(reply)
+                            if outage && !reply.is_ok() {
+                                Outcome::Outage(reply)
+                            } else {
+                                Outcome::Reply(reply)
+                            }
                         }
                         None => {
                             helper.kill();
@@ -320,6 +328,11 @@ mod tests {
         assert_eq!(outcome, Outcome::Reply(Reply::no("x")));
         assert_eq!(logged, ["hello"]);
         assert_eq!(pool.idle.lock().unwrap().len(), 1, "kept for the next job");
+        drop(pool);
+        // Flags its NO as an outage.
+        let pool = stand_in("printf 'log no KDC\noutage\nreply NO x\n'; exec sleep 30");
+        let outcome = pool.run(&job, Instant::now() + Duration::from_secs(5), &mut |_| {});
+        assert_eq!(outcome, Outcome::Outage(Reply::no("x")));
         drop(pool);
         // Reads nothing and says nothing: the deadline ends it.
         let pool = stand_in("exec sleep 30");
