@@ -214,13 +214,17 @@ mod tests {
         let (sender, expired) = mpsc::channel();
         let started = Instant::now();
         let deadline = started + Duration::from_millis(150);
-        let watch = watchdog.watch(deadline, Arc::new(Expiry(sender)));
+        // A sender of the test's own keeps the channel open: "no expiry" is a timeout.
+        let watch = watchdog.watch(deadline, Arc::new(Expiry(sender.clone())));
         let at = expired.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(at >= deadline, "expired early");
         assert!(at - started < Duration::from_secs(2), "{:?}", at - started);
         assert_eq!(watchdog.watched(), 0, "an expired job is no longer watched");
         drop(watch);
-        assert!(expired.recv_timeout(Duration::from_millis(300)).is_err());
+        assert_eq!(
+            expired.recv_timeout(Duration::from_millis(300)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
     }
 
     #[test]
@@ -229,11 +233,14 @@ mod tests {
         let (sender, expired) = mpsc::channel();
         let watch = watchdog.watch(
             Instant::now() + Duration::from_millis(100),
-            Arc::new(Expiry(sender)),
+            Arc::new(Expiry(sender.clone())),
         );
         drop(watch);
         assert_eq!(watchdog.watched(), 0);
-        assert!(expired.recv_timeout(Duration::from_millis(400)).is_err());
+        assert_eq!(
+            expired.recv_timeout(Duration::from_millis(400)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        );
     }
 
     /// An earlier deadline than the one the thread sleeps towards wakes it; jobs done in
