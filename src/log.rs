@@ -270,8 +270,10 @@ impl LineBudget {
         }
     }
 
-    /// Writes `line` at `level` if the budget allows, else counts it for `subject`. Inside
-    /// a tokio runtime, the first line held back starts a task that writes the summary.
+    /// Writes `line` at `level` if the budget allows, else counts it for `subject`. The
+    /// first line held back starts a thread that writes the summary once the flood ends
+    /// (a thread, not a task: lines come from pool and accepting threads too, outside
+    /// any runtime).
     pub fn log(
         self: &std::sync::Arc<Self>,
         level: Level,
@@ -291,7 +293,7 @@ impl LineBudget {
                 if state.subjects.len() < Self::MAX_SUBJECTS {
                     state.subjects.insert(self.hasher.hash_one(subject));
                 }
-                if !state.summary_task && tokio::runtime::Handle::try_current().is_ok() {
+                if !state.summary_task {
                     state.summary_task = true;
                     start_task = true;
                 }
@@ -306,9 +308,9 @@ impl LineBudget {
         }
         if start_task {
             let budget = std::sync::Arc::clone(self);
-            tokio::spawn(async move {
+            let summarise = move || {
                 loop {
-                    tokio::time::sleep(Self::QUIET).await;
+                    std::thread::sleep(Self::QUIET);
                     let (summary, done) = {
                         let mut state = budget.lock();
                         let summary = budget.due_summary(&mut state, Instant::now(), true);
@@ -325,7 +327,14 @@ impl LineBudget {
                         return;
                     }
                 }
-            });
+            };
+            let started = std::thread::Builder::new()
+                .name("saslauthd-log".to_string())
+                .spawn(summarise);
+            if started.is_err() {
+                // The next line held back tries again.
+                self.lock().summary_task = false;
+            }
         }
     }
 

@@ -20,7 +20,7 @@
 //!    libsasl), not the result of Dovecot's `auth_username_format`.
 //! 6. No fixed failure delay (Dovecot's `auth_failure_delay`, 2 s): our throttle delays
 //!    repeated failures per login and per client address (`rip=`) instead.
-//! 7. Temporary failures (queue full, verification timed out) are
+//! 7. Temporary failures (queue full, verification timed out, a backend outage) are
 //!    `FAIL … code=temp_fail` with `user=`; at most 64 requests per connection.
 #![forbid(unsafe_code)]
 
@@ -50,9 +50,14 @@ struct Ours {
 
 impl Ours {
     fn start(extra: &[&str]) -> Ours {
+        Ours::start_mech(&["-a", "shadow"], extra)
+    }
+
+    fn start_mech(mechanism: &[&str], extra: &[&str]) -> Ours {
         let dir = TempDir::new("dovecot-sock");
         let socket = dir.join("auth");
-        let mut args = vec!["-a", "shadow", "--throttle-max", "0", "--dovecot-socket"];
+        let mut args = mechanism.to_vec();
+        args.extend(["--throttle-max", "0", "--dovecot-socket"]);
         let path = socket.to_str().expect("utf-8 path").to_string();
         args.push(&path);
         args.extend_from_slice(extra);
@@ -521,6 +526,75 @@ fn deliberate_differences_from_dovecot() {
         auth(&ours.endpoint(), "suser@example.org", SUSER_PW),
         "OK\t1\tuser=suser@example.org"
     );
+    ours.daemon.finish(FIXTURE_PASSWORDS);
+}
+
+/// A cancelled request's verification still runs and still counts against the 64
+/// requests a connection may have in progress: AUTH + CANCEL in a loop can't start more
+/// verifications than that (they would fill the verification queue for everyone).
+#[test]
+fn cancelled_verifications_count_against_the_per_connection_limit() {
+    let ours = Ours::start(&["-n", "1"]);
+    let (mut c, _) = AuthClient::start(&ours.endpoint());
+    let mut script = Vec::new();
+    for id in 1..=100 {
+        script.extend_from_slice(
+            format!(
+                "AUTH\t{id}\tPLAIN\tservice=smtp\tresp={}\nCANCEL\t{id}\n",
+                plain("yuser", YUSER_PW)
+            )
+            .as_bytes(),
+        );
+    }
+    // One write: the daemon reads the lines long before one yescrypt verification ends.
+    c.send(&script);
+    let (lines, _) = c.drain(Duration::from_secs(2));
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.ends_with("code=temp_fail"))
+        .collect();
+    assert!(
+        refused.len() >= 100 - 64 - 4,
+        "{} of 100 refused: {lines:?}\n{}",
+        refused.len(),
+        ours.daemon.log()
+    );
+    assert!(
+        lines.iter().all(|line| line.ends_with("code=temp_fail")),
+        "cancelled requests get no other reply: {lines:?}"
+    );
+    ours.daemon.finish(FIXTURE_PASSWORDS);
+}
+
+/// A `NO` that is no verdict on the password — here rimap's IMAP server is down, an
+/// outage — is `FAIL … code=temp_fail`, as Dovecot answers when its passdb fails (Postfix
+/// then says 454, not 535); a wrong password is a plain `FAIL`.
+#[test]
+fn outages_are_temporary_failures() {
+    let server = format!("127.0.0.1/{}", free_port());
+    let ours = Ours::start_mech(&["-a", "rimap", "-O", &server], &[]);
+    let line = format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("suser", SUSER_PW)
+    );
+    let (mut c, _) = AuthClient::start(&ours.endpoint());
+    c.send(line.as_bytes());
+    assert_eq!(
+        c.line(),
+        "FAIL\t1\tuser=suser\tcode=temp_fail",
+        "{}",
+        ours.daemon.log()
+    );
+    ours.daemon.finish(FIXTURE_PASSWORDS);
+    // The same request, verified: a wrong password stays permanent.
+    let ours = Ours::start(&[]);
+    let line = format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("suser", "Wrong-pw-1")
+    );
+    let (mut c, _) = AuthClient::start(&ours.endpoint());
+    c.send(line.as_bytes());
+    assert_eq!(c.line(), "FAIL\t1\tuser=suser");
     ours.daemon.finish(FIXTURE_PASSWORDS);
 }
 

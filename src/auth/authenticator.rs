@@ -51,6 +51,8 @@ pub struct Origin {
     pub front_end: FrontEnd,
     /// The connecting process (`SO_PEERCRED`), when the socket can tell.
     pub peer: Option<PeerCredentials>,
+    /// The client's address and port, on a TCP socket.
+    pub client: Option<std::net::SocketAddr>,
 }
 
 pub struct Authenticator {
@@ -97,7 +99,7 @@ const QUEUE_WAIT_LIMITS: u32 = 3;
 
 /// Cache hits reading account state at once: it takes microseconds (shadow: two NSS
 /// lookups) or a PAM account phase, so a few threads per core suffice.
-pub fn state_slots() -> usize {
+fn state_slots() -> usize {
     2 * cpu_cores().get()
 }
 
@@ -146,17 +148,27 @@ impl fmt::Display for Fields<'_> {
     }
 }
 
-/// ` [peer uid=… gid=… pid=…]` and ` [via=…]`, as far as known: ours, after upstream's
+/// ` [peer uid=… gid=… pid=…]` (or ` [client ADDRESS:PORT]`) and ` [via=…]`, as far as known: ours, after upstream's
 /// fields so that parsers of upstream's lines keep working.
 pub struct OriginFields<'a>(pub &'a Origin);
 
 impl fmt::Display for OriginFields<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(peer) = &self.0.peer {
-            write!(f, " {peer}")?;
+        match (&self.0.peer, &self.0.client) {
+            (Some(peer), _) => write!(f, " {peer}")?,
+            (None, Some(client)) => write!(f, " [client {client}]")?,
+            (None, None) => {}
         }
         f.write_str(self.0.front_end.log_field())
     }
+}
+
+/// A request's reply, and whether a `NO` is temporary: no verdict on the credentials
+/// (server busy, a deadline, a panic, an outage of the mechanism's backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub reply: Reply,
+    pub temporary: bool,
 }
 
 /// What [`Authenticator::start`] found a request needs.
@@ -176,13 +188,13 @@ pub enum Start {
 pub struct Pending {
     credentials: Arc<Credentials>,
     origin: Origin,
-    deadline: Instant,
     stage: Stage,
 }
 
 enum Stage {
-    /// Its turn with the throttle is later: not charged yet.
-    Throttled(Attempt),
+    /// Its turn with the throttle is later: not charged yet; no turn by the deadline is
+    /// `NO` then.
+    Throttled(Attempt, Instant),
     /// Charged to the throttle.
     Charged(Charge, Next),
 }
@@ -247,7 +259,8 @@ impl<D: FnOnce(Reply) + Send + 'static> AnswerSlot<D> {
         let (reply, answerer) = reply(authenticator);
         let LocalVerification { origin, charge, .. } = verification;
         let credentials = &self.credentials;
-        deliver(authenticator.conclude(credentials, &origin, Some(charge), reply, answerer));
+        let decision = authenticator.conclude(credentials, &origin, Some(charge), reply, answerer);
+        deliver(decision.reply);
     }
 }
 
@@ -339,8 +352,17 @@ impl Authenticator {
     /// The verdict on `request`, which came from `origin`. Every front end maps its
     /// client's credentials onto a saslauthd request, as libsasl would have sent them.
     pub async fn authenticate(&self, request: Request, origin: &Origin) -> Reply {
+        self.decide(request, origin).await.reply
+    }
+
+    /// [`authenticate`](Self::authenticate), saying also whether a `NO` is temporary: for
+    /// a front end whose protocol can tell a client so (Dovecot's `temp_fail`).
+    pub async fn decide(&self, request: Request, origin: &Origin) -> Decision {
         match self.start(request, origin) {
-            Start::Done(reply) => reply,
+            Start::Done(reply) => Decision {
+                reply,
+                temporary: false,
+            },
             Start::Verify(verification) => {
                 let LocalVerification {
                     credentials,
@@ -350,7 +372,6 @@ impl Authenticator {
                 self.finish(Pending {
                     credentials,
                     origin,
-                    deadline: Instant::now() + self.deadline(),
                     stage: Stage::Charged(charge, Next::Verify),
                 })
                 .await
@@ -372,60 +393,66 @@ impl Authenticator {
         // one waits for its turn, on its own task, before any verification, right or
         // wrong, so hanging up early tells a client nothing. No turn before the deadline:
         // `NO` at the deadline, unverified.
-        let deadline = Instant::now() + self.deadline();
         let attempt = self.throttle.attempt(&credentials);
         let charge = match self.throttle.admit_now(attempt) {
             Ok(charge) => charge,
             Err(attempt) => {
+                let deadline = Instant::now() + self.deadline();
                 return Start::Wait(Pending {
                     credentials,
                     origin: *origin,
-                    deadline,
-                    stage: Stage::Throttled(attempt),
+                    stage: Stage::Throttled(attempt, deadline),
                 });
             }
         };
-        let next = match self.cached(&credentials) {
-            Cached::Hit => {
-                let reply = Reply::ok();
-                return Start::Done(self.conclude(
-                    &credentials,
-                    origin,
-                    Some(charge),
-                    reply,
-                    Answerer::Cache,
-                ));
-            }
-            Cached::Stale(check) => Next::ReadState(check),
-            Cached::Miss if self.mechanism.verifies_locally() => {
-                return Start::Verify(LocalVerification {
+        match self.after_charge(&credentials, origin, charge) {
+            Err(hit) => Start::Done(hit),
+            Ok((charge, Next::Verify)) if self.mechanism.verifies_locally() => {
+                Start::Verify(LocalVerification {
                     credentials,
                     origin: *origin,
                     charge,
-                });
+                })
             }
-            Cached::Miss => Next::Verify,
-        };
-        Start::Wait(Pending {
-            credentials,
-            origin: *origin,
-            deadline,
-            stage: Stage::Charged(charge, next),
-        })
+            Ok((charge, next)) => Start::Wait(Pending {
+                credentials,
+                origin: *origin,
+                stage: Stage::Charged(charge, next),
+            }),
+        }
+    }
+
+    /// What a charged request needs next, by the credential cache; `Err`: the reply to a
+    /// hit that the account state's version settles (concluded).
+    fn after_charge(
+        &self,
+        credentials: &Credentials,
+        origin: &Origin,
+        charge: Charge,
+    ) -> Result<(Charge, Next), Reply> {
+        match self.cached(credentials) {
+            Cached::Hit => {
+                let reply = Reply::ok();
+                let decision =
+                    self.conclude(credentials, origin, Some(charge), reply, Answerer::Cache);
+                Err(decision.reply)
+            }
+            Cached::Stale(check) => Ok((charge, Next::ReadState(check))),
+            Cached::Miss => Ok((charge, Next::Verify)),
+        }
     }
 
     /// Finishes a request [`start`](Self::start) could not: waits for its throttle turn,
     /// reads account state, verifies on the pool with the deadline and any hold.
-    pub async fn finish(&self, pending: Pending) -> Reply {
+    pub async fn finish(&self, pending: Pending) -> Decision {
         let Pending {
             credentials,
             origin,
-            deadline,
             stage,
         } = pending;
         let (charge, next) = match stage {
             Stage::Charged(charge, next) => (charge, next),
-            Stage::Throttled(attempt) => {
+            Stage::Throttled(attempt, deadline) => {
                 let admitted = self
                     .throttle
                     .admit(attempt, deadline, || {
@@ -439,19 +466,14 @@ impl Authenticator {
                         return self.conclude(&credentials, &origin, None, reply, Answerer::Daemon);
                     }
                 };
-                match self.cached(&credentials) {
-                    Cached::Hit => {
-                        let reply = Reply::ok();
-                        return self.conclude(
-                            &credentials,
-                            &origin,
-                            Some(charge),
-                            reply,
-                            Answerer::Cache,
-                        );
+                match self.after_charge(&credentials, &origin, charge) {
+                    Ok(next) => next,
+                    Err(hit) => {
+                        return Decision {
+                            reply: hit,
+                            temporary: false,
+                        };
                     }
-                    Cached::Stale(check) => (charge, Next::ReadState(check)),
-                    Cached::Miss => (charge, Next::Verify),
                 }
             }
         };
@@ -563,10 +585,10 @@ impl Authenticator {
         charge: Option<Charge>,
         reply: Reply,
         answerer: Answerer,
-    ) -> Reply {
+    ) -> Decision {
+        let outcome = self.outcome(&reply, answerer);
         if let Some(charge) = charge {
-            self.throttle
-                .record(charge, self.outcome(&reply, answerer), Instant::now());
+            self.throttle.record(charge, outcome, Instant::now());
         }
         let mech = self.mechanism.name();
         match &reply {
@@ -596,7 +618,10 @@ impl Authenticator {
                 )
             }),
         }
-        reply
+        Decision {
+            temporary: !reply.is_ok() && outcome == Outcome::Neither,
+            reply,
+        }
     }
 
     /// What a reply says about the credentials, for the throttle: the daemon's own `NO`s
@@ -768,19 +793,29 @@ impl Authenticator {
     /// validation did): the reply, and a log line at LOG_ERR without an `auth failure`
     /// line, as upstream logs them. `login` when it was read.
     pub fn refuse(&self, rejection: &Rejection, login: Option<&[u8]>, origin: &Origin) -> Reply {
-        let user = login.map(sanitize).unwrap_or_default();
-        let from = OriginFields(origin);
-        match rejection {
-            Rejection::TooLong { field, len, limit } => log_err!(
-                "{field} exceeds the field limit: {len} > {limit} bytes; request refused{from}"
-            ),
-            Rejection::EmptyLogin => log_err!("{}{from}", text::NULL_LOGIN),
-            Rejection::EmptyPassword => log_err!("{} [user={user}]{from}", text::NULL_PASSWORD),
-            Rejection::NulByte(field) => {
-                log_err!("NUL byte in {field} [user={user}]; request refused{from}")
+        let subject = login.unwrap_or_default();
+        self.log_client_failure(Level::Err, subject, || {
+            let user = login.map(sanitize).unwrap_or_default();
+            let from = OriginFields(origin);
+            match rejection {
+                Rejection::TooLong { field, len, limit } => format!(
+                    "{field} exceeds the field limit: {len} > {limit} bytes; request refused{from}"
+                ),
+                Rejection::EmptyLogin => format!("{}{from}", text::NULL_LOGIN),
+                Rejection::EmptyPassword => format!("{} [user={user}]{from}", text::NULL_PASSWORD),
+                Rejection::NulByte(field) => {
+                    format!("NUL byte in {field} [user={user}]; request refused{from}")
+                }
             }
-        }
+        });
         rejection.reply()
+    }
+
+    /// Writes a line about a failed or refused request, which a client can cause at will,
+    /// within the budget of `auth failure` lines (`subject`: the login, counted in the
+    /// summary of the lines held back).
+    pub fn log_client_failure(&self, level: Level, subject: &[u8], line: impl FnOnce() -> String) {
+        self.failure_log.log(level, subject, line);
     }
 }
 
@@ -859,6 +894,7 @@ mod tests {
     const MUX: Origin = Origin {
         front_end: FrontEnd::Mux,
         peer: None,
+        client: None,
     };
 
     #[tokio::test]

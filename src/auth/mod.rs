@@ -18,6 +18,6 @@ pub mod throttle;
 mod watchdog;
 
 pub use authenticator::{
-    Authenticator, AuthenticatorOptions, FrontEnd, LocalVerification, Origin, OriginFields,
-    Pending, Start, state_slots,
+    Authenticator, AuthenticatorOptions, Decision, FrontEnd, LocalVerification, Origin,
+    OriginFields, Pending, Start,
 };

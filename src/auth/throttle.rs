@@ -533,10 +533,6 @@ impl Throttle {
         }
     }
 
-    pub fn settings(&self) -> &ThrottleSettings {
-        &self.settings
-    }
-
     /// The keys of a request (after `-r`, the login normalised by [`login_key`]). Cheap:
     /// three HMACs, none when throttling is off.
     pub fn attempt(&self, credentials: &Credentials) -> Attempt {
@@ -571,21 +567,26 @@ impl Throttle {
         };
         let table = self.lock();
         let turn = self.turn(&table, keys, now);
+        let (failures, source) = self.worst_failures(&table, keys, now);
+        drop(table);
+        Penalty {
+            delay: turn.saturating_duration_since(now),
+            failures,
+            source,
+        }
+    }
+
+    /// The failures on record for the key of `keys` that has more, and which key it is.
+    fn worst_failures(&self, table: &Table, keys: &Keys, now: Instant) -> (u32, Source) {
         let by_login = table.failures(&keys.login, &self.settings, now);
         let by_address = keys
             .address
             .as_ref()
             .map_or(0, |key| table.failures(key, &self.settings, now));
-        drop(table);
-        let (failures, source) = if by_address > by_login {
+        if by_address > by_login {
             (by_address, Source::Address)
         } else {
             (by_login, Source::Login)
-        };
-        Penalty {
-            delay: turn.saturating_duration_since(now),
-            failures,
-            source,
         }
     }
 
@@ -736,19 +737,18 @@ impl Throttle {
 
     fn log_wait(&self, keys: &Keys, wait: Duration, subject: impl FnOnce() -> String) {
         self.log.log(|| {
-            let penalty = {
+            let ((failures, source), pending) = {
                 let table = self.lock();
-                let now = Instant::now();
-                let by_login = table.failures(&keys.login, &self.settings, now);
-                let by_address = keys
-                    .address
-                    .as_ref()
-                    .map_or(0, |key| table.failures(key, &self.settings, now));
-                let pending = table.entries.get(&keys.login).map_or(0, |e| e.pending);
-                (by_login.max(by_address), by_address > by_login, pending)
+                let worst = self.worst_failures(&table, keys, Instant::now());
+                (
+                    worst,
+                    table.entries.get(&keys.login).map_or(0, |e| e.pending),
+                )
             };
-            let (failures, address, pending) = penalty;
-            let of = if address { "client address" } else { "login" };
+            let of = match source {
+                Source::Address => "client address",
+                Source::Login => "login",
+            };
             let plural = if failures == 1 { "" } else { "s" };
             format!(
                 "throttle: delaying {} by {} ms ({of}: {failures} recent failure{plural}, \
@@ -797,9 +797,7 @@ impl Throttle {
                 self.evicted.fetch_add(evicted, Ordering::Relaxed);
             }
         }
-        for key in keys_of() {
-            table.release(&key, &self.settings, now);
-        }
+        release(&mut table, &keys, &self.settings, now);
     }
 
     pub fn stats(&self) -> ThrottleStats {

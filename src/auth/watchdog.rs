@@ -14,6 +14,7 @@
 //! than that. With nothing watched twice in a row, the thread sleeps until a job comes.
 #![forbid(unsafe_code)]
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -164,7 +165,8 @@ fn run(shared: &Shared) {
             // Expiring answers a client: not under the lock.
             drop(state);
             for overdue in due {
-                overdue.expire();
+                // The one guard of these deadlines: a panic must not end its thread.
+                let _ = catch_unwind(AssertUnwindSafe(|| overdue.expire()));
             }
             state = shared.lock();
             continue;

@@ -27,18 +27,17 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::auth::{Authenticator, FrontEnd, Origin};
+use crate::auth::{Authenticator, Decision, Origin, OriginFields};
 use crate::log::{Level, RateLimitedLog, sanitize};
-use crate::peer::PeerCredentials;
+use crate::log_debug;
 use crate::protocol::dovecot::sasl::{self, Exchange, SaslauthdLogin, Step};
 use crate::protocol::dovecot::{
     AuthCommand, Command, FailCode, InitialResponse, Line, MAX_LINE, Mechanism, ProtocolError,
     cont, decode_base64, fail, handshake, next_line, ok, parse_command, parse_cpid, parse_version,
     text,
 };
-use crate::protocol::{Reply, Request, text as mux_text};
+use crate::protocol::{Reply, Request};
 use crate::secret::Password;
-use crate::{log_debug, log_info};
 
 /// Requests in progress on one connection at once; more get `FAIL … code=temp_fail`.
 pub const MAX_REQUESTS: usize = 64;
@@ -68,34 +67,6 @@ impl Context {
     }
 }
 
-/// Who is connected, for the log lines.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// `SO_PEERCRED` on the UNIX socket.
-    pub credentials: Option<PeerCredentials>,
-    /// `ADDRESS:PORT` of a TCP client.
-    pub address: Option<std::net::SocketAddr>,
-}
-
-impl Peer {
-    fn origin(&self) -> Origin {
-        Origin {
-            front_end: FrontEnd::Dovecot,
-            peer: self.credentials,
-        }
-    }
-
-    /// ` [peer …] [via=dovecot]` or ` [client ADDRESS:PORT] [via=dovecot]`.
-    fn log_fields(&self) -> String {
-        let who = match (&self.credentials, &self.address) {
-            (Some(credentials), _) => format!(" {credentials}"),
-            (None, Some(address)) => format!(" [client {address}]"),
-            (None, None) => String::new(),
-        };
-        format!("{who} [via=dovecot]")
-    }
-}
-
 /// Connection numbers for `CUID`, 1, 2, 3, … per daemon (Dovecot's per auth process).
 static CONNECTIONS: AtomicU32 = AtomicU32::new(0);
 
@@ -119,7 +90,7 @@ struct RequestInfo {
 }
 
 /// A finished verification: request id, generation, verdict.
-type Verdict = (u32, u64, Reply);
+type Verdict = (u32, u64, Decision);
 
 /// Why a connection ended.
 enum End {
@@ -133,43 +104,43 @@ enum End {
 
 /// Serves one connection until the client closes, a protocol error, a deadline, or
 /// shutdown (in-flight requests still get their replies, within `--timeout`).
-pub async fn serve<S>(stream: S, peer: Peer, context: Arc<Context>, stop: watch::Receiver<bool>)
+pub async fn serve<S>(stream: S, origin: Origin, context: Arc<Context>, stop: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let cuid = CONNECTIONS.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
     log_debug!(
         "dovecot client connected (CUID {cuid}){}",
-        peer.log_fields()
+        OriginFields(&origin)
     );
-    let mut session = Session::new(stream, peer, Arc::clone(&context), stop);
+    let mut session = Session::new(stream, origin, Arc::clone(&context), stop);
     let end = session.run(cuid).await;
     match end {
         End::Gone(why) => log_debug!(
             "dovecot connection closed: {why}{}",
-            session.peer.log_fields()
+            OriginFields(&session.origin)
         ),
         End::Protocol(error) => context.protocol_log.log(|| {
             format!(
                 "dovecot protocol error: {error}; closing the connection{}",
-                session.peer.log_fields()
+                OriginFields(&session.origin)
             )
         }),
         End::TooSlow(what) => log_debug!(
             "dovecot client did not complete its {what} within {:?}; closing the connection{}",
             context.timeout,
-            session.peer.log_fields()
+            OriginFields(&session.origin)
         ),
         End::Shutdown => log_debug!(
             "dovecot connection closed at shutdown{}",
-            session.peer.log_fields()
+            OriginFields(&session.origin)
         ),
     }
 }
 
 struct Session<S> {
     stream: S,
-    peer: Peer,
+    origin: Origin,
     context: Arc<Context>,
     stop: watch::Receiver<bool>,
     /// Received bytes not yet handled: at most [`MAX_LINE`], never reallocated, wiped.
@@ -180,6 +151,9 @@ struct Session<S> {
     client_minor: Option<u32>,
     handshaken: bool,
     requests: HashMap<u32, Pending>,
+    /// Verifications started and not yet answered, including those of requests cancelled
+    /// since (they still take a verification slot): counted against [`MAX_REQUESTS`].
+    verifying: usize,
     generation: u64,
     verdicts: (
         mpsc::UnboundedSender<Verdict>,
@@ -193,10 +167,10 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    fn new(stream: S, peer: Peer, context: Arc<Context>, stop: watch::Receiver<bool>) -> Self {
+    fn new(stream: S, origin: Origin, context: Arc<Context>, stop: watch::Receiver<bool>) -> Self {
         Session {
             stream,
-            peer,
+            origin,
             context,
             stop,
             buffer: Zeroizing::new(Vec::with_capacity(MAX_LINE)),
@@ -204,6 +178,7 @@ where
             client_minor: None,
             handshaken: false,
             requests: HashMap::new(),
+            verifying: 0,
             generation: 0,
             verdicts: mpsc::unbounded_channel(),
             outgoing: Vec::new(),
@@ -338,7 +313,12 @@ where
             service: auth.service.clone(),
             remote_ip: auth.remote_ip,
         };
-        if self.requests.len() >= MAX_REQUESTS {
+        let waiting = self
+            .requests
+            .values()
+            .filter(|pending| matches!(pending, Pending::Waiting { .. }))
+            .count();
+        if waiting + self.verifying >= MAX_REQUESTS {
             self.log_refusal(
                 &request,
                 None,
@@ -382,7 +362,7 @@ where
                 log_debug!(
                     "dovecot request {id} [user={}]: unexpected CONT; request dropped{}",
                     sanitize(&user),
-                    self.peer.log_fields()
+                    OriginFields(&self.origin)
                 );
                 return;
             }
@@ -452,16 +432,18 @@ where
             client_addr: request.remote_ip.map(|ip| ip.to_string().into_bytes()),
         };
         let authenticator = Arc::clone(&self.context.authenticator);
-        let origin = self.peer.origin();
+        let origin = self.origin;
         let verdicts = self.verdicts.0.clone();
+        self.verifying += 1;
         tokio::spawn(async move {
-            let reply = authenticator.authenticate(saslauthd_request, &origin).await;
-            let _ = verdicts.send((id, generation, reply));
+            let decision = authenticator.decide(saslauthd_request, &origin).await;
+            let _ = verdicts.send((id, generation, decision));
         });
     }
 
     /// A verification finished: reply, unless the request was cancelled meanwhile.
-    fn answer(&mut self, (id, generation, reply): Verdict) {
+    fn answer(&mut self, (id, generation, decision): Verdict) {
+        self.verifying -= 1;
         let user = match self.requests.get(&id) {
             Some(Pending::Verifying {
                 generation: current,
@@ -470,9 +452,9 @@ where
             _ => return,
         };
         self.requests.remove(&id);
-        let line = match &reply {
+        let line = match &decision.reply {
             Reply::Ok(_) => ok(id, &user),
-            Reply::No(reason) if is_temporary(reason) => {
+            Reply::No(_) if decision.temporary => {
                 fail(id, Some(&user), Some(FailCode::TempFail), None)
             }
             Reply::No(_) => fail(id, Some(&user), None, None),
@@ -549,28 +531,22 @@ where
 
     /// The log line of a request refused before verification.
     fn log_refusal(&self, request: &RequestInfo, user: Option<&[u8]>, why: &str) {
-        let remote = request
-            .remote_ip
-            .map(|ip| format!(" [remote={ip}]"))
-            .unwrap_or_default();
-        log_info!(
-            "auth failure: [user={}] [service={}]{remote} [sasl={}] [reason={why}]{}",
-            user.map(sanitize).unwrap_or_default(),
-            sanitize(&request.service),
-            request.mechanism,
-            self.peer.log_fields()
-        );
+        let subject = user.unwrap_or_default();
+        let authenticator = &self.context.authenticator;
+        authenticator.log_client_failure(Level::Info, subject, || {
+            let remote = request
+                .remote_ip
+                .map(|ip| format!(" [remote={ip}]"))
+                .unwrap_or_default();
+            format!(
+                "auth failure: [user={}] [service={}]{remote} [sasl={}] [reason={why}]{}",
+                user.map(sanitize).unwrap_or_default(),
+                sanitize(&request.service),
+                request.mechanism,
+                OriginFields(&self.origin)
+            )
+        });
     }
-}
-
-/// The authenticator's reasons that mean "could not decide" rather than "no".
-fn is_temporary(reason: &str) -> bool {
-    [
-        mux_text::BUSY,
-        mux_text::TIMED_OUT,
-        mux_text::INTERNAL_FAILURE,
-    ]
-    .contains(&reason)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 
 use super::AddressRange;
-use super::connection::{self, Context, Peer};
+use super::connection::{self, Context};
+use crate::auth::{FrontEnd, Origin};
 use crate::frontend::gate::{Admission, Gate};
 use crate::log::RateLimitedLog;
 use crate::log_err;
@@ -54,7 +55,7 @@ pub async fn serve(listener: Listener, server: Arc<Server>, stop: watch::Receive
             accepted = accept(&listener, &server) => accepted,
         };
         match accepted {
-            Ok(Some((peer, stream))) => admit(&server, peer, stream, &stop),
+            Ok(Some((origin, stream))) => admit(&server, origin, stream, &stop),
             Ok(None) => {}
             Err(error) => {
                 log_err!("dovecot socket accept failure: {error}");
@@ -71,15 +72,16 @@ enum Stream {
 }
 
 /// The next connection, or `None` for a TCP client outside the allow-list (closed).
-async fn accept(listener: &Listener, server: &Server) -> std::io::Result<Option<(Peer, Stream)>> {
+async fn accept(listener: &Listener, server: &Server) -> std::io::Result<Option<(Origin, Stream)>> {
     match listener {
         Listener::Unix(listener) => {
             let (stream, _) = listener.accept().await?;
-            let peer = Peer {
-                credentials: PeerCredentials::of(&stream),
-                address: None,
+            let origin = Origin {
+                front_end: FrontEnd::Dovecot,
+                peer: PeerCredentials::of(&stream),
+                client: None,
             };
-            Ok(Some((peer, Stream::Unix(stream))))
+            Ok(Some((origin, Stream::Unix(stream))))
         }
         Listener::Tcp {
             listener,
@@ -98,20 +100,21 @@ async fn accept(listener: &Listener, server: &Server) -> std::io::Result<Option<
                 return Ok(None);
             }
             let _ = stream.set_nodelay(true);
-            let peer = Peer {
-                credentials: None,
-                address: Some(address),
+            let origin = Origin {
+                front_end: FrontEnd::Dovecot,
+                peer: None,
+                client: Some(address),
             };
-            Ok(Some((peer, Stream::Tcp(stream))))
+            Ok(Some((origin, Stream::Tcp(stream))))
         }
     }
 }
 
 /// Serves the connection in a task of its own if the gate admits it; closes it otherwise.
-fn admit(server: &Arc<Server>, peer: Peer, stream: Stream, stop: &watch::Receiver<bool>) {
+fn admit(server: &Arc<Server>, origin: Origin, stream: Stream, stop: &watch::Receiver<bool>) {
     // A TCP client has no credentials: the address list was its policy.
     let admission = match &stream {
-        Stream::Unix(_) => server.gate.admit(peer.credentials.as_ref()),
+        Stream::Unix(_) => server.gate.admit(origin.peer.as_ref()),
         Stream::Tcp(_) => server.gate.admit_slot(),
     };
     let Admission::Serve(slot) = admission else {
@@ -121,8 +124,8 @@ fn admit(server: &Arc<Server>, peer: Peer, stream: Stream, stop: &watch::Receive
     let stop = stop.clone();
     tokio::spawn(async move {
         match stream {
-            Stream::Unix(stream) => connection::serve(stream, peer, context, stop).await,
-            Stream::Tcp(stream) => connection::serve(stream, peer, context, stop).await,
+            Stream::Unix(stream) => connection::serve(stream, origin, context, stop).await,
+            Stream::Tcp(stream) => connection::serve(stream, origin, context, stop).await,
         }
         drop(slot);
     });

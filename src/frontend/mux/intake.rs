@@ -110,6 +110,7 @@ impl Intake {
         let origin = Origin {
             front_end: FrontEnd::Mux,
             peer,
+            client: None,
         };
         let request = match self.receive(&stream, scratch) {
             Ok(Received::Request(request)) => request,
@@ -251,6 +252,7 @@ impl Intake {
         let origin = Origin {
             front_end: FrontEnd::Mux,
             peer,
+            client: None,
         };
         match self.receive(&stream, scratch) {
             Ok(Received::Request(_)) => {
@@ -335,7 +337,7 @@ impl Intake {
         // The request, peeked so far, is taken before the wait: the async drain may be cut
         // short, and a socket closed on unread bytes resets the client.
         take_unread(&stream);
-        let reply = self.server.authenticator.finish(pending).await;
+        let reply = self.server.authenticator.finish(pending).await.reply;
         let Some(mut connection) = self.resume(stream, &origin) else {
             return;
         };
