@@ -12,16 +12,14 @@
 //! system's default scheme and cost with a random salt stand in.
 #![forbid(unsafe_code)]
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zeroize::Zeroizing;
-
 use super::file_stamp::identity;
+use super::nss_files::find_line;
 use crate::hash;
 use crate::secret::Password;
 
@@ -82,16 +80,25 @@ impl DummyHash {
         (started.elapsed(), kind)
     }
 
-    /// The current setting (re-derived if the file changed) and its description.
+    /// The current setting (re-derived if the file changed) and its description. The
+    /// lock is held only to compare and store: deriving (reading the file, hashing) runs
+    /// outside it, so requests meanwhile don't queue behind it.
     fn setting(&self) -> (Arc<Password>, String) {
         let file = identity(&self.shadow);
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match current.as_ref() {
-            Some(derived) if derived.file == file && file.is_some() => {}
-            _ => *current = Some(derive(&self.shadow, file)),
+        if let Some(derived) = self.current().as_ref()
+            && file.is_some()
+            && derived.file == file
+        {
+            return (Arc::clone(&derived.setting), derived.kind.clone());
         }
-        let derived = current.as_ref().expect("just derived");
-        (Arc::clone(&derived.setting), derived.kind.clone())
+        let derived = derive(&self.shadow, file);
+        let setting = (Arc::clone(&derived.setting), derived.kind.clone());
+        *self.current() = Some(derived);
+        setting
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Derived>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -118,37 +125,32 @@ fn derive(shadow: &Path, file: Option<[i64; 7]>) -> Derived {
 }
 
 /// The first hash of the most common scheme and cost among the usable hashes of
-/// `shadow`, with a description; `None` if there is none. Read a line at a time into
-/// buffers that wipe themselves.
+/// `shadow`, with a description; `None` if there is none. The file is read a line at a
+/// time through buffers that wipe themselves ([`find_line`]).
 fn prevailing_hash(shadow: &Path) -> Option<(Password, String)> {
-    let mut reader = BufReader::new(File::open(shadow).ok()?);
-    let mut line = Zeroizing::new(Vec::new());
     // params -> (count, order of first appearance, first hash)
     let mut groups: HashMap<String, (usize, usize, Password)> = HashMap::new();
     let mut usable = 0;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    find_line(shadow, |line| {
+        if let Some(stored) = line.split(|&b| b == b':').nth(1)
+            && is_hash(stored)
+        {
+            usable += 1;
+            let order = groups.len();
+            groups
+                .entry(params(stored))
+                .or_insert_with(|| (0, order, Password::new(stored.to_vec())))
+                .0 += 1;
         }
-        let Some(stored) = line.split(|&b| b == b':').nth(1) else {
-            continue;
-        };
-        if !is_hash(stored) {
-            continue;
-        }
-        usable += 1;
-        let order = groups.len();
-        groups
-            .entry(params(stored))
-            .or_insert_with(|| (0, order, Password::new(stored.to_vec())))
-            .0 += 1;
-    }
+        false
+    });
+    // The largest group first, the one seen first among equals; the first whose hash the
+    // hashing library takes.
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|(_, (count, order, _))| (Reverse(*count), *order));
     let (params, (count, _, first)) = groups
         .into_iter()
-        .filter(|(_, (_, _, first))| hash::spend(&Password::new(b"x".to_vec()), first.as_bytes()))
-        .max_by_key(|(_, (count, order, _))| (*count, std::cmp::Reverse(*order)))?;
+        .find(|(_, (_, _, first))| hash::spend(&Password::new(b"x".to_vec()), first.as_bytes()))?;
     Some((
         first,
         format!(
