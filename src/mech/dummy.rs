@@ -1,7 +1,9 @@
 //! Equal work for users that can't be verified (OpenSSH's fix for CVE-2016-6210): an
-//! unknown user, or an account without a usable hash, costs one hash of the password
-//! with the scheme and cost most accounts use, so the reply time does not tell a client
-//! which logins exist.
+//! unknown user, or an account without a usable hash, costs one verification of the
+//! password against a hash of the scheme and cost most accounts use, so the reply time
+//! does not tell a client which logins exist. It is the same call an account's hash gets
+//! ([`hash::verify`]): a password the hashing library refuses without hashing (libxcrypt:
+//! longer than 511 bytes, a NUL) costs an unknown user as little as an account.
 //!
 //! The dummy is the stored hash of an account of the prevailing kind: the usable hashes
 //! in `/etc/shadow` are grouped by scheme and cost (`$y$j9T`, `$6$`, `$6$rounds=65536`,
@@ -55,10 +57,12 @@ impl DummyHash {
         }
     }
 
-    /// Hashes `password` against the dummy and throws the result away.
+    /// Verifies `password` against the dummy and throws the verdict away: exactly what
+    /// verifying it against an account's hash does, so a password the hashing library
+    /// refuses at once (too long, a NUL) is refused at once here too.
     pub fn spend(&self, password: &Password) {
         let (setting, _) = self.setting();
-        hash::spend(password, setting.as_bytes());
+        let _ = hash::verify(password, setting.as_bytes());
     }
 
     /// Derives the dummy now and logs what `who` (e.g. "unknown users and locked accounts")
@@ -76,7 +80,7 @@ impl DummyHash {
     pub fn measure(&self) -> (Duration, String) {
         let (setting, kind) = self.setting();
         let started = Instant::now();
-        hash::spend(&Password::new(b"measure".to_vec()), setting.as_bytes());
+        let _ = hash::verify(&Password::new(b"measure".to_vec()), setting.as_bytes());
         (started.elapsed(), kind)
     }
 
@@ -150,7 +154,7 @@ fn prevailing_hash(shadow: &Path) -> Option<(Password, String)> {
     groups.sort_unstable_by_key(|(_, (count, order, _))| (Reverse(*count), *order));
     let (params, (count, _, first)) = groups
         .into_iter()
-        .find(|(_, (_, _, first))| hash::spend(&Password::new(b"x".to_vec()), first.as_bytes()))?;
+        .find(|(_, (_, _, first))| hash::usable(first.as_bytes()))?;
     Some((
         first,
         format!(
@@ -255,6 +259,44 @@ mod tests {
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// The least of a few timings of `work`: the cost itself, without the noise of a
+    /// busy machine.
+    fn fastest(work: &dyn Fn()) -> Duration {
+        (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                work();
+                started.elapsed()
+            })
+            .min()
+            .expect("timed")
+    }
+
+    #[test]
+    fn a_password_an_account_refuses_at_once_costs_the_dummy_nothing_either() {
+        // crypt("Sasl-Lab-pw1", ...) from libxcrypt: a costly setting (tens of ms).
+        const COSTLY: &str = "$6$rounds=50000$costlysaltsalt12$e48oGvxX/ixRogKUKOnHnBOsPB8fuLxt25vMvOhslcU8RlJH4G4Ixwnh2S8.4ogZr3td3CuzNtSczgqx5K6qU.";
+        let root = root_with("long", &format!("a:{COSTLY}:1::::::\n"));
+        let dummy = DummyHash::under(&root);
+        assert_eq!(dummy.setting().0.as_bytes(), COSTLY.as_bytes());
+        let short = Password::new(b"Sasl-Lab-pw2".to_vec());
+        // Longer than the hashing library takes, but within the protocol's 1024 bytes.
+        let long = Password::new(vec![b'p'; 600]);
+        let full = fastest(&|| dummy.spend(&short));
+        let account = fastest(&|| assert!(!hash::verify(&long, COSTLY.as_bytes())));
+        let unknown = fastest(&|| dummy.spend(&long));
+        assert!(
+            account * 10 < full,
+            "an account refuses at once: {account:?}, a full hash {full:?}"
+        );
+        assert!(
+            unknown * 10 < full,
+            "an unknown user must be refused as fast as an account: {unknown:?}, \
+             a full hash {full:?}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn without_a_usable_hash_the_system_default_stands_in() {
         let root = root_with("default", "root:*:19000::::::\nx:!:1::::::\ngarbage\n");
@@ -262,10 +304,7 @@ mod tests {
         let (setting, kind) = dummy.setting();
         assert!(setting.as_bytes().starts_with(b"$"), "a real setting");
         assert!(kind.contains("the system default"), "{kind}");
-        assert!(hash::spend(
-            &Password::new(b"pw".to_vec()),
-            setting.as_bytes()
-        ));
+        assert!(hash::usable(setting.as_bytes()));
         let (took, _) = dummy.measure();
         assert!(took > Duration::ZERO);
         // An unreadable file too (re-derived on every call: nothing to compare).
