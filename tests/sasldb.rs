@@ -17,6 +17,7 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::thread;
+use std::time::{Duration, Instant};
 
 const HOSTNAME: &str = "mailhost";
 const FQDN: &str = "mailhost.example.test";
@@ -207,6 +208,44 @@ fn missing_and_corrupt_files_answer_no_and_ours_says_why() {
         let b = auth(&upstream.socket(), login, password, "imap", realm);
         assert_eq!(a, b, "{login}: ours {a:?}, Debian's {b:?}\n{}", ours.log());
     }
+}
+
+/// A database that can't be read is an outage, not a wrong password, for the throttle:
+/// with a penalty from the first failure on, requests while /etc/sasldb2 is missing are
+/// still answered at once (with upstream's bare `NO`).
+#[test]
+fn a_missing_database_builds_up_no_penalty() {
+    const PASSWORDS: [&str; 4] = [
+        "Sasl-outage-pw1",
+        "Sasl-outage-pw2",
+        "Sasl-outage-pw3",
+        "Sasl-outage-pw4",
+    ];
+    let ours = start_with_file(
+        &ours_bin("saslauthd"),
+        None,
+        &[
+            "--throttle-free",
+            "0",
+            "--throttle-delay",
+            "1000",
+            "--throttle-max",
+            "1000",
+        ],
+    );
+    let socket = ours.socket();
+    for (n, password) in PASSWORDS.iter().enumerate() {
+        let start = Instant::now();
+        let reply = auth(&socket, "alice", password, "imap", REALM);
+        let took = start.elapsed();
+        assert_eq!(reply.as_deref(), Some("NO"), "request {n}\n{}", ours.log());
+        assert!(
+            took < Duration::from_millis(900),
+            "request {n} took {took:?}\n{}",
+            ours.log()
+        );
+    }
+    ours.finish(&PASSWORDS);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Equal work for users that can't be verified (OpenSSH's fix for CVE-2016-6210): an
-//! unknown user, or an account without a usable hash, costs one hash of the password
-//! with the scheme and cost most accounts use, so the reply time does not tell a client
-//! which logins exist.
+//! unknown user, or an account without a usable hash, costs one verification of the
+//! password against a hash of the scheme and cost most accounts use, so the reply time
+//! does not tell a client which logins exist. It is the same call an account's hash gets
+//! ([`hash::verify`]): a password the hashing library refuses without hashing (libxcrypt:
+//! longer than 511 bytes, a NUL) costs an unknown user as little as an account.
 //!
 //! The dummy is the stored hash of an account of the prevailing kind: the usable hashes
 //! in `/etc/shadow` are grouped by scheme and cost (`$y$j9T`, `$6$`, `$6$rounds=65536`,
@@ -12,16 +14,14 @@
 //! system's default scheme and cost with a random salt stand in.
 #![forbid(unsafe_code)]
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zeroize::Zeroizing;
-
 use super::file_stamp::identity;
+use super::nss_files::find_line;
 use crate::hash;
 use crate::secret::Password;
 
@@ -57,10 +57,12 @@ impl DummyHash {
         }
     }
 
-    /// Hashes `password` against the dummy and throws the result away.
+    /// Verifies `password` against the dummy and throws the verdict away: exactly what
+    /// verifying it against an account's hash does, so a password the hashing library
+    /// refuses at once (too long, a NUL) is refused at once here too.
     pub fn spend(&self, password: &Password) {
         let (setting, _) = self.setting();
-        hash::spend(password, setting.as_bytes());
+        let _ = hash::verify(password, setting.as_bytes());
     }
 
     /// Derives the dummy now and logs what `who` (e.g. "unknown users and locked accounts")
@@ -78,20 +80,29 @@ impl DummyHash {
     pub fn measure(&self) -> (Duration, String) {
         let (setting, kind) = self.setting();
         let started = Instant::now();
-        hash::spend(&Password::new(b"measure".to_vec()), setting.as_bytes());
+        let _ = hash::verify(&Password::new(b"measure".to_vec()), setting.as_bytes());
         (started.elapsed(), kind)
     }
 
-    /// The current setting (re-derived if the file changed) and its description.
+    /// The current setting (re-derived if the file changed) and its description. The
+    /// lock is held only to compare and store: deriving (reading the file, hashing) runs
+    /// outside it, so requests meanwhile don't queue behind it.
     fn setting(&self) -> (Arc<Password>, String) {
         let file = identity(&self.shadow);
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match current.as_ref() {
-            Some(derived) if derived.file == file && file.is_some() => {}
-            _ => *current = Some(derive(&self.shadow, file)),
+        if let Some(derived) = self.current().as_ref()
+            && file.is_some()
+            && derived.file == file
+        {
+            return (Arc::clone(&derived.setting), derived.kind.clone());
         }
-        let derived = current.as_ref().expect("just derived");
-        (Arc::clone(&derived.setting), derived.kind.clone())
+        let derived = derive(&self.shadow, file);
+        let setting = (Arc::clone(&derived.setting), derived.kind.clone());
+        *self.current() = Some(derived);
+        setting
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Derived>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -118,37 +129,32 @@ fn derive(shadow: &Path, file: Option<[i64; 7]>) -> Derived {
 }
 
 /// The first hash of the most common scheme and cost among the usable hashes of
-/// `shadow`, with a description; `None` if there is none. Read a line at a time into
-/// buffers that wipe themselves.
+/// `shadow`, with a description; `None` if there is none. The file is read a line at a
+/// time through buffers that wipe themselves ([`find_line`]).
 fn prevailing_hash(shadow: &Path) -> Option<(Password, String)> {
-    let mut reader = BufReader::new(File::open(shadow).ok()?);
-    let mut line = Zeroizing::new(Vec::new());
     // params -> (count, order of first appearance, first hash)
     let mut groups: HashMap<String, (usize, usize, Password)> = HashMap::new();
     let mut usable = 0;
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    find_line(shadow, |line| {
+        if let Some(stored) = line.split(|&b| b == b':').nth(1)
+            && is_hash(stored)
+        {
+            usable += 1;
+            let order = groups.len();
+            groups
+                .entry(params(stored))
+                .or_insert_with(|| (0, order, Password::new(stored.to_vec())))
+                .0 += 1;
         }
-        let Some(stored) = line.split(|&b| b == b':').nth(1) else {
-            continue;
-        };
-        if !is_hash(stored) {
-            continue;
-        }
-        usable += 1;
-        let order = groups.len();
-        groups
-            .entry(params(stored))
-            .or_insert_with(|| (0, order, Password::new(stored.to_vec())))
-            .0 += 1;
-    }
+        false
+    });
+    // The largest group first, the one seen first among equals; the first whose hash the
+    // hashing library takes.
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|(_, (count, order, _))| (Reverse(*count), *order));
     let (params, (count, _, first)) = groups
         .into_iter()
-        .filter(|(_, (_, _, first))| hash::spend(&Password::new(b"x".to_vec()), first.as_bytes()))
-        .max_by_key(|(_, (count, order, _))| (*count, std::cmp::Reverse(*order)))?;
+        .find(|(_, (_, _, first))| hash::usable(first.as_bytes()))?;
     Some((
         first,
         format!(
@@ -253,6 +259,44 @@ mod tests {
         std::fs::remove_dir_all(root).unwrap();
     }
 
+    /// The least of a few timings of `work`: the cost itself, without the noise of a
+    /// busy machine.
+    fn fastest(work: &dyn Fn()) -> Duration {
+        (0..5)
+            .map(|_| {
+                let started = Instant::now();
+                work();
+                started.elapsed()
+            })
+            .min()
+            .expect("timed")
+    }
+
+    #[test]
+    fn a_password_an_account_refuses_at_once_costs_the_dummy_nothing_either() {
+        // crypt("Sasl-Lab-pw1", ...) from libxcrypt: a costly setting (tens of ms).
+        const COSTLY: &str = "$6$rounds=50000$costlysaltsalt12$e48oGvxX/ixRogKUKOnHnBOsPB8fuLxt25vMvOhslcU8RlJH4G4Ixwnh2S8.4ogZr3td3CuzNtSczgqx5K6qU.";
+        let root = root_with("long", &format!("a:{COSTLY}:1::::::\n"));
+        let dummy = DummyHash::under(&root);
+        assert_eq!(dummy.setting().0.as_bytes(), COSTLY.as_bytes());
+        let short = Password::new(b"Sasl-Lab-pw2".to_vec());
+        // Longer than the hashing library takes, but within the protocol's 1024 bytes.
+        let long = Password::new(vec![b'p'; 600]);
+        let full = fastest(&|| dummy.spend(&short));
+        let account = fastest(&|| assert!(!hash::verify(&long, COSTLY.as_bytes())));
+        let unknown = fastest(&|| dummy.spend(&long));
+        assert!(
+            account * 10 < full,
+            "an account refuses at once: {account:?}, a full hash {full:?}"
+        );
+        assert!(
+            unknown * 10 < full,
+            "an unknown user must be refused as fast as an account: {unknown:?}, \
+             a full hash {full:?}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn without_a_usable_hash_the_system_default_stands_in() {
         let root = root_with("default", "root:*:19000::::::\nx:!:1::::::\ngarbage\n");
@@ -260,10 +304,7 @@ mod tests {
         let (setting, kind) = dummy.setting();
         assert!(setting.as_bytes().starts_with(b"$"), "a real setting");
         assert!(kind.contains("the system default"), "{kind}");
-        assert!(hash::spend(
-            &Password::new(b"pw".to_vec()),
-            setting.as_bytes()
-        ));
+        assert!(hash::usable(setting.as_bytes()));
         let (took, _) = dummy.measure();
         assert!(took > Duration::ZERO);
         // An unreadable file too (re-derived on every call: nothing to compare).

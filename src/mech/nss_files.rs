@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 use super::file_stamp::{now, stamp};
 use crate::mech::StateVersion;
+use crate::secret::Password;
 
 /// The files a version covers, under a root (`/` in the daemon, a temp dir in tests).
 pub struct Files {
@@ -84,22 +85,39 @@ impl Files {
     }
 }
 
-/// How much of a file [`has_line`] holds at once.
+/// How much of a file [`find_line`] reads at once.
 const CHUNK: usize = 4096;
+/// Lines longer than this are skipped (`sys::nss`'s lookups give up on longer entries).
+const MAX_LINE: usize = 1 << 20;
 
-/// Whether a line of `path` starts with `login:`. Reads the file a chunk at a time through
-/// one buffer wiped afterwards (/etc/shadow holds every user's hash), never the whole file,
-/// and stops at the first match.
+/// Whether a line of `path` starts with `login:`.
 fn has_line(path: &Path, login: &[u8]) -> bool {
+    find_line(path, |line| is_line_of(line, login))
+}
+
+/// Whether `line` is `name`'s: it starts with `name:`.
+fn is_line_of(line: &[u8], name: &[u8]) -> bool {
+    line.strip_prefix(name)
+        .is_some_and(|rest| rest.first() == Some(&b':'))
+}
+
+/// Calls `each` with the lines of `path` (without their `\n`) until it returns true;
+/// whether it did. A file that can't be opened has no lines; a read error ends it.
+///
+/// For files that hold password hashes (/etc/shadow): the file is read a chunk at a time
+/// through one buffer, never whole, and a line that spans two chunks is gathered in a
+/// second one that grows without leaving copies behind; both are wiped afterwards. Lines
+/// longer than [`MAX_LINE`] are skipped.
+pub fn find_line(path: &Path, mut each: impl FnMut(&[u8]) -> bool) -> bool {
     let Ok(mut file) = fs::File::open(path) else {
         return false;
     };
     let mut buffer = Zeroizing::new([0u8; CHUNK]);
-    let mut matcher = LineStart::new(login);
+    let mut lines = Lines::default();
     loop {
         match file.read(&mut buffer[..]) {
-            Ok(0) => return false,
-            Ok(n) if matcher.feed(&buffer[..n]) => return true,
+            Ok(0) => return lines.finish(&mut each),
+            Ok(n) if lines.feed(&buffer[..n], &mut each) => return true,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return false,
@@ -107,50 +125,55 @@ fn has_line(path: &Path, login: &[u8]) -> bool {
     }
 }
 
-/// Finds a line that starts with `name:` in text fed in pieces of any size.
-struct LineStart<'a> {
-    name: &'a [u8],
-    /// `Some(n)`: at a line's start with `n` bytes of `name` matched; `None`: in a line
-    /// that can't match, skipping to its end.
-    matched: Option<usize>,
+/// Splits text fed in pieces of any size into lines.
+#[derive(Default)]
+struct Lines {
+    /// The start of a line that continues in a later piece (wiped when done with).
+    partial: Password,
+    /// The line being gathered is longer than [`MAX_LINE`]: skipped to its end.
+    overlong: bool,
 }
 
-impl<'a> LineStart<'a> {
-    fn new(name: &'a [u8]) -> LineStart<'a> {
-        LineStart {
-            name,
-            matched: Some(0),
+impl Lines {
+    /// Takes the next piece: calls `each` with every line it completes until `each`
+    /// returns true; whether it did.
+    fn feed(&mut self, mut piece: &[u8], each: &mut impl FnMut(&[u8]) -> bool) -> bool {
+        while let Some(end) = piece.iter().position(|&b| b == b'\n') {
+            let found = if self.partial.is_empty() && !self.overlong {
+                end <= MAX_LINE && each(&piece[..end])
+            } else {
+                self.gather(&piece[..end]);
+                let found = !self.overlong && each(self.partial.as_bytes());
+                self.partial.truncate(0);
+                self.overlong = false;
+                found
+            };
+            if found {
+                return true;
+            }
+            piece = &piece[end + 1..];
         }
+        self.gather(piece);
+        false
     }
 
-    /// Takes the next piece; true once a matching line was seen.
-    fn feed(&mut self, mut piece: &[u8]) -> bool {
-        while let Some((&byte, rest)) = piece.split_first() {
-            match self.matched {
-                None => match piece.iter().position(|&b| b == b'\n') {
-                    Some(end) => {
-                        self.matched = Some(0);
-                        piece = &piece[end + 1..];
-                        continue;
-                    }
-                    None => return false,
-                },
-                Some(n) if n == self.name.len() => {
-                    if byte == b':' {
-                        return true;
-                    }
-                    self.matched = None;
-                    continue;
-                }
-                Some(n) if byte == self.name[n] => self.matched = Some(n + 1),
-                Some(_) => {
-                    self.matched = None;
-                    continue;
-                }
-            }
-            piece = rest;
+    /// The end of the text: a last line without `\n` counts too.
+    fn finish(&mut self, each: &mut impl FnMut(&[u8]) -> bool) -> bool {
+        let found = !self.overlong && !self.partial.is_empty() && each(self.partial.as_bytes());
+        self.partial.truncate(0);
+        found
+    }
+
+    fn gather(&mut self, bytes: &[u8]) {
+        if self.overlong || bytes.is_empty() {
+            return;
         }
-        false
+        if self.partial.len() + bytes.len() > MAX_LINE {
+            self.partial.truncate(0);
+            self.overlong = true;
+            return;
+        }
+        self.partial.extend_from_slice(bytes);
     }
 }
 
@@ -211,22 +234,46 @@ mod tests {
         fs::remove_dir_all(root).unwrap();
     }
 
+    /// Whether a line of `text`, fed in pieces of `size`, is `name`'s.
+    fn found_in_pieces(text: &[u8], size: usize, name: &[u8]) -> bool {
+        let mut lines = Lines::default();
+        let mut each = |line: &[u8]| is_line_of(line, name);
+        text.chunks(size).any(|piece| lines.feed(piece, &mut each)) || lines.finish(&mut each)
+    }
+
     #[test]
     fn a_line_is_found_in_any_split() {
         let text = b"root:x:0:\nalic:x:1\nalice2:y\nalice:z:1\n";
         for size in 1..text.len() {
-            let mut matcher = LineStart::new(b"alice");
-            let found = text.chunks(size).any(|piece| matcher.feed(piece));
-            assert!(found, "pieces of {size}");
-            let mut matcher = LineStart::new(b"bob");
-            assert!(!text.chunks(size).any(|piece| matcher.feed(piece)));
+            assert!(found_in_pieces(text, size, b"alice"), "pieces of {size}");
+            assert!(!found_in_pieces(text, size, b"bob"));
             // Only at the start of a line.
-            let mut matcher = LineStart::new(b"x");
-            assert!(!text.chunks(size).any(|piece| matcher.feed(piece)));
+            assert!(!found_in_pieces(text, size, b"x"));
+            // Every line, whole, in order, the last one without its `\n` too.
+            for text in [&text[..], &text[..text.len() - 1]] {
+                let mut seen = Vec::new();
+                let mut lines = Lines::default();
+                let mut each = |line: &[u8]| {
+                    seen.push(line.to_vec());
+                    false
+                };
+                for piece in text.chunks(size) {
+                    lines.feed(piece, &mut each);
+                }
+                lines.finish(&mut each);
+                let expected: Vec<&[u8]> =
+                    vec![b"root:x:0:", b"alic:x:1", b"alice2:y", b"alice:z:1"];
+                assert_eq!(seen, expected, "pieces of {size}");
+            }
         }
-        let mut matcher = LineStart::new(b"alice");
-        assert!(!matcher.feed(b"alice"), "no colon yet");
-        assert!(matcher.feed(b":"));
+        assert!(!is_line_of(b"alice", b"alice"), "no colon yet");
+        assert!(is_line_of(b"alice:", b"alice"));
+        // A line too long to hold is skipped; the next one is read.
+        let mut long = b"a:".to_vec();
+        long.resize(MAX_LINE + 1, b'x');
+        long.extend_from_slice(b"\nb:y\n");
+        assert!(!found_in_pieces(&long, CHUNK, b"a"));
+        assert!(found_in_pieces(&long, CHUNK, b"b"));
         // A name found only past the first chunk of a file.
         let (root, files) = root_with("passwd: files\nshadow: files\n#2\n", &["passwd", "shadow"]);
         let mut shadow = "x:!:1::::::\n".repeat(2 * CHUNK / 10);

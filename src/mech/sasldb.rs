@@ -10,7 +10,8 @@
 //!
 //! Replies are exactly `OK` or `NO` (two bytes, no reason), as upstream, whatever the
 //! cause: wrong password, unknown user or realm, missing, unreadable or corrupt file. Unlike
-//! upstream, a file that can't be read is logged (once a minute per kind of error). The
+//! upstream, a file that can't be read is logged (once a minute per kind of error), and
+//! its `NO` is an outage for the throttle ([`Verification::outage`]): no penalty. The
 //! stored value is compared with the password in constant time and in full (upstream
 //! copies it into a 1024-byte buffer: longer values are refused or overflow it); a NUL in
 //! the stored value ends the stored password, as in upstream's `strcmp`.
@@ -26,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::file_stamp::{now, stamp};
-use super::{AccountState, Credentials, Mechanism, StateVersion};
+use super::{AccountState, Credentials, Mechanism, StateVersion, Verification};
 use crate::hash::constant_time_eq;
 use crate::log::sanitize;
 use crate::protocol::Reply;
@@ -201,15 +202,33 @@ impl Mechanism for Sasldb {
         verdict(&self.lookup(credentials), &credentials.password)
     }
 
+    /// One lookup: the verdict, the state when `with_state` (its version taken before the
+    /// lookup), and whether the `NO` is an outage: a database (or host name) that could
+    /// not be read. The reply is upstream's bare `NO` all the same.
+    fn verify(&self, credentials: &Credentials, with_state: bool) -> Verification {
+        let version = if with_state { self.version() } else { None };
+        let found = self.lookup(credentials);
+        let reply = verdict(&found, &credentials.password);
+        let (state, version) = if with_state {
+            let version = version.filter(|_| reply.is_ok());
+            (state(&found).unwrap_or_default(), version)
+        } else {
+            (AccountState::default(), None)
+        };
+        Verification {
+            outage: matches!(found, Lookup::Failed),
+            state,
+            version,
+            ..Verification::refused(reply)
+        }
+    }
+
     fn authenticate_with_state(
         &self,
         credentials: &Credentials,
     ) -> (Reply, AccountState, Option<StateVersion>) {
-        let version = self.version();
-        let found = self.lookup(credentials);
-        let reply = verdict(&found, &credentials.password);
-        let version = version.filter(|_| reply.is_ok());
-        (reply, state(&found).unwrap_or_default(), version)
+        let verification = self.verify(credentials, true);
+        (verification.reply, verification.state, verification.version)
     }
 
     /// One `stat` call: an unchanged file means unchanged users.
@@ -291,5 +310,11 @@ mod tests {
         assert!(sasldb.current_state(&credentials).0.is_none());
         let (reply, _, version) = sasldb.authenticate_with_state(&credentials);
         assert_eq!((reply.text(), version), ("NO".to_string(), None));
+        // An outage for the throttle, with or without the cache.
+        for with_state in [false, true] {
+            let verification = sasldb.verify(&credentials, with_state);
+            assert_eq!(verification.reply.text(), "NO");
+            assert!(verification.outage, "with_state {with_state}");
+        }
     }
 }

@@ -138,12 +138,10 @@ impl Mechanism for Shadow {
     }
 }
 
-/// The passwd and shadow lookups; `Err` is the reply for a user that can't be verified.
+/// The passwd and shadow lookups; `Err` is the reply for a user that can't be verified
+/// (the passwd lookup refuses a login that is not UTF-8).
 fn lookup(login: &[u8]) -> Result<ShadowEntry, Reply> {
     passwd::lookup(login)?;
-    let Ok(login) = std::str::from_utf8(login) else {
-        return Err(Reply::no(INVALID_USERNAME));
-    };
     match getspnam(login) {
         Ok(Some(entry)) => Ok(entry),
         Ok(None) => Err(Reply::no(INVALID_SHADOW_USERNAME)),

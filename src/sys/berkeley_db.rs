@@ -8,7 +8,7 @@
 //! a 400-line structure that would have to be mirrored field by field.
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
+use std::ffi::{CString, c_char, c_int, c_uint, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -163,14 +163,9 @@ fn last_error(call: &'static str) -> DbError {
     // SAFETY: db_strerror returns a static string (or a thread-local buffer's contents)
     // for any code; copied at once.
     let text = unsafe { db_strerror(code) };
-    let message = if text.is_null() {
-        format!("error {code}")
-    } else {
-        // SAFETY: non-NULL: NUL-terminated.
-        unsafe { CStr::from_ptr(text) }
-            .to_string_lossy()
-            .into_owned()
-    };
+    // SAFETY: NULL or NUL-terminated, and nothing on this thread changes it before the
+    // copy is made.
+    let message = unsafe { super::message(text) }.unwrap_or_else(|| format!("error {code}"));
     DbError { call, message }
 }
 

@@ -363,17 +363,13 @@ fn error(context: RawContext, code: ErrorCode) -> Krb5Error {
     // SAFETY: `context` is NULL or live; the result is NULL or a string that must be
     // released with krb5_free_error_message.
     let text = unsafe { krb5_get_error_message(context, code) };
-    let message = if text.is_null() {
-        format!("Kerberos error {code}")
-    } else {
-        // SAFETY: a non-NULL result is NUL-terminated; copied before it is freed.
-        let message = unsafe { CStr::from_ptr(text) }
-            .to_string_lossy()
-            .into_owned();
+    // SAFETY: NULL or NUL-terminated, alive until freed below: copied before.
+    let message = unsafe { super::message(text) };
+    if !text.is_null() {
         // SAFETY: from krb5_get_error_message on the same context, freed once.
         unsafe { krb5_free_error_message(context, text) };
-        message
-    };
+    }
+    let message = message.unwrap_or_else(|| format!("Kerberos error {code}"));
     Krb5Error { code, message }
 }
 

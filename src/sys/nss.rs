@@ -36,10 +36,11 @@ pub struct ShadowEntry {
     pub expire: i64,
 }
 
-/// Looks `name` up in passwd. `Ok(None)`: no such user. `Err`: the lookup itself failed.
-pub fn getpwnam(name: &str) -> Result<Option<PasswdEntry>, Errno> {
+/// Looks `name` up in passwd. `Ok(None)`: no such user (a name with a NUL included).
+/// `Err`: the lookup itself failed.
+pub fn getpwnam(name: impl AsRef<[u8]>) -> Result<Option<PasswdEntry>, Errno> {
     lookup(
-        name,
+        name.as_ref(),
         |name, entry: &mut libc::passwd, buf, size, result| {
             // SAFETY: every pointer is valid for the call: `name` is NUL-terminated,
             // `entry` and `result` are live, `buf` has exactly `size` writable bytes.
@@ -53,12 +54,13 @@ pub fn getpwnam(name: &str) -> Result<Option<PasswdEntry>, Errno> {
     )
 }
 
-/// Looks `name` up in shadow. `Ok(None)`: no such entry. `Err`: the lookup itself failed.
+/// Looks `name` up in shadow. `Ok(None)`: no such entry (a name with a NUL included).
+/// `Err`: the lookup itself failed.
 // The day counts are `c_long`: `i64` here, `i32` on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
-pub fn getspnam(name: &str) -> Result<Option<ShadowEntry>, Errno> {
+pub fn getspnam(name: impl AsRef<[u8]>) -> Result<Option<ShadowEntry>, Errno> {
     lookup(
-        name,
+        name.as_ref(),
         |name, entry: &mut libc::spwd, buf, size, result| {
             // SAFETY: as in `getpwnam`.
             unsafe { libc::getspnam_r(name, entry, buf, size, result) }
@@ -73,10 +75,22 @@ pub fn getspnam(name: &str) -> Result<Option<ShadowEntry>, Errno> {
     )
 }
 
+/// The C structures `get*nam_r` fill in.
+///
+/// # Safety
+/// All-zero bytes must be a valid value of the type (only integers and raw pointers).
+/// Private to this module: no other type can be one.
+unsafe trait Entry {}
+
+// SAFETY: `struct passwd` holds only `char *` pointers and integers (uid, gid).
+unsafe impl Entry for libc::passwd {}
+// SAFETY: `struct spwd` holds only `char *` pointers and integers (day counts, flags).
+unsafe impl Entry for libc::spwd {}
+
 /// One `get*nam_r` call with a growing, wiped buffer; `read` copies what it needs out of
 /// a filled entry.
-fn lookup<E, T>(
-    name: &str,
+fn lookup<E: Entry, T>(
+    name: &[u8],
     mut call: impl FnMut(*const c_char, &mut E, *mut c_char, usize, *mut *mut E) -> c_int,
     read: impl FnOnce(&E) -> T,
 ) -> Result<Option<T>, Errno> {
@@ -86,8 +100,8 @@ fn lookup<E, T>(
     let mut size = INITIAL_BUFFER;
     loop {
         let mut buf = Zeroizing::new(vec![0u8; size]);
-        // SAFETY: `passwd` and `spwd` are plain C structures for which all-zero is a
-        // valid value (null pointers, zero integers); only read after a successful call.
+        // SAFETY: all-zero is a valid `E` (`Entry`'s contract: null pointers, zero
+        // integers); only read after a successful call.
         let mut entry: E = unsafe { std::mem::zeroed() };
         let mut result: *mut E = ptr::null_mut();
         let rc = call(

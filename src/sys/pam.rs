@@ -262,14 +262,8 @@ fn error(handle: *mut PamHandle, code: c_int) -> PamError {
     // SAFETY: Linux-PAM's pam_strerror does not use the handle (NULL is fine) and returns a
     // static string.
     let text = unsafe { raw::pam_strerror(handle, code) };
-    let message = if text.is_null() {
-        format!("PAM error {code}")
-    } else {
-        // SAFETY: a non-NULL result is a static NUL-terminated string.
-        unsafe { CStr::from_ptr(text) }
-            .to_string_lossy()
-            .into_owned()
-    };
+    // SAFETY: NULL or a static NUL-terminated string.
+    let message = unsafe { super::message(text) }.unwrap_or_else(|| format!("PAM error {code}"));
     PamError { code, message }
 }
 
