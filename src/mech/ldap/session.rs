@@ -33,7 +33,7 @@
 //! after the bind): its API takes `&str`.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ldap3::asn1::{PL, StructureTag};
@@ -170,27 +170,16 @@ async fn open_one(
             let addrs = net::resolve(host, *port, deadline)
                 .await
                 .map_err(|why| format!("cannot resolve {host}: {why}"))?;
-            let describe = |addr: SocketAddr| match host {
-                Host::Ip(_) => addr.to_string(),
-                Host::Name(name) => format!("{name}[{}]:{}", addr.ip(), addr.port()),
-            };
             let Some((tcp, addr)) =
-                net::connect_first("ldap", &addrs, others, deadline, describe).await
+                net::connect_first("ldap", host, &addrs, others, deadline).await
             else {
                 return Err("no address took the connection".into());
             };
             let stream = tcp.into_std().map_err(|e| format!("connect: {e}"))?;
             let use_tls = settings.uses_tls(server);
             let mut connection = LdapConnSettings::new().set_std_stream(StdStream::Tcp(stream));
-            let url = match host {
-                Host::Ip(IpAddr::V6(ip)) => format!("ldap://[{ip}]:{port}"),
-                other => format!("ldap://{other}:{port}"),
-            };
-            let url = if *implicit_tls {
-                url.replacen("ldap://", "ldaps://", 1)
-            } else {
-                url
-            };
+            // `ldap://host:port` or `ldaps://...`, an IPv6 address in brackets.
+            let url = server.to_string();
             let check_ip = match (use_tls, host) {
                 (true, Host::Ip(IpAddr::V6(ip))) => Some(IpAddr::V6(*ip)),
                 _ => None,
@@ -269,11 +258,11 @@ async fn start(connection: LdapConnSettings, url: &str, deadline: Instant) -> Re
 
 /// An ldap3 error, in one sanitized line.
 fn describe(error: &ldap3::LdapError) -> String {
-    let text = match error {
+    match error {
+        // Sanitized already.
         ldap3::LdapError::LdapResult { result } => result_text(result),
-        other => other.to_string(),
-    };
-    sanitize(text.as_bytes())
+        other => sanitize(other.to_string().as_bytes()),
+    }
 }
 
 /// `code N (text)` for a result, sanitized.
@@ -682,5 +671,24 @@ mod tests {
             result_text(&result),
             "result code 49 (invalidCredentials): bad\\x0acredentials"
         );
+        // Sanitized once: the escape's backslash is not escaped again.
+        assert_eq!(
+            describe(&ldap3::LdapError::LdapResult { result }),
+            "result code 49 (invalidCredentials): bad\\x0acredentials"
+        );
+    }
+
+    /// The URL handed to ldap3 is the server's display form.
+    #[test]
+    fn server_urls() {
+        for (uri, url) in [
+            ("ldap://127.0.0.1:3890/dc=x", "ldap://127.0.0.1:3890"),
+            ("ldaps://[::1]/", "ldaps://[::1]:636"),
+            ("ldap://[2001:db8::1]:10389", "ldap://[2001:db8::1]:10389"),
+            ("LDAP://ldap.example.org", "ldap://ldap.example.org:389"),
+        ] {
+            let server = super::super::config::parse_server(uri).unwrap();
+            assert_eq!(server.to_string(), url, "{uri}");
+        }
     }
 }

@@ -35,6 +35,13 @@ struct Request<'a> {
     credentials: &'a Credentials,
 }
 
+/// A method, with the password its bind sends.
+enum Plan<'a> {
+    FastBind(&'a str),
+    Bind(&'a str),
+    Custom,
+}
+
 /// Verifies `credentials` with `settings` before `deadline`.
 pub async fn verify(
     settings: &Settings,
@@ -61,10 +68,20 @@ pub async fn verify(
         log_info!("ldap: [user={}]: empty password: refused", request.user);
         return Verdict::No;
     }
-    // Refused before connecting when a bind can't carry it.
-    if settings.method != Method::Custom && bind_password(&request).is_none() {
-        return Verdict::No;
-    }
+    // Refused before connecting when a bind can't carry the password.
+    let plan = match settings.method {
+        Method::Custom => Plan::Custom,
+        method => {
+            let Some(password) = bind_password(&request) else {
+                return Verdict::No;
+            };
+            if method == Method::FastBind {
+                Plan::FastBind(password)
+            } else {
+                Plan::Bind(password)
+            }
+        }
+    };
     let Some(mut session) = session::open(settings, tls, deadline).await else {
         log_warn!(
             "ldap: [user={}]: no LDAP server could be reached",
@@ -72,10 +89,14 @@ pub async fn verify(
         );
         return Verdict::No;
     };
-    let verdict = match settings.method {
-        Method::FastBind => fastbind(settings, &request, &mut session, deadline).await,
-        Method::Bind => bind(settings, tls, &request, &mut session, deadline).await,
-        Method::Custom => custom(settings, tls, &request, &mut session, deadline).await,
+    let verdict = match plan {
+        Plan::FastBind(password) => {
+            fastbind(settings, &request, password, &mut session, deadline).await
+        }
+        Plan::Bind(password) => {
+            bind(settings, tls, &request, password, &mut session, deadline).await
+        }
+        Plan::Custom => custom(settings, tls, &request, &mut session, deadline).await,
     };
     session.close();
     verdict
@@ -109,12 +130,10 @@ fn failed(request: &Request<'_>, session: &Session, what: &str, error: &OpError)
 async fn fastbind(
     settings: &Settings,
     request: &Request<'_>,
+    password: &str,
     session: &mut Session,
     deadline: Instant,
 ) -> Verdict {
-    let Some(password) = bind_password(request) else {
-        return Verdict::No;
-    };
     let dn = settings.filter.expand(&request.values, Position::Dn);
     if user_bind(request, session, &dn, password, deadline).await == Verdict::No {
         return Verdict::No;
@@ -127,12 +146,10 @@ async fn bind(
     settings: &Settings,
     tls: Option<&TlsSetup>,
     request: &Request<'_>,
+    password: &str,
     session: &mut Session,
     deadline: Instant,
 ) -> Verdict {
-    let Some(password) = bind_password(request) else {
-        return Verdict::No;
-    };
     if service_bind(settings, request, session, deadline).await == Verdict::No {
         return Verdict::No;
     }
@@ -358,7 +375,8 @@ async fn find_user(
             }
             Ok(Lookup::Referred(urls)) if !settings.referrals => {
                 log_info!(
-                    "ldap: [user={}]: user not found ({shown}); the server refers to {}                      (ldap_referrals is off)",
+                    "ldap: [user={}]: user not found ({shown}); the server refers to {} \
+                     (ldap_referrals is off)",
                     request.user,
                     sanitize(urls.join(" ").as_bytes())
                 );
