@@ -61,6 +61,8 @@ pub mod rc {
     pub const NO_SUCH_ATTRIBUTE: u32 = 16;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const INVALID_CREDENTIALS: u32 = 49;
+    pub const BUSY: u32 = 51;
+    pub const UNAVAILABLE: u32 = 52;
 }
 
 /// Why an operation gave no result.
@@ -104,8 +106,8 @@ pub enum Lookup {
 /// A connection to one server.
 pub struct Session {
     ldap: Ldap,
-    /// The server, for log lines.
-    pub server: String,
+    /// The server (its display form for log lines).
+    pub server: Server,
     /// Whether the connection is encrypted.
     pub tls: bool,
 }
@@ -158,7 +160,7 @@ async fn open_one(
             let ldap = start(connection, "ldapi:///", deadline).await?;
             Ok(Session {
                 ldap,
-                server: server.to_string(),
+                server: server.clone(),
                 tls: false,
             })
         }
@@ -211,25 +213,43 @@ async fn open_one(
             log_debug!("ldap: connected to {} ({addr})", server);
             Ok(Session {
                 ldap,
-                server: server.to_string(),
+                server: server.clone(),
                 tls: use_tls,
             })
         }
     }
 }
 
-/// Connects to the server a referral URL names (`ldap://host:port/base?...`), with the
-/// same TLS settings; returns the session and the base DN the URL gives, if any.
+/// Connects to the server a referral URL names (`ldap://host:port/base?...`), met on
+/// `from`, with the same TLS settings; returns the session and the base DN the URL gives,
+/// if any. A referral that would carry the passwords over the network in clear text is
+/// refused when `from` did not (TLS, ldapi or loopback): a referral must not undo TLS.
 pub async fn open_referral(
     settings: &Settings,
     tls: Option<&TlsSetup>,
+    from: &Session,
     url: &str,
     deadline: Instant,
 ) -> Result<(Session, Option<String>), String> {
     let server = super::config::parse_server(url)?;
+    if downgrades(&from.server, from.tls, &server, settings.uses_tls(&server)) {
+        return Err(format!(
+            "refused: passwords would cross the network in clear text to {server}, while \
+             {} {} (refer to ldaps:// or set ldap_start_tls: yes)",
+            from.server,
+            if from.tls { "uses TLS" } else { "is local" }
+        ));
+    }
     let base = referral_base(url);
     let session = open_one(settings, tls, &server, 0, deadline).await?;
     Ok((session, base))
+}
+
+/// Whether a referral from `from` (over TLS when `from_tls`) to `to` (over TLS when
+/// `to_tls`) would send the binds' passwords over the network in clear text where `from`
+/// did not.
+fn downgrades(from: &Server, from_tls: bool, to: &Server, to_tls: bool) -> bool {
+    to.clear_over_network(to_tls) && !from.clear_over_network(from_tls)
 }
 
 /// The DN part of an LDAP URL (`scheme://host/DN?attributes?scope?filter`), %-decoded.
@@ -615,6 +635,43 @@ mod tests {
         );
         assert_eq!(referral_base("ldap://a/"), None);
         assert_eq!(referral_base("ldap://a"), None);
+    }
+
+    /// A referral may not take the passwords from TLS (or this host) to clear text on the
+    /// network; anything else is followed.
+    #[test]
+    fn referrals_never_drop_tls() {
+        let server = |uri| super::super::config::parse_server(uri).unwrap();
+        let ldaps = server("ldaps://ldap1.example.org");
+        let ldap_remote = server("ldap://ldap2.example.org");
+        let ldap_loopback = server("ldap://127.0.0.1:3890");
+        let ldap_localhost = server("ldap://localhost");
+        let ldapi = server("ldapi://");
+        // From TLS (ldaps:// or StartTLS) to clear text on the network: refused.
+        assert!(downgrades(&ldaps, true, &ldap_remote, false));
+        let starttls = server("ldap://ldap1.example.org");
+        assert!(downgrades(&starttls, true, &ldap_remote, false));
+        // From this host (ldapi, loopback) to clear text on the network: refused too.
+        for local in [&ldapi, &ldap_loopback, &ldap_localhost] {
+            assert!(downgrades(local, false, &ldap_remote, false), "{local}");
+        }
+        // To TLS, to this host, or from a session already in clear on the network: followed.
+        assert!(!downgrades(
+            &ldaps,
+            true,
+            &server("ldaps://ldap2.example.org"),
+            true
+        ));
+        assert!(!downgrades(&ldaps, true, &ldap_remote, true), "StartTLS");
+        assert!(!downgrades(&ldaps, true, &ldap_loopback, false));
+        assert!(!downgrades(&ldaps, true, &ldapi, false));
+        assert!(!downgrades(
+            &ldap_remote,
+            false,
+            &server("ldap://ldap3"),
+            false
+        ));
+        assert!(!downgrades(&ldap_loopback, false, &ldap_localhost, false));
     }
 
     /// ldap3 logs through the `log` crate: nothing may route that to a log of ours
