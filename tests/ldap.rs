@@ -651,6 +651,215 @@ fn slapd_down_is_no_at_once_and_up_again_is_ok() {
     }
 }
 
+/// The throttle's flags for the outage tests: every failure counts, and each one makes the
+/// next request for the user wait 1 s.
+const STRICT_THROTTLE: [&str; 6] = [
+    "--throttle-free",
+    "0",
+    "--throttle-delay",
+    "1000",
+    "--throttle-max",
+    "1000",
+];
+
+/// An outage is no verdict: with [`STRICT_THROTTLE`], requests with new passwords each
+/// while slapd is down (refused connections: "no LDAP server could be reached") are
+/// answered `NO` at once, and so is the first login once it is back; a wrong password is
+/// still a failure that the next attempt pays for. (Were outages failures, the second
+/// request would wait 1 s.)
+#[test]
+fn an_unreachable_server_builds_up_no_penalty() {
+    let slapd = Slapd::start();
+    slapd.stop();
+    let fast = Duration::from_millis(900);
+    for method in METHODS {
+        let lab = Lab::start(&conf(&slapd.ldap_uri(), method, ""), &STRICT_THROTTLE);
+        let tried: Vec<String> = (1..=4).map(|n| format!("Outage-Lab-pw{n}")).collect();
+        for password in &tried {
+            let took = lab.expect(ALICE.0, password, NO);
+            assert!(
+                took < fast,
+                "{method}: outage with {password} took {took:?}\n{}",
+                lab.daemon.log()
+            );
+        }
+        lab.assert_log_has("no LDAP server could be reached");
+        slapd.run();
+        let took = lab.expect(ALICE.0, ALICE.1, OK);
+        assert!(
+            took < fast,
+            "{method}: the login after the outage waited {took:?}\n{}",
+            lab.daemon.log()
+        );
+        // A wrong password is a verdict: the next attempt waits its penalty.
+        lab.expect(ALICE.0, WRONG_PW, NO);
+        let took = lab.expect(ALICE.0, "Wrong-Lab-pw8", NO);
+        assert!(
+            took >= fast,
+            "{method}: a wrong password cost nothing ({took:?})"
+        );
+        lab.daemon.assert_log_free_of(&tried);
+        lab.finish();
+        slapd.stop();
+    }
+}
+
+/// The directory refusing the service identity says nothing about the user's password:
+/// an outage too, answered at once each time with [`STRICT_THROTTLE`].
+#[test]
+fn a_refused_service_identity_builds_up_no_penalty() {
+    let slapd = Slapd::shared();
+    // A DN that does not exist: slapd refuses the bind, and no real account is locked.
+    let file = conf(&slapd.ldap_uri(), "bind", "").replace(
+        &format!("ldap_bind_dn: {READER_DN}"),
+        &format!("ldap_bind_dn: cn=nobody,{SUFFIX}"),
+    );
+    let lab = Lab::start(&file, &STRICT_THROTTLE);
+    let tried: Vec<String> = (1..=3).map(|n| format!("Refused-Lab-pw{n}")).collect();
+    for password in &tried {
+        let took = lab.expect(ALICE.0, password, NO);
+        assert!(
+            took < Duration::from_millis(900),
+            "{password} took {took:?}\n{}",
+            lab.daemon.log()
+        );
+    }
+    lab.assert_log_has("(invalidCredentials)");
+    lab.daemon.assert_log_free_of(&tried);
+    lab.finish();
+}
+
+/// A server that never answers is an outage too: with [`STRICT_THROTTLE`] and
+/// `ldap_timeout: 1`, each request is verified and answered `NO` at the deadline (were the
+/// timeouts failures, the later ones would wait 1 s, past their deadline, and get the
+/// daemon's `NO verification timed out` unverified).
+#[test]
+fn a_silent_server_builds_up_no_penalty() {
+    let silent = Stall::start(usize::MAX, None);
+    let lab = Lab::start(
+        &conf(&silent.uri(), "bind", "ldap_timeout: 1\n"),
+        &STRICT_THROTTLE,
+    );
+    let tried: Vec<String> = (1..=3).map(|n| format!("Silent-Lab-pw{n}")).collect();
+    for (n, password) in tried.iter().enumerate() {
+        let took = lab.expect(ALICE.0, password, NO);
+        assert!(
+            took < Duration::from_millis(1900),
+            "timeout {n} took {took:?}\n{}",
+            lab.daemon.log()
+        );
+        assert_eq!(silent.accepted.load(Ordering::SeqCst), n + 1, "verified");
+    }
+    lab.assert_log_has("ldap_timeout");
+    lab.daemon.assert_log_free_of(&tried);
+    lab.finish();
+}
+
+/// A referral from a TLS session to `ldap://` on the network would carry the service's and
+/// the user's passwords in clear text to a host not in `ldap_servers`: refused (an outage,
+/// logged), as from a session that never left this host (loopback, ldapi). With
+/// `ldap_start_tls: yes`, the referral's server gets StartTLS too (here its certificate
+/// does not name it); from a session already in clear on the network, it is followed.
+#[test]
+fn a_referral_never_drops_tls() {
+    const REMOTE: &str = "ldap-remote.test";
+    let slapd = Slapd::shared();
+    let base = format!("ou=downgrade,{SUFFIX}");
+    slapd.modify(&format!(
+        "dn: {base}\nchangetype: add\nobjectClass: referral\nobjectClass: extensibleObject\n\
+         ou: downgrade\nref: ldap://{REMOTE}:{}/{PEOPLE}\n",
+        slapd.ldap_port
+    ));
+    let ca = slapd.ca_file();
+    let remote = format!("ldap://{REMOTE}:{}", slapd.ldap_port);
+    let refused = format!(
+        "cannot follow the referral to {remote}/{PEOPLE}??sub: refused: passwords would cross \
+         the network in clear text to {remote}"
+    );
+    let mismatch = format!("cannot follow the referral to {remote}/{PEOPLE}??sub: native TLS");
+    for method in ["bind", "custom"] {
+        for (servers, extra, want, needle) in [
+            (slapd.ldaps_uri(), "", NO, Some(&refused)),
+            (slapd.ldap_uri(), "", NO, Some(&refused)),
+            (slapd.ldapi_uri(), "", NO, Some(&refused)),
+            (
+                slapd.ldap_uri(),
+                "ldap_start_tls: yes\n",
+                NO,
+                Some(&mismatch),
+            ),
+            (format!("{remote}/"), "", OK, None),
+        ] {
+            let file = conf(
+                &servers,
+                method,
+                &format!(
+                    "ldap_referrals: yes\nldap_tls_cacert_file: {}\n{extra}",
+                    ca.display()
+                ),
+            )
+            .replace(
+                &format!("ldap_search_base: {SUFFIX}"),
+                &format!("ldap_search_base: {base}"),
+            );
+            let lab = Lab::start(&file, &[]);
+            lab.hosts.add("127.0.0.1", REMOTE);
+            lab.expect(ALICE.0, ALICE.1, want);
+            if let Some(needle) = needle {
+                lab.assert_log_has(needle);
+            }
+            lab.finish();
+        }
+    }
+}
+
+/// `custom` checks the deadline between a user's password values (a crypt can't be
+/// interrupted): with many slow values, none of them the password, the mechanism answers
+/// `NO` soon after `ldap_timeout` (1 s), not the daemon's `NO verification timed out` at
+/// its backstop (0.5 s later) while every value is still being compared.
+#[test]
+fn custom_stops_comparing_values_at_the_deadline() {
+    const SLOW: (&str, &str) = ("ldslow", "Slow-Lab-pw1");
+    /// yescrypt at cost 7 (about 70 ms each here): 40 take about 3 s.
+    const VALUES: usize = 40;
+    let slapd = Slapd::shared();
+    secrets::record_password(SLOW.1.as_bytes());
+    let (uid, _) = SLOW;
+    let mut ldif = format!(
+        "dn: uid={uid},{PEOPLE}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: {uid}\n\
+         cn: {uid}\nsn: lab\n"
+    );
+    for n in 0..VALUES {
+        let other = format!("Slow-other-Lab-pw{n}");
+        let out = std::process::Command::new(MKPASSWD)
+            .args(["-m", "yescrypt", "-R", "7", &other])
+            .output()
+            .expect("run mkpasswd");
+        assert!(out.status.success(), "mkpasswd: {out:?}");
+        let value = format!("{{CRYPT}}{}", String::from_utf8(out.stdout).unwrap().trim());
+        secrets::record_password(value.as_bytes());
+        // Not userPassword: the password policy allows one value of it.
+        ldif.push_str(&format!("description: {value}\n"));
+    }
+    slapd.modify(&ldif);
+    let lab = Lab::start(
+        &conf(
+            &slapd.ldap_uri(),
+            "custom",
+            "ldap_timeout: 1\nldap_password_attr: description\n",
+        ),
+        &[],
+    );
+    let took = lab.expect(SLOW.0, SLOW.1, NO);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1450),
+        "took {took:?}\n{}",
+        lab.daemon.log()
+    );
+    lab.assert_log_has("no verdict within ldap_timeout (1 s): stopped after");
+    lab.finish();
+}
+
 /// A TCP listener that accepts and never answers the first `silent` connections and
 /// forwards the others to `target` (when given).
 struct Stall {

@@ -29,6 +29,15 @@ impl Host {
             Host::Name(name) => name.clone(),
         }
     }
+
+    /// `addr`, an address of this host, for log lines: `name[addr]:port` for a name, the
+    /// address alone (`[v6]:port`) for an address.
+    pub fn peer(&self, addr: SocketAddr) -> String {
+        match self {
+            Host::Ip(_) => addr.to_string(),
+            Host::Name(name) => format!("{name}[{}]:{}", addr.ip(), addr.port()),
+        }
+    }
 }
 
 impl fmt::Display for Host {
@@ -127,22 +136,22 @@ pub fn parse_host(host: &str) -> Result<Host, String> {
     Ok(Host::Name(host.to_string()))
 }
 
-/// Connects to the first of `addrs` that accepts. Each attempt gets an equal share of the
-/// time left until `deadline`, counting `attempts_after` more attempts the caller may make
-/// elsewhere (other servers) if all of these fail. Failures are logged as
-/// `{mech}: connect to {describe(addr)}: ...`.
+/// Connects to the first of `addrs` (addresses of `host`) that accepts. Each attempt gets an
+/// equal share of the time left until `deadline`, counting `attempts_after` more attempts
+/// the caller may make elsewhere (other servers) if all of these fail. Failures are logged
+/// as `{mech}: connect to {host.peer(addr)}: ...`.
 pub async fn connect_first(
     mech: &str,
+    host: &Host,
     addrs: &[SocketAddr],
     attempts_after: usize,
     deadline: Instant,
-    describe: impl Fn(SocketAddr) -> String,
 ) -> Option<(TcpStream, SocketAddr)> {
     for (i, &addr) in addrs.iter().enumerate() {
         let left = addrs.len() - i + attempts_after;
         let now = Instant::now();
         if now >= deadline {
-            log_warn!("{mech}: connect to {}: no time left", describe(addr));
+            log_warn!("{mech}: connect to {}: no time left", host.peer(addr));
             return None;
         }
         let share = (deadline - now) / u32::try_from(left).unwrap_or(u32::MAX);
@@ -151,10 +160,10 @@ pub async fn connect_first(
                 let _ = tcp.set_nodelay(true);
                 return Some((tcp, addr));
             }
-            Ok(Err(error)) => log_warn!("{mech}: connect to {}: {error}", describe(addr)),
+            Ok(Err(error)) => log_warn!("{mech}: connect to {}: {error}", host.peer(addr)),
             Err(_) => log_warn!(
                 "{mech}: connect to {}: no answer within {} ms",
-                describe(addr),
+                host.peer(addr),
                 share.as_millis()
             ),
         }
@@ -178,6 +187,17 @@ mod tests {
     }
 
     #[test]
+    fn peer_labels() {
+        let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 636);
+        let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 389);
+        assert_eq!(Host::Ip(v6.ip()).peer(v6), "[::1]:636");
+        assert_eq!(Host::Ip(v4.ip()).peer(v4), "127.0.0.1:389");
+        let name = Host::Name("ldap.example.org".into());
+        assert_eq!(name.peer(v6), "ldap.example.org[::1]:636");
+        assert_eq!(name.peer(v4), "ldap.example.org[127.0.0.1]:389");
+    }
+
+    #[test]
     fn the_first_address_that_accepts_wins() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -191,13 +211,13 @@ mod tests {
             let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let open_addr = open.local_addr().unwrap();
             let deadline = Instant::now() + std::time::Duration::from_secs(5);
-            let (_, got) =
-                connect_first("test", &[closed, open_addr], 0, deadline, |a| a.to_string())
-                    .await
-                    .expect("the open address");
+            let host = Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let (_, got) = connect_first("test", &host, &[closed, open_addr], 0, deadline)
+                .await
+                .expect("the open address");
             assert_eq!(got, open_addr);
             assert!(
-                connect_first("test", &[closed], 1, deadline, |a| a.to_string())
+                connect_first("test", &host, &[closed], 1, deadline)
                     .await
                     .is_none()
             );

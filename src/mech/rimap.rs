@@ -275,14 +275,6 @@ impl Rimap {
         })
     }
 
-    /// `host[addr]:port` for log lines.
-    fn peer(&self, addr: SocketAddr) -> String {
-        match &self.host {
-            Host::Ip(_) => addr.to_string(),
-            Host::Name(name) => format!("{name}[{}]:{}", addr.ip(), addr.port()),
-        }
-    }
-
     /// The addresses to try, from the cache or a fresh lookup.
     async fn resolve(&self, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
         if let Host::Ip(ip) = &self.host {
@@ -323,8 +315,7 @@ impl Rimap {
                 return None;
             }
         };
-        let connected =
-            net::connect_first("rimap", &addrs, 0, deadline, |addr| self.peer(addr)).await;
+        let connected = net::connect_first("rimap", &self.host, &addrs, 0, deadline).await;
         if connected.is_some() {
             return connected;
         }
@@ -369,7 +360,7 @@ impl Rimap {
         let Some((tcp, addr)) = self.connect(deadline).await else {
             return Verdict::Failed(Failure::CannotConnect);
         };
-        let peer = self.peer(addr);
+        let peer = self.host.peer(addr);
         let transport = match self.security {
             Security::Implicit => match self.handshake(tcp, &peer, deadline).await {
                 Ok(transport) => transport,

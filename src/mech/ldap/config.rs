@@ -150,7 +150,8 @@ pub struct Settings {
     pub notes: Vec<String>,
 }
 
-/// Every key `-a ldap` knows (upstream 2.1.28's), lower-case.
+/// Every key `-a ldap` knows (upstream 2.1.28's), lower-case, but the SASL-bind keys of
+/// `SASL_KEYS`.
 pub const KNOWN_KEYS: &[&str] = &[
     "ldap_servers",
     "ldap_bind_dn",
@@ -184,19 +185,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ldap_tls_key",
     "ldap_tls_ciphers",
     "ldap_use_sasl",
-    "ldap_mech",
-    "ldap_sasl_mech",
-    "ldap_id",
-    "ldap_sasl_authc_id",
-    "ldap_authz_id",
-    "ldap_sasl_authz_id",
-    "ldap_realm",
-    "ldap_sasl_realm",
-    "ldap_sasl_secprops",
     "ldap_debug",
 ];
 
-/// The SASL-bind keys other than `ldap_use_sasl`: without it they do nothing.
+/// The SASL-bind keys other than `ldap_use_sasl` (known too): without it they do nothing.
 const SASL_KEYS: &[&str] = &[
     "ldap_mech",
     "ldap_sasl_mech",
@@ -236,10 +228,15 @@ impl<'a> Reader<'a> {
             .map(|entry| (entry.value.trim_end_matches([' ', '\t']), entry))
     }
 
-    fn string(&self, key: &str, default: &str) -> String {
-        self.value(&[key])
-            .map_or(default, |(value, _)| value)
-            .to_string()
+    /// An attribute description (see [`check_attribute`]), or `default`.
+    fn attribute(&self, key: &str, default: &str) -> Result<String, ConfError> {
+        match self.value(&[key]) {
+            None => Ok(default.to_string()),
+            Some((value, entry)) => {
+                check_attribute(self, entry, value)?;
+                Ok(value.to_string())
+            }
+        }
     }
 
     fn invalid(&self, entry: &Entry, message: impl fmt::Display) -> ConfError {
@@ -426,10 +423,7 @@ impl Settings {
         } else {
             check_filter(&r, "ldap_filter", &filter)?;
         }
-        let password_attr = r.string("ldap_password_attr", "userPassword");
-        if let Some((value, entry)) = r.value(&["ldap_password_attr"]) {
-            check_attribute(&r, entry, value)?;
-        }
+        let password_attr = r.attribute("ldap_password_attr", "userPassword")?;
 
         let group = group_check(&r, scope_words)?;
 
@@ -519,7 +513,9 @@ impl Settings {
 
         // The file may be shared with -a kerberos5, whose keys are krb5_*.
         let unknown_keys = file
-            .unknown_keys(|key| KNOWN_KEYS.contains(&key) || key.starts_with("krb5_"))
+            .unknown_keys(|key| {
+                KNOWN_KEYS.contains(&key) || SASL_KEYS.contains(&key) || key.starts_with("krb5_")
+            })
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -589,10 +585,7 @@ fn group_check(
             if dn.source().is_empty() {
                 return Err(r.invalid(entry, "empty group DN"));
             }
-            let attr = r.string("ldap_group_attr", "uniqueMember");
-            if let Some((value, entry)) = r.value(&["ldap_group_attr"]) {
-                check_attribute(r, entry, value)?;
-            }
+            let attr = r.attribute("ldap_group_attr", "uniqueMember")?;
             Ok(Some(GroupCheck::Attr { dn, attr }))
         }
         Match::Filter => {
@@ -1012,6 +1005,12 @@ mod tests {
         }
         let s = parse("ldap_tls_cacert_file: /etc/passwd\n").unwrap();
         assert!(s.notes.join("\n").contains("have no effect"));
+        // The SASL keys are known (noted, not unknown), and in one list only.
+        let text: String = SASL_KEYS.iter().map(|key| format!("{key}: x\n")).collect();
+        let s = parse(&text).unwrap();
+        assert!(s.unknown_keys.is_empty(), "{:?}", s.unknown_keys);
+        assert!(s.notes.join("\n").contains(&SASL_KEYS.join(", ")));
+        assert!(SASL_KEYS.iter().all(|key| !KNOWN_KEYS.contains(key)));
     }
 
     #[test]

@@ -10,7 +10,11 @@
 //! * [`tls`]: the `ldap_tls_*` keys.
 //!
 //! Replies are upstream's: exactly `OK` or `NO`, whatever happened (the reason goes to the
-//! log). One deadline, `ldap_timeout` (default 5 s), covers the whole verification: a server
+//! log). A `NO` that is no verdict on the credentials — no server reached, no answer by the
+//! deadline, a connection or library failure, a server that refuses the service identity
+//! or an operation other than the user's bind, a referral that can't be followed — is an
+//! outage for the throttle ([`Verification::outage`], see [`verify::Verdict::Outage`]): it
+//! builds up no penalty. One deadline, `ldap_timeout` (default 5 s), covers the whole verification: a server
 //! that never answers gives `NO` after `ldap_timeout` (upstream retries once, so twice that),
 //! and [`Mechanism::verification_deadline`] gives it to the daemon's backstop. Nothing is
 //! kept between requests, so a password change or a server outage is seen by the next
@@ -40,7 +44,7 @@ use self::config::{Method, Settings};
 use self::tls::TlsSetup;
 use self::verify::Verdict;
 use super::io_runtime::IoRuntime;
-use super::{Credentials, Mechanism};
+use super::{Credentials, Mechanism, StateVersion, Verification};
 use crate::log::sanitize;
 use crate::protocol::Reply;
 use crate::{log_info, log_warn};
@@ -176,12 +180,30 @@ impl Mechanism for Ldap {
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Reply {
+        self.check(credentials).0
+    }
+
+    fn verify(&self, credentials: &Credentials, _with_state: bool) -> Verification {
+        let (reply, outage) = self.check(credentials);
+        // No account state: cached successes live by the TTL alone.
+        Verification {
+            outage,
+            version: Some(StateVersion::default()),
+            ..Verification::refused(reply)
+        }
+    }
+}
+
+impl Ldap {
+    /// The reply (upstream's: `OK` or a bare `NO`), and whether a `NO` is an outage rather
+    /// than a verdict on the credentials.
+    fn check(&self, credentials: &Credentials) -> (Reply, bool) {
         let loaded = self.current();
         let runtime = match self.runtime.get() {
             Ok(runtime) => runtime,
             Err(error) => {
                 log_warn!("ldap: cannot start the I/O runtime: {error}");
-                return Reply::bare_no();
+                return (Reply::bare_no(), true);
             }
         };
         let timeout = loaded.settings.timeout;
@@ -196,14 +218,15 @@ impl Mechanism for Ldap {
                         sanitize(&credentials.login),
                         timeout.as_secs()
                     );
-                    Verdict::No
+                    Verdict::Outage
                 }
             }
         });
         match verdict {
-            Verdict::Yes => Reply::ok(),
+            Verdict::Yes => (Reply::ok(), false),
             // Upstream's reply: `NO` and nothing else.
-            Verdict::No => Reply::bare_no(),
+            Verdict::No => (Reply::bare_no(), false),
+            Verdict::Outage => (Reply::bare_no(), true),
         }
     }
 }

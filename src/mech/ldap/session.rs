@@ -33,7 +33,7 @@
 //! after the bind): its API takes `&str`.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use ldap3::asn1::{PL, StructureTag};
@@ -61,6 +61,8 @@ pub mod rc {
     pub const NO_SUCH_ATTRIBUTE: u32 = 16;
     pub const NO_SUCH_OBJECT: u32 = 32;
     pub const INVALID_CREDENTIALS: u32 = 49;
+    pub const BUSY: u32 = 51;
+    pub const UNAVAILABLE: u32 = 52;
 }
 
 /// Why an operation gave no result.
@@ -104,8 +106,8 @@ pub enum Lookup {
 /// A connection to one server.
 pub struct Session {
     ldap: Ldap,
-    /// The server, for log lines.
-    pub server: String,
+    /// The server (its display form for log lines).
+    pub server: Server,
     /// Whether the connection is encrypted.
     pub tls: bool,
 }
@@ -158,7 +160,7 @@ async fn open_one(
             let ldap = start(connection, "ldapi:///", deadline).await?;
             Ok(Session {
                 ldap,
-                server: server.to_string(),
+                server: server.clone(),
                 tls: false,
             })
         }
@@ -170,27 +172,16 @@ async fn open_one(
             let addrs = net::resolve(host, *port, deadline)
                 .await
                 .map_err(|why| format!("cannot resolve {host}: {why}"))?;
-            let describe = |addr: SocketAddr| match host {
-                Host::Ip(_) => addr.to_string(),
-                Host::Name(name) => format!("{name}[{}]:{}", addr.ip(), addr.port()),
-            };
             let Some((tcp, addr)) =
-                net::connect_first("ldap", &addrs, others, deadline, describe).await
+                net::connect_first("ldap", host, &addrs, others, deadline).await
             else {
                 return Err("no address took the connection".into());
             };
             let stream = tcp.into_std().map_err(|e| format!("connect: {e}"))?;
             let use_tls = settings.uses_tls(server);
             let mut connection = LdapConnSettings::new().set_std_stream(StdStream::Tcp(stream));
-            let url = match host {
-                Host::Ip(IpAddr::V6(ip)) => format!("ldap://[{ip}]:{port}"),
-                other => format!("ldap://{other}:{port}"),
-            };
-            let url = if *implicit_tls {
-                url.replacen("ldap://", "ldaps://", 1)
-            } else {
-                url
-            };
+            // `ldap://host:port` or `ldaps://...`, an IPv6 address in brackets.
+            let url = server.to_string();
             let check_ip = match (use_tls, host) {
                 (true, Host::Ip(IpAddr::V6(ip))) => Some(IpAddr::V6(*ip)),
                 _ => None,
@@ -222,25 +213,43 @@ async fn open_one(
             log_debug!("ldap: connected to {} ({addr})", server);
             Ok(Session {
                 ldap,
-                server: server.to_string(),
+                server: server.clone(),
                 tls: use_tls,
             })
         }
     }
 }
 
-/// Connects to the server a referral URL names (`ldap://host:port/base?...`), with the
-/// same TLS settings; returns the session and the base DN the URL gives, if any.
+/// Connects to the server a referral URL names (`ldap://host:port/base?...`), met on
+/// `from`, with the same TLS settings; returns the session and the base DN the URL gives,
+/// if any. A referral that would carry the passwords over the network in clear text is
+/// refused when `from` did not (TLS, ldapi or loopback): a referral must not undo TLS.
 pub async fn open_referral(
     settings: &Settings,
     tls: Option<&TlsSetup>,
+    from: &Session,
     url: &str,
     deadline: Instant,
 ) -> Result<(Session, Option<String>), String> {
     let server = super::config::parse_server(url)?;
+    if downgrades(&from.server, from.tls, &server, settings.uses_tls(&server)) {
+        return Err(format!(
+            "refused: passwords would cross the network in clear text to {server}, while \
+             {} {} (refer to ldaps:// or set ldap_start_tls: yes)",
+            from.server,
+            if from.tls { "uses TLS" } else { "is local" }
+        ));
+    }
     let base = referral_base(url);
     let session = open_one(settings, tls, &server, 0, deadline).await?;
     Ok((session, base))
+}
+
+/// Whether a referral from `from` (over TLS when `from_tls`) to `to` (over TLS when
+/// `to_tls`) would send the binds' passwords over the network in clear text where `from`
+/// did not.
+fn downgrades(from: &Server, from_tls: bool, to: &Server, to_tls: bool) -> bool {
+    to.clear_over_network(to_tls) && !from.clear_over_network(from_tls)
 }
 
 /// The DN part of an LDAP URL (`scheme://host/DN?attributes?scope?filter`), %-decoded.
@@ -269,11 +278,11 @@ async fn start(connection: LdapConnSettings, url: &str, deadline: Instant) -> Re
 
 /// An ldap3 error, in one sanitized line.
 fn describe(error: &ldap3::LdapError) -> String {
-    let text = match error {
+    match error {
+        // Sanitized already.
         ldap3::LdapError::LdapResult { result } => result_text(result),
-        other => other.to_string(),
-    };
-    sanitize(text.as_bytes())
+        other => sanitize(other.to_string().as_bytes()),
+    }
 }
 
 /// `code N (text)` for a result, sanitized.
@@ -628,6 +637,43 @@ mod tests {
         assert_eq!(referral_base("ldap://a"), None);
     }
 
+    /// A referral may not take the passwords from TLS (or this host) to clear text on the
+    /// network; anything else is followed.
+    #[test]
+    fn referrals_never_drop_tls() {
+        let server = |uri| super::super::config::parse_server(uri).unwrap();
+        let ldaps = server("ldaps://ldap1.example.org");
+        let ldap_remote = server("ldap://ldap2.example.org");
+        let ldap_loopback = server("ldap://127.0.0.1:3890");
+        let ldap_localhost = server("ldap://localhost");
+        let ldapi = server("ldapi://");
+        // From TLS (ldaps:// or StartTLS) to clear text on the network: refused.
+        assert!(downgrades(&ldaps, true, &ldap_remote, false));
+        let starttls = server("ldap://ldap1.example.org");
+        assert!(downgrades(&starttls, true, &ldap_remote, false));
+        // From this host (ldapi, loopback) to clear text on the network: refused too.
+        for local in [&ldapi, &ldap_loopback, &ldap_localhost] {
+            assert!(downgrades(local, false, &ldap_remote, false), "{local}");
+        }
+        // To TLS, to this host, or from a session already in clear on the network: followed.
+        assert!(!downgrades(
+            &ldaps,
+            true,
+            &server("ldaps://ldap2.example.org"),
+            true
+        ));
+        assert!(!downgrades(&ldaps, true, &ldap_remote, true), "StartTLS");
+        assert!(!downgrades(&ldaps, true, &ldap_loopback, false));
+        assert!(!downgrades(&ldaps, true, &ldapi, false));
+        assert!(!downgrades(
+            &ldap_remote,
+            false,
+            &server("ldap://ldap3"),
+            false
+        ));
+        assert!(!downgrades(&ldap_loopback, false, &ldap_localhost, false));
+    }
+
     /// ldap3 logs through the `log` crate: nothing may route that to a log of ours
     /// (no backend in the dependency graph, no logger installed by our code).
     #[test]
@@ -682,5 +728,24 @@ mod tests {
             result_text(&result),
             "result code 49 (invalidCredentials): bad\\x0acredentials"
         );
+        // Sanitized once: the escape's backslash is not escaped again.
+        assert_eq!(
+            describe(&ldap3::LdapError::LdapResult { result }),
+            "result code 49 (invalidCredentials): bad\\x0acredentials"
+        );
+    }
+
+    /// The URL handed to ldap3 is the server's display form.
+    #[test]
+    fn server_urls() {
+        for (uri, url) in [
+            ("ldap://127.0.0.1:3890/dc=x", "ldap://127.0.0.1:3890"),
+            ("ldaps://[::1]/", "ldaps://[::1]:636"),
+            ("ldap://[2001:db8::1]:10389", "ldap://[2001:db8::1]:10389"),
+            ("LDAP://ldap.example.org", "ldap://ldap.example.org:389"),
+        ] {
+            let server = super::super::config::parse_server(uri).unwrap();
+            assert_eq!(server.to_string(), url, "{uri}");
+        }
     }
 }

@@ -7,6 +7,12 @@
 //! exactly one entry is found and one of its password values matches — and then, when a
 //! group check is configured, the server confirms membership. An empty password, an empty
 //! DN, a password that can't be sent, an error, a timeout or anything unexpected is `NO`.
+//!
+//! A `NO` is [`Verdict::Outage`] when the directory gave no verdict on the credentials:
+//! the user's password was not rejected (not compared, or compared and accepted before a
+//! later step failed). Everything else — a wrong password, a user not found or found
+//! twice, not a member, a password that can't be sent, a refused bind as the user other
+//! than busy or unavailable — is [`Verdict::No`].
 #![forbid(unsafe_code)]
 
 use tokio::time::Instant;
@@ -20,11 +26,17 @@ use crate::log::sanitize;
 use crate::mech::Credentials;
 use crate::{log_debug, log_info, log_warn};
 
-/// A verification's result; the reason of a `No` is already logged.
+/// A verification's result; the reason of a `No` or an `Outage` is already logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Yes,
+    /// A verdict on the credentials: a failure for the throttle.
     No,
+    /// `NO` too, but no verdict on the credentials: no server reached, no answer by the
+    /// deadline, a connection or library failure, a server that refuses the service
+    /// identity or an operation other than the user's bind (or says it is busy or
+    /// unavailable), a referral that can't be followed. Not a failure for the throttle.
+    Outage,
 }
 
 /// What the log needs to know about the request.
@@ -33,6 +45,13 @@ struct Request<'a> {
     user: String,
     values: Values<'a>,
     credentials: &'a Credentials,
+}
+
+/// A method, with the password its bind sends.
+enum Plan<'a> {
+    FastBind(&'a str),
+    Bind(&'a str),
+    Custom,
 }
 
 /// Verifies `credentials` with `settings` before `deadline`.
@@ -61,21 +80,35 @@ pub async fn verify(
         log_info!("ldap: [user={}]: empty password: refused", request.user);
         return Verdict::No;
     }
-    // Refused before connecting when a bind can't carry it.
-    if settings.method != Method::Custom && bind_password(&request).is_none() {
-        return Verdict::No;
-    }
+    // Refused before connecting when a bind can't carry the password.
+    let plan = match settings.method {
+        Method::Custom => Plan::Custom,
+        method => {
+            let Some(password) = bind_password(&request) else {
+                return Verdict::No;
+            };
+            if method == Method::FastBind {
+                Plan::FastBind(password)
+            } else {
+                Plan::Bind(password)
+            }
+        }
+    };
     let Some(mut session) = session::open(settings, tls, deadline).await else {
         log_warn!(
             "ldap: [user={}]: no LDAP server could be reached",
             request.user
         );
-        return Verdict::No;
+        return Verdict::Outage;
     };
-    let verdict = match settings.method {
-        Method::FastBind => fastbind(settings, &request, &mut session, deadline).await,
-        Method::Bind => bind(settings, tls, &request, &mut session, deadline).await,
-        Method::Custom => custom(settings, tls, &request, &mut session, deadline).await,
+    let verdict = match plan {
+        Plan::FastBind(password) => {
+            fastbind(settings, &request, password, &mut session, deadline).await
+        }
+        Plan::Bind(password) => {
+            bind(settings, tls, &request, password, &mut session, deadline).await
+        }
+        Plan::Custom => custom(settings, tls, &request, &mut session, deadline).await,
     };
     session.close();
     verdict
@@ -96,28 +129,32 @@ fn bind_password<'a>(request: &Request<'a>) -> Option<&'a str> {
     }
 }
 
-/// Logs an operation that gave no result.
+/// Logs an operation that gave no result: an outage.
 fn failed(request: &Request<'_>, session: &Session, what: &str, error: &OpError) -> Verdict {
     log_warn!(
         "ldap: [user={}]: {what} at {}: {error}",
         request.user,
         session.server
     );
-    Verdict::No
+    Verdict::Outage
+}
+
+/// Result codes of a server that could not do the operation now: busy, unavailable.
+fn unavailable(code: u32) -> bool {
+    matches!(code, rc::BUSY | rc::UNAVAILABLE)
 }
 
 async fn fastbind(
     settings: &Settings,
     request: &Request<'_>,
+    password: &str,
     session: &mut Session,
     deadline: Instant,
 ) -> Verdict {
-    let Some(password) = bind_password(request) else {
-        return Verdict::No;
-    };
     let dn = settings.filter.expand(&request.values, Position::Dn);
-    if user_bind(request, session, &dn, password, deadline).await == Verdict::No {
-        return Verdict::No;
+    let verdict = user_bind(request, session, &dn, password, deadline).await;
+    if verdict != Verdict::Yes {
+        return verdict;
     }
     // Upstream checks groups with the user's own identity after fastbind.
     group_check(settings, request, session, &dn, deadline).await
@@ -127,20 +164,21 @@ async fn bind(
     settings: &Settings,
     tls: Option<&TlsSetup>,
     request: &Request<'_>,
+    password: &str,
     session: &mut Session,
     deadline: Instant,
 ) -> Verdict {
-    let Some(password) = bind_password(request) else {
-        return Verdict::No;
-    };
-    if service_bind(settings, request, session, deadline).await == Verdict::No {
-        return Verdict::No;
+    let verdict = service_bind(settings, request, session, deadline).await;
+    if verdict != Verdict::Yes {
+        return verdict;
     }
-    let Some(entry) = find_user(settings, tls, request, session, None, deadline).await else {
-        return Verdict::No;
+    let entry = match find_user(settings, tls, request, session, None, deadline).await {
+        Ok(entry) => entry,
+        Err(verdict) => return verdict,
     };
-    if user_bind(request, session, &entry.dn, password, deadline).await == Verdict::No {
-        return Verdict::No;
+    let verdict = user_bind(request, session, &entry.dn, password, deadline).await;
+    if verdict != Verdict::Yes {
+        return verdict;
     }
     if settings.group.is_none() {
         return Verdict::Yes;
@@ -157,7 +195,7 @@ async fn bind(
                     session.server,
                     session::result_text(&result)
                 );
-                Verdict::No
+                Verdict::Outage
             }
             Err(error) => failed(
                 request,
@@ -167,8 +205,8 @@ async fn bind(
             ),
         },
     };
-    if reset == Verdict::No {
-        return Verdict::No;
+    if reset != Verdict::Yes {
+        return reset;
     }
     group_check(settings, request, session, &entry.dn, deadline).await
 }
@@ -180,13 +218,14 @@ async fn custom(
     session: &mut Session,
     deadline: Instant,
 ) -> Verdict {
-    if service_bind(settings, request, session, deadline).await == Verdict::No {
-        return Verdict::No;
+    let verdict = service_bind(settings, request, session, deadline).await;
+    if verdict != Verdict::Yes {
+        return verdict;
     }
     let attribute = settings.password_attr.as_str();
-    let Some(entry) = find_user(settings, tls, request, session, Some(attribute), deadline).await
-    else {
-        return Verdict::No;
+    let entry = match find_user(settings, tls, request, session, Some(attribute), deadline).await {
+        Ok(entry) => entry,
+        Err(verdict) => return verdict,
     };
     if entry.values.is_empty() {
         log_info!(
@@ -202,9 +241,24 @@ async fn custom(
         );
         return Verdict::No;
     }
-    // Every value is checked (upstream checks one); the first match decides.
+    // Every value is checked (upstream checks one); the first match decides. A value can
+    // take long (crypt, Argon2) and can't be interrupted: the deadline is checked between
+    // values.
     let mut matched = false;
     for (i, value) in entry.values.iter().enumerate() {
+        if Instant::now() >= deadline {
+            log_warn!(
+                "ldap: [user={}]: no verdict within ldap_timeout ({} s): stopped after {i} of \
+                 the {} value(s) of {attribute} of {}",
+                request.user,
+                settings.timeout.as_secs(),
+                entry.values.len(),
+                sanitize(entry.dn.as_bytes())
+            );
+            // The values compared refused the password: that is a verdict (no free guesses
+            // against them); with none compared, there is none.
+            return if i == 0 { Verdict::Outage } else { Verdict::No };
+        }
         match schemes::check(value, &request.credentials.password) {
             Outcome::Match => {
                 matched = true;
@@ -250,7 +304,7 @@ async fn service_bind(
     };
     let Ok(password) = std::str::from_utf8(service.password.as_bytes()) else {
         // The file is UTF-8, so the password is too.
-        return Verdict::No;
+        return Verdict::Outage;
     };
     match session.bind(&service.dn, password, deadline).await {
         Ok(result) if result.rc == rc::SUCCESS => Verdict::Yes,
@@ -262,7 +316,8 @@ async fn service_bind(
                 session.server,
                 session::result_text(&result)
             );
-            Verdict::No
+            // The service identity's credentials, not the user's.
+            Verdict::Outage
         }
         Err(error) => failed(request, session, "bind as ldap_bind_dn", &error),
     }
@@ -304,6 +359,16 @@ async fn user_bind(
             );
             Verdict::No
         }
+        Ok(result) if unavailable(result.rc) => {
+            log_warn!(
+                "ldap: [user={}]: bind as {} at {}: {}",
+                request.user,
+                sanitize(dn.as_bytes()),
+                session.server,
+                session::result_text(&result)
+            );
+            Verdict::Outage
+        }
         Ok(result) => {
             log_info!(
                 "ldap: [user={}]: bind as {} at {}: {}",
@@ -321,9 +386,10 @@ async fn user_bind(
 /// How many referrals a user search follows, one after the other.
 pub const MAX_REFERRAL_HOPS: usize = 3;
 
-/// Searches the user's entry: exactly one must match. With `ldap_referrals: yes`, a search
-/// that ends in referrals goes on at the server they name (with the same identity and TLS
-/// settings), which then replaces `session`: the user binds where the entry lives.
+/// Searches the user's entry: exactly one must match (else the verdict, already logged).
+/// With `ldap_referrals: yes`, a search that ends in referrals goes on at the server they
+/// name (with the same identity and TLS settings), which then replaces `session`: the user
+/// binds where the entry lives.
 async fn find_user(
     settings: &Settings,
     tls: Option<&TlsSetup>,
@@ -331,7 +397,7 @@ async fn find_user(
     session: &mut Session,
     attribute: Option<&str>,
     deadline: Instant,
-) -> Option<session::Entry> {
+) -> Result<session::Entry, Verdict> {
     let mut base = settings.search_base.expand(&request.values, Position::Dn);
     let filter = settings.filter.expand(&request.values, Position::Filter);
     let mut hops = 0;
@@ -351,18 +417,19 @@ async fn find_user(
             sanitize(filter.as_bytes())
         );
         let urls = match session.lookup(&search, deadline).await {
-            Ok(Lookup::One(entry)) => return Some(entry),
+            Ok(Lookup::One(entry)) => return Ok(entry),
             Ok(Lookup::None) => {
                 log_info!("ldap: [user={}]: user not found ({shown})", request.user);
-                return None;
+                return Err(Verdict::No);
             }
             Ok(Lookup::Referred(urls)) if !settings.referrals => {
                 log_info!(
-                    "ldap: [user={}]: user not found ({shown}); the server refers to {}                      (ldap_referrals is off)",
+                    "ldap: [user={}]: user not found ({shown}); the server refers to {} \
+                     (ldap_referrals is off)",
                     request.user,
                     sanitize(urls.join(" ").as_bytes())
                 );
-                return None;
+                return Err(Verdict::No);
             }
             Ok(Lookup::Referred(urls)) => urls,
             Ok(Lookup::Many) => {
@@ -370,7 +437,7 @@ async fn find_user(
                     "ldap: [user={}]: more than one entry matches ({shown}): refused",
                     request.user
                 );
-                return None;
+                return Err(Verdict::No);
             }
             Ok(Lookup::Refused(result)) => {
                 log_warn!(
@@ -379,11 +446,16 @@ async fn find_user(
                     session.server,
                     session::result_text(&result)
                 );
-                return None;
+                // The server could not search: no verdict on the user.
+                return Err(Verdict::Outage);
             }
             Err(error) => {
-                failed(request, session, &format!("search ({shown})"), &error);
-                return None;
+                return Err(failed(
+                    request,
+                    session,
+                    &format!("search ({shown})"),
+                    &error,
+                ));
             }
         };
         hops += 1;
@@ -392,12 +464,15 @@ async fn find_user(
                 "ldap: [user={}]: more than {MAX_REFERRAL_HOPS} referrals in a row: refused",
                 request.user
             );
-            return None;
+            return Err(Verdict::Outage);
         }
-        let (next, next_base) = follow(settings, tls, request, &urls, deadline).await?;
+        let (next, next_base) = follow(settings, tls, request, session, &urls, deadline)
+            .await
+            .ok_or(Verdict::Outage)?;
         std::mem::replace(session, next).close();
-        if service_bind(settings, request, session, deadline).await == Verdict::No {
-            return None;
+        let verdict = service_bind(settings, request, session, deadline).await;
+        if verdict != Verdict::Yes {
+            return Err(verdict);
         }
         if let Some(next_base) = next_base {
             base = next_base;
@@ -405,16 +480,17 @@ async fn find_user(
     }
 }
 
-/// Connects to the first referral URL that answers.
+/// Connects to the first referral URL (from `session`'s server) that answers.
 async fn follow(
     settings: &Settings,
     tls: Option<&TlsSetup>,
     request: &Request<'_>,
+    session: &Session,
     urls: &[String],
     deadline: Instant,
 ) -> Option<(Session, Option<String>)> {
     for url in urls {
-        match session::open_referral(settings, tls, url, deadline).await {
+        match session::open_referral(settings, tls, session, url, deadline).await {
             Ok(found) => {
                 log_debug!(
                     "ldap: [user={}]: following the referral to {}",
@@ -491,7 +567,8 @@ async fn group_check(
                 session.server,
                 session::result_text(&result)
             );
-            Verdict::No
+            // The password was good; the server could not say whether the user is a member.
+            Verdict::Outage
         }
         Err(error) => failed(request, session, &format!("group check ({what})"), &error),
     }
