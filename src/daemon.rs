@@ -433,13 +433,19 @@ struct RunFiles {
     pid_path: PathBuf,
     socket: Option<BoundSocket>,
     /// The Dovecot protocol's socket file, when we bound one.
-    dovecot_path: Option<PathBuf>,
+    dovecot_socket: Option<BoundSocket>,
     /// Where the Dovecot protocol is served, for the log.
     dovecot_description: Option<String>,
 }
 
 /// The socket's path and the file we bound there.
 type BoundSocket = (PathBuf, Option<FileId>);
+
+/// Whether the socket's name still leads to the file we bound: after `--replace`, or
+/// when another process replaced it, it is not ours to remove.
+fn still_ours((path, bound): &BoundSocket) -> bool {
+    bound.is_some() && FileId::of_path(path) == *bound
+}
 
 impl RunFiles {
     fn create(
@@ -474,10 +480,12 @@ impl RunFiles {
                     (listener, Some((mux_path, id)))
                 }
                 Err(error) => {
-                    if let Some(dovecot_path) =
-                        dovecot.as_ref().and_then(|(_, bound)| bound.path.as_ref())
+                    if let Some(socket) = dovecot
+                        .as_ref()
+                        .and_then(|(_, bound)| bound.socket.as_ref())
+                        && still_ours(socket)
                     {
-                        let _ = fs::remove_file(dovecot_path);
+                        let _ = fs::remove_file(&socket.0);
                     }
                     return Err(error);
                 }
@@ -491,17 +499,17 @@ impl RunFiles {
             pid_file,
             pid_path,
             socket,
-            dovecot_path: dovecot.as_ref().and_then(|(_, bound)| bound.path.clone()),
+            dovecot_socket: dovecot.as_ref().and_then(|(_, bound)| bound.socket.clone()),
             dovecot_description: dovecot.as_ref().map(|(_, bound)| bound.description.clone()),
         };
         Ok((files, listener, dovecot))
     }
 
-    /// Removes the sockets, then the pid file (while still holding its lock); mux and the
-    /// pid file only if their names still lead to our files: after `--replace` they belong
-    /// to the new daemon. After `--user` the run directory is usually not ours to write:
-    /// then they stay, which is harmless (the next start replaces the stale socket and
-    /// rewrites the pid file).
+    /// Removes the sockets, then the pid file (while still holding its lock), each only if
+    /// its name still leads to our file: after `--replace` they belong to the new daemon,
+    /// and a socket someone else put in the place of ours is theirs. After `--user` the run
+    /// directory is usually not ours to write: then they stay, which is harmless (the next
+    /// start replaces the stale socket and rewrites the pid file).
     fn remove(self) {
         let remove = |path: &Path| match fs::remove_file(path) {
             Ok(()) => {}
@@ -517,18 +525,15 @@ impl RunFiles {
             }
             Err(error) => log_err!("cannot remove {}: {error}", path.display()),
         };
-        if let Some((path, bound)) = &self.socket {
-            if bound.is_some() && FileId::of_path(path) == *bound {
-                remove(path);
+        for socket in [&self.socket, &self.dovecot_socket].into_iter().flatten() {
+            if still_ours(socket) {
+                remove(&socket.0);
             } else {
                 log_info!(
-                    "{} is another daemon's socket now: left in place",
-                    path.display()
+                    "{} is another process's socket now: left in place",
+                    socket.0.display()
                 );
             }
-        }
-        if let Some(dovecot_path) = &self.dovecot_path {
-            remove(dovecot_path);
         }
         if FileId::of_path(&self.pid_path) == FileId::of_file(&self.pid_file) {
             remove(&self.pid_path);
@@ -584,8 +589,8 @@ fn bind(path: &Path) -> Result<UnixListener, StartupError> {
 type DovecotSocket = (systemd::InheritedSocket, BoundDovecot);
 
 struct BoundDovecot {
-    /// The socket file we created (removed at exit).
-    path: Option<PathBuf>,
+    /// The socket file we created (removed at exit if still ours).
+    socket: Option<BoundSocket>,
     description: String,
 }
 
@@ -636,7 +641,7 @@ fn bind_dovecot(
             ),
         };
         let bound = BoundDovecot {
-            path: None,
+            socket: None,
             description,
         };
         return Ok(Some((socket, bound)));
@@ -651,7 +656,7 @@ fn bind_dovecot(
             })?;
             let address = tcp_address(&listener, settings)?;
             let bound = BoundDovecot {
-                path: None,
+                socket: None,
                 description: format!("inet:{address}"),
             };
             Ok(Some((systemd::InheritedSocket::Tcp(listener), bound)))
@@ -667,7 +672,7 @@ fn bind_dovecot(
                 ))
             })?;
             let bound = BoundDovecot {
-                path: Some(path.clone()),
+                socket: Some((path.clone(), FileId::of_path(path))),
                 description: path.display().to_string(),
             };
             Ok(Some((systemd::InheritedSocket::Unix(listener), bound)))
@@ -772,20 +777,61 @@ fn refuse_shared_pid_file(file: &File, path: &Path) -> Result<(), StartupError> 
     Ok(())
 }
 
-/// A leftover socket from a crash is removed; anything else at that path is left alone.
+/// A leftover socket from a crash is removed; a socket that a process listens on (real
+/// Dovecot's, another daemon's) is in use and refused, and so is anything else at that
+/// path.
 fn remove_stale_socket(path: &Path) -> Result<(), StartupError> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path).map_err(|e| {
-            StartupError::new(format!(
-                "cannot remove stale socket {}: {e}",
-                path.display()
-            ))
-        }),
+        Ok(meta) if meta.file_type().is_socket() => {
+            match socket_listens(path) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(StartupError::new(format!(
+                        "refusing to replace {}: it is in use (a process listens on it; stop \
+                         that process or choose another path)",
+                        path.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(StartupError::new(format!(
+                        "refusing to replace {}: cannot tell whether it is in use: {e}",
+                        path.display()
+                    )));
+                }
+            }
+            fs::remove_file(path).map_err(|e| {
+                StartupError::new(format!(
+                    "cannot remove stale socket {}: {e}",
+                    path.display()
+                ))
+            })
+        }
         Ok(_) => Err(StartupError::new(format!(
             "refusing to replace {}: it exists and is not a socket",
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StartupError::new(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Whether a process listens on the UNIX socket at `path`: a connection attempt that never
+/// waits is accepted, or finds the backlog full (EAGAIN), or finds a socket of another
+/// type (EPROTOTYPE). A stale socket, whose listener is gone, refuses it.
+fn socket_listens(path: &Path) -> nix::Result<bool> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    use std::os::fd::AsRawFd;
+    let address = UnixAddr::new(path)?;
+    let probe = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    match connect(probe.as_raw_fd(), &address) {
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE) => Ok(true),
+        Err(Errno::ECONNREFUSED | Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e),
     }
 }

@@ -42,30 +42,82 @@ pub fn log_nowhere() {
     });
 }
 
-/// The mux request and reply codec. The first byte picks the per-field limit; the rest
-/// is what a client sent so far.
+/// The mux request and reply codec, as the server decodes requests ([`decode_received`]:
+/// `settled` says whether the client had sent nothing more). The first byte picks the
+/// per-field limit (its two low bits) and `settled` (bit 2); the rest is what a client sent
+/// so far. [`decode_request`], which does not know `settled`, is held to the same checks
+/// and must agree with an unsettled `decode_received`.
+///
+/// [`decode_received`]: protocol::decode_received
+/// [`decode_request`]: protocol::decode_request
 pub fn mux_codec(data: &[u8]) {
-    let Some((&limit_byte, buf)) = data.split_first() else {
+    let Some((&control, buf)) = data.split_first() else {
         return;
     };
-    let limit = match limit_byte % 4 {
+    let limit = match control % 4 {
         0 => 0,
-        1 => usize::from(limit_byte),
+        1 => usize::from(control),
         2 => protocol::DEFAULT_MAX_FIELD_LEN,
         _ => protocol::MAX_COUNTED_LEN,
     };
-    match protocol::decode_request(buf, limit) {
+    let settled = control & 0b100 != 0;
+    let received = protocol::decode_received(buf, limit, settled);
+    check_decoded(buf, limit, Some(settled), &received);
+    let plain = protocol::decode_request(buf, limit);
+    check_decoded(buf, limit, None, &plain);
+    if !settled {
+        match (&plain, &received) {
+            // A client address over the limit whose bytes may still be on their way.
+            (
+                Decoded::Rejected(protocol::Rejection::TooLong {
+                    field: protocol::Field::ClientAddr,
+                    ..
+                }),
+                Decoded::Incomplete,
+            ) => {}
+            _ => assert_eq!(
+                plain, received,
+                "decode_request and unsettled decode_received"
+            ),
+        }
+    }
+    // What a client reads back.
+    if let Some(text) = protocol::decode_reply(buf) {
+        assert!(text.len() + 2 <= buf.len());
+        let _ = protocol::reply_is_ok(text);
+    }
+    let reply = Reply::no(String::from_utf8_lossy(buf));
+    let encoded = reply.encode();
+    let text = protocol::decode_reply(&encoded).expect("a whole reply");
+    assert!(!protocol::reply_is_ok(text), "a NO reply reads as OK");
+}
+
+/// What a decoding of `buf` under `limit` must satisfy; `settled` as given to
+/// `decode_received` (None: `decode_request`, which reads a four-field request only when
+/// nothing follows it).
+fn check_decoded(buf: &[u8], limit: usize, settled: Option<bool>, decoded: &Decoded) {
+    match decoded {
+        // Unsettled, an over-long client address (whose bytes are on their way) may fill
+        // the largest request; otherwise "incomplete" is always below it.
         Decoded::Incomplete => assert!(
-            buf.len() < protocol::max_request_len(limit),
-            "{} bytes and still incomplete under a limit of {limit}",
+            buf.len() < protocol::max_request_len(limit)
+                || (settled == Some(false) && buf.len() == protocol::max_request_len(limit)),
+            "{} bytes and still incomplete under a limit of {limit} (settled {settled:?})",
             buf.len()
         ),
         Decoded::Rejected(protocol::Rejection::TooLong { len, limit: l, .. }) => {
-            assert!(len > l && l == limit, "rejected {len} under {l}");
+            assert!(*len > *l && *l == limit, "rejected {len} under {l}");
         }
         Decoded::Rejected(other) => panic!("framing rejected with {other:?}"),
         Decoded::Complete { request, consumed } => {
-            assert!(consumed <= buf.len());
+            assert!(*consumed <= buf.len());
+            // Bytes after a four-field request are ignored only once settled.
+            assert!(
+                request.client_addr.is_some() || *consumed == buf.len() || settled == Some(true),
+                "{} of {} bytes make a four-field request (settled {settled:?})",
+                consumed,
+                buf.len()
+            );
             let fields = [
                 &request.login[..],
                 request.password.as_bytes(),
@@ -81,19 +133,10 @@ pub fn mux_codec(data: &[u8]) {
                 request.client_addr.as_deref(),
             )
             .expect("decoded fields fit a counted string");
-            assert_eq!(encoded.as_bytes(), &buf[..consumed], "re-encoding differs");
+            assert_eq!(encoded.as_bytes(), &buf[..*consumed], "re-encoding differs");
             let _ = request.validate();
         }
     }
-    // What a client reads back.
-    if let Some(text) = protocol::decode_reply(buf) {
-        assert!(text.len() + 2 <= buf.len());
-        let _ = protocol::reply_is_ok(text);
-    }
-    let reply = Reply::no(String::from_utf8_lossy(buf));
-    let encoded = reply.encode();
-    let text = protocol::decode_reply(&encoded).expect("a whole reply");
-    assert!(!protocol::reply_is_ok(text), "a NO reply reads as OK");
 }
 
 /// rimap's `-O SERVER` address and the `/etc/services` lookup: an address that parses

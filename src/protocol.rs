@@ -124,40 +124,17 @@ pub enum Decoded {
 /// without waiting, whether the client sent more), so four-field clients are answered at
 /// once and five-field requests are never misread.
 pub fn decode_request(buf: &[u8], max_field_len: usize) -> Decoded {
-    let mut fields: Vec<&[u8]> = Vec::with_capacity(5);
-    let mut pos = 0;
-    for field in Field::REQUIRED {
-        match counted(buf, pos, field, max_field_len) {
-            Counted::Done(value, next) => {
-                fields.push(value);
-                pos = next;
-            }
-            Counted::Incomplete => return Decoded::Incomplete,
-            Counted::TooLong(rejection) => return Decoded::Rejected(rejection),
-        }
+    let (four, end) = match four_fields(buf, max_field_len) {
+        Ok(found) => found,
+        Err(rejection) => return rejection.map_or(Decoded::Incomplete, Decoded::Rejected),
+    };
+    if end == buf.len() {
+        return complete(four, None, end);
     }
-    let client_addr = if pos == buf.len() {
-        None
-    } else {
-        match counted(buf, pos, Field::ClientAddr, max_field_len) {
-            Counted::Done(value, next) => {
-                pos = next;
-                Some(value.to_vec())
-            }
-            Counted::Incomplete => return Decoded::Incomplete,
-            Counted::TooLong(rejection) => return Decoded::Rejected(rejection),
-        }
-    };
-    let request = Request {
-        login: fields[0].to_vec(),
-        password: Password::new(fields[1].to_vec()),
-        service: fields[2].to_vec(),
-        realm: fields[3].to_vec(),
-        client_addr,
-    };
-    Decoded::Complete {
-        request,
-        consumed: pos,
+    match counted(buf, end, Field::ClientAddr, max_field_len) {
+        Counted::Done(client_addr, next) => complete(four, Some(client_addr), next),
+        Counted::Incomplete => Decoded::Incomplete,
+        Counted::TooLong(rejection) => Decoded::Rejected(rejection),
     }
 }
 
@@ -172,51 +149,64 @@ pub fn decode_request(buf: &[u8], max_field_len: usize) -> Decoded {
 /// client address that really is over the limit (its bytes are there) is still refused,
 /// and a well-formed fifth field is read and used however it is split.
 pub fn decode_received(buf: &[u8], max_field_len: usize, settled: bool) -> Decoded {
-    let decoded = decode_request(buf, max_field_len);
-    let fifth_is_garbage = match &decoded {
-        Decoded::Rejected(Rejection::TooLong {
-            field: Field::ClientAddr,
-            limit,
-            ..
-        }) => settled && after_four(buf, max_field_len).is_some_and(|after| after <= limit + 2),
-        Decoded::Incomplete => settled && after_four(buf, max_field_len) == Some(1),
-        _ => false,
+    let (four, end) = match four_fields(buf, max_field_len) {
+        Ok(found) => found,
+        Err(rejection) => return rejection.map_or(Decoded::Incomplete, Decoded::Rejected),
     };
-    if fifth_is_garbage {
-        return decode_four(buf, max_field_len);
+    let after = buf.len() - end;
+    if after == 0 {
+        return complete(four, None, end);
     }
-    match decoded {
-        // Its bytes may still be on their way: not refused before they are all there.
-        Decoded::Rejected(Rejection::TooLong {
-            field: Field::ClientAddr,
-            limit,
-            ..
-        }) if after_four(buf, max_field_len).is_some_and(|after| after <= limit + 2) => {
-            Decoded::Incomplete
+    match counted(buf, end, Field::ClientAddr, max_field_len) {
+        Counted::Done(client_addr, next) => complete(four, Some(client_addr), next),
+        // Half a length prefix: the rest may be on its way, unless settled.
+        Counted::Incomplete if settled && after == 1 => complete(four, None, end),
+        Counted::Incomplete => Decoded::Incomplete,
+        // An over-long client address whose bytes are not all there (`after` counts its
+        // prefix too): garbage once settled, else its bytes may still be on their way,
+        // and it is not refused before they all are.
+        Counted::TooLong(_) if after <= max_field_len + 2 => {
+            if settled {
+                complete(four, None, end)
+            } else {
+                Decoded::Incomplete
+            }
         }
-        decoded => decoded,
+        Counted::TooLong(rejection) => Decoded::Rejected(rejection),
     }
 }
 
-/// How many bytes follow the four required fields, once they are complete.
-fn after_four(buf: &[u8], max_field_len: usize) -> Option<usize> {
-    match decode_four(buf, max_field_len) {
-        Decoded::Complete { consumed, .. } => Some(buf.len() - consumed),
-        _ => None,
-    }
-}
-
-/// The four required fields alone, whatever follows them.
-fn decode_four(buf: &[u8], max_field_len: usize) -> Decoded {
+/// The four required fields and where they end; or, when they are not all there, `None`
+/// (the request is incomplete) or why it is refused (an over-long one).
+fn four_fields(buf: &[u8], max_field_len: usize) -> Result<([&[u8]; 4], usize), Option<Rejection>> {
+    let mut four: [&[u8]; 4] = [&[]; 4];
     let mut end = 0;
-    for field in Field::REQUIRED {
+    for (value, field) in four.iter_mut().zip(Field::REQUIRED) {
         match counted(buf, end, field, max_field_len) {
-            Counted::Done(_, next) => end = next,
-            Counted::Incomplete => return Decoded::Incomplete,
-            Counted::TooLong(rejection) => return Decoded::Rejected(rejection),
+            Counted::Done(found, next) => {
+                *value = found;
+                end = next;
+            }
+            Counted::Incomplete => return Err(None),
+            Counted::TooLong(rejection) => return Err(Some(rejection)),
         }
     }
-    decode_request(&buf[..end], max_field_len)
+    Ok((four, end))
+}
+
+/// The request of these fields, `consumed` bytes long.
+fn complete(four: [&[u8]; 4], client_addr: Option<&[u8]>, consumed: usize) -> Decoded {
+    let [login, password, service, realm] = four;
+    Decoded::Complete {
+        request: Request {
+            login: login.to_vec(),
+            password: Password::new(password.to_vec()),
+            service: service.to_vec(),
+            realm: realm.to_vec(),
+            client_addr: client_addr.map(<[u8]>::to_vec),
+        },
+        consumed,
+    }
 }
 
 enum Counted<'a> {
@@ -448,6 +438,79 @@ mod tests {
         buf.push(b'2');
         let (request, _) = complete(&buf);
         assert_eq!(request.client_addr.as_deref(), Some(&b"1;2"[..]));
+    }
+
+    /// `decode_received`: what follows four complete fields, with and without more bytes
+    /// on their way (`settled`).
+    #[test]
+    fn received_bytes_that_cannot_start_a_fifth_field_are_ignored_once_settled() {
+        let four = frame(&[b"u", b"p", b"s", b"r"]);
+        let with = |tail: &[u8]| [&four[..], tail].concat();
+        let four_field = |buf: &[u8], settled: bool| match decode_received(buf, 1024, settled) {
+            Decoded::Complete { request, consumed } => {
+                assert_eq!(request.client_addr, None, "{buf:?}");
+                assert_eq!(request.password.as_bytes(), b"p");
+                consumed
+            }
+            other => panic!("{buf:?} settled={settled}: {other:?}"),
+        };
+        // Nothing after the four fields: a four-field request either way.
+        assert_eq!(four_field(&four, false), four.len());
+        assert_eq!(four_field(&four, true), four.len());
+        // A lone byte, half a length prefix: more may come; settled, it is ignored.
+        let lone = with(&[0x00]);
+        assert_eq!(decode_received(&lone, 1024, false), Decoded::Incomplete);
+        assert_eq!(four_field(&lone, true), four.len());
+        // "GA…": a prefix over the limit without that many bytes behind it.
+        let text = with(b"GARBAGE");
+        assert_eq!(decode_received(&text, 1024, false), Decoded::Incomplete);
+        assert_eq!(four_field(&text, true), four.len());
+        // An over-long client address whose bytes are all there is refused, settled or not;
+        // one byte short, its bytes may still be coming, or (settled) it is garbage.
+        let mut over = with(&1025u16.to_be_bytes());
+        over.extend_from_slice(&[b'a'; 1024]);
+        assert_eq!(decode_received(&over, 1024, false), Decoded::Incomplete);
+        assert_eq!(four_field(&over, true), four.len());
+        over.push(b'a');
+        for settled in [false, true] {
+            assert_eq!(
+                decode_received(&over, 1024, settled),
+                Decoded::Rejected(Rejection::TooLong {
+                    field: Field::ClientAddr,
+                    len: 1025,
+                    limit: 1024
+                })
+            );
+        }
+        // A fifth field started is waited for, settled or not, then read.
+        let mut five = with(&[0x00, 0x03, b'1']);
+        for settled in [false, true] {
+            assert_eq!(decode_received(&five, 1024, settled), Decoded::Incomplete);
+        }
+        five.extend_from_slice(b";2");
+        five.extend_from_slice(b"next");
+        match decode_received(&five, 1024, true) {
+            Decoded::Complete { request, consumed } => {
+                assert_eq!(request.client_addr.as_deref(), Some(&b"1;2"[..]));
+                assert_eq!(consumed, five.len() - 4);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The four fields themselves: as decode_request has them.
+        for settled in [false, true] {
+            assert_eq!(
+                decode_received(&four[..four.len() - 1], 1024, settled),
+                Decoded::Incomplete
+            );
+            assert_eq!(
+                decode_received(&four, 0, settled),
+                Decoded::Rejected(Rejection::TooLong {
+                    field: Field::Login,
+                    len: 1,
+                    limit: 0
+                })
+            );
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod dovecot;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -864,6 +865,59 @@ fn socket_file_mode_owner_and_peer_policy() {
     assert!(c.closes_silently());
     expect_reply(&ours.daemon, "suser", SUSER_PW, "NO access denied");
     ours.daemon.finish(FIXTURE_PASSWORDS);
+}
+
+/// A socket that a process listens on is never taken for a leftover: with a live
+/// listener at the `--dovecot-socket` path (real Dovecot's, another instance's) the daemon
+/// refuses to start and leaves that socket as it was; a stale one (nothing listens) is
+/// replaced. At exit the daemon removes the path only while it is still the socket it
+/// bound: one put in its place since is another process's.
+#[test]
+fn a_dovecot_socket_in_use_is_never_removed() {
+    let dir = TempDir::new("dovecot-in-use");
+    let socket = dir.join("auth");
+    let path = socket.to_str().expect("utf-8 path").to_string();
+    let args = ["-a", "shadow", "--dovecot-socket", path.as_str()];
+    let inode = |what: &str| {
+        fs::symlink_metadata(&socket)
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", socket.display()))
+            .ino()
+    };
+    let accepts = |listener: &UnixListener| {
+        let _client = UnixStream::connect(&socket).expect("connect");
+        listener.set_nonblocking(false).expect("blocking");
+        listener.accept().is_ok()
+    };
+
+    let live = UnixListener::bind(&socket).expect("bind the live socket");
+    let before = inode("the live socket");
+    let failure = Daemon::try_start_with(&ours_bin("saslauthd"), &args, Options::default())
+        .err()
+        .expect("the daemon started over a socket in use");
+    assert!(
+        failure.log.contains("in use") && failure.log.contains(&path),
+        "no clear reason:\n{}",
+        failure.log
+    );
+    assert_eq!(inode("after the refused start"), before);
+    assert!(accepts(&live), "the live socket no longer accepts");
+
+    // Its listener gone, the socket is stale: replaced.
+    drop(live);
+    let daemon = Daemon::start(&ours_bin("saslauthd"), &args);
+    assert!(
+        wait_for_socket(&socket),
+        "no dovecot socket\n{}",
+        daemon.log()
+    );
+    assert_ne!(inode("our socket"), before);
+    // Another process's socket takes the place of ours: ours stops without removing it.
+    fs::remove_file(&socket).expect("remove our socket");
+    let other = UnixListener::bind(&socket).expect("bind the other socket");
+    let theirs = inode("the other socket");
+    daemon.finish(FIXTURE_PASSWORDS);
+    assert_eq!(inode("after our daemon stopped"), theirs);
+    assert!(accepts(&other), "the other socket no longer accepts");
 }
 
 /// No idle timeout once handshaken; the handshake and a started line have `--timeout`;

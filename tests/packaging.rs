@@ -1388,6 +1388,74 @@ fn unit_exec_condition_honours_start() {
     }
 }
 
+/// `saslauthd-start --rundir` (the run directory, hence the pid file, that status, stop and
+/// takeover use) finds `-m` after every option of the daemon: the helper's option scan
+/// knows which options take a value as saslauthd's `--help` shows them (`--timeout <SECS>`
+/// does, `--dovecot-allow-network` does not), so no `-m` is taken for an option's value.
+#[test]
+fn start_helper_finds_the_run_directory_after_every_option() {
+    let helper = repo().join("init/saslauthd-start");
+    let rundir = |opts: &str| {
+        let output = run(
+            Command::new(&helper).args(["--rundir", "--opts", opts]),
+            STEP,
+        );
+        assert!(output.status.success(), "{opts:?}:\n{}", text(&output));
+        String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_string()
+    };
+    let help = run_ok(Command::new(DAEMON).arg("--help"), STEP);
+    let mut checked = 0;
+    for line in String::from_utf8_lossy(&help.stdout).lines() {
+        // Option lines are indented by 2 or 6 spaces; descriptions (which may begin with
+        // "-a pam:") further.
+        let option_line = line.trim_start();
+        if !option_line.starts_with('-') || line.len() - option_line.len() > 6 {
+            continue;
+        }
+        let spec = option_line.split("  ").next().unwrap_or_default();
+        let takes_value = spec.contains('<');
+        for option in option_tokens(spec) {
+            let want = "/run/saslauthd-after";
+            let mut forms = vec![if takes_value {
+                format!("{option} 1 -m {want}")
+            } else {
+                format!("{option} -m {want}")
+            }];
+            if takes_value && option.starts_with("--") {
+                forms.push(format!("{option}=1 -m {want}"));
+            }
+            for opts in forms {
+                assert_eq!(
+                    rundir(&opts),
+                    want,
+                    "saslauthd-start --rundir --opts {opts:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 40,
+        "only {checked} options found in saslauthd --help"
+    );
+    // The review's case, from a Debian file.
+    let dir = TempDir::new("rundir");
+    let file = dir.join("saslauthd");
+    write_file(
+        &file,
+        "MECHANISMS=\"shadow\"\n\
+         OPTIONS=\"--dovecot-allow-network -c -m /var/spool/postfix/var/run/saslauthd\"\n",
+        0o644,
+    );
+    let output = run_ok(Command::new(&helper).arg("--rundir").arg(&file), STEP);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "/var/spool/postfix/var/run/saslauthd\n"
+    );
+}
+
 #[test]
 fn unit_exec_start_reads_debian_defaults() {
     require_root();
@@ -1702,6 +1770,90 @@ fn lsb_init_script_runs_every_instance() {
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
 }
 
+/// An instance file that cannot be used (here: two mechanisms) fails every action of the
+/// LSB script and of saslauthd-instances, with a message, instead of passing for a stopped
+/// or skipped instance: a running daemon is neither reported stopped nor touched. START=no
+/// still succeeds without starting anything.
+#[test]
+fn lsb_init_script_fails_on_unusable_settings() {
+    require_root();
+    require_tool("start-stop-daemon", "dpkg");
+    let (_dir, run_dir, run_dir_arg) = scratch_run_dir("lsb-unusable");
+    let settings = |start: &str, mechanisms: &str| {
+        format!("START={start}\nMECHANISMS=\"{mechanisms}\"\nOPTIONS=\"-m {run_dir_arg}\"\n")
+    };
+    let ns = init_script_namespace(
+        "init/saslauthd.init",
+        ("default/saslauthd", settings("yes", "shadow")),
+        &[],
+    );
+    let write_settings = |content: &str| {
+        run_ok(
+            ns.command("sh")
+                .args(["-c", "printf '%s' \"$1\" >/etc/default/saslauthd", "-"])
+                .arg(content),
+            STEP,
+        );
+    };
+    let script = "/etc/init.d/saslauthd";
+    let instances = "/usr/libexec/saslauthd-rs/saslauthd-instances";
+    let pid_file = run_dir.join("saslauthd.pid");
+    run_ok(ns.command(script).arg("start"), STEP);
+    let pid = read_pid_file(&pid_file).expect("pid file after start");
+    let mut daemon = Proc::detached(pid);
+
+    write_settings(&settings("yes", "shadow pam"));
+    for (command, args, want) in [
+        (script, &["stop"][..], 1),
+        (script, &["stop-instance", "saslauthd"], 1),
+        (script, &["status"], 4),
+        (script, &["reload"], 1),
+        (script, &["restart"], 1),
+        (script, &["force-reload"], 1),
+        (script, &["start"], 1),
+        (instances, &["status", "/etc/default/saslauthd"], 1),
+        (instances, &["stop", "/etc/default/saslauthd"], 1),
+        (instances, &["reload", "/etc/default/saslauthd"], 1),
+        (instances, &["start", "/etc/default/saslauthd"], 1),
+        (
+            instances,
+            &["start", "--replace", "/etc/default/saslauthd"],
+            1,
+        ),
+    ] {
+        let output = run(ns.command(command).args(args), STEP);
+        assert_eq!(
+            output.status.code(),
+            Some(want),
+            "{command} {args:?} with unusable settings:\n{}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains("MECHANISMS must name exactly one mechanism")
+                || !output.stdout.is_empty(),
+            "{command} {args:?} failed without a word:\n{}",
+            text(&output)
+        );
+        assert!(daemon.alive(), "{command} {args:?} stopped the daemon");
+        assert_eq!(read_pid_file(&pid_file), Some(pid), "{command} {args:?}");
+    }
+    assert_serves_shadow(&run_dir.join("mux"));
+
+    write_settings(&settings("yes", "shadow"));
+    run_ok(ns.command(script).arg("stop"), STEP);
+    daemon.wait_exit(STEP);
+
+    // START=no: every action succeeds, and nothing starts.
+    write_settings(&settings("no", "shadow"));
+    for action in ["start", "status", "restart", "reload", "stop"] {
+        run_ok(ns.command(script).arg(action), STEP);
+        assert!(
+            !pid_file.exists() && !run_dir.join("mux").exists(),
+            "{action} with START=no started the daemon"
+        );
+    }
+}
+
 /// OpenRC's instances: /etc/init.d/saslauthd.NAME (a copy or link of the script) reads
 /// /etc/conf.d/saslauthd.NAME and runs its own daemon; one without its own -m is refused,
 /// since it would collide with the default instance.
@@ -1762,6 +1914,28 @@ fn openrc_script_runs_an_instance() {
     );
     assert_eq!(read_pid_file(&run_dir.join("saslauthd.pid")), Some(pid));
     assert_serves_shadow(&run_dir.join("mux"));
+    // reload signals only the daemon: a pid file naming another process (a reused pid)
+    // fails it, and that process gets no SIGHUP (which would end it).
+    let mut other = Proc::child(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("sleep"),
+    );
+    let pid_file = run_dir.join("saslauthd.pid");
+    fs::write(&pid_file, format!("{}\n", other.pid)).expect("pid file");
+    let refused = run(
+        ns.command("/etc/init.d/saslauthd.second").arg("reload"),
+        STEP,
+    );
+    fs::write(&pid_file, format!("{pid}\n")).expect("pid file");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        other.alive(),
+        "reload signalled a process that is not the daemon"
+    );
+    other.terminate();
     let refused = run(ns.command("/etc/init.d/saslauthd.third").arg("start"), STEP);
     assert!(
         !refused.status.success() && text(&refused).contains("needs its own run directory"),

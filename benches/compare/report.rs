@@ -138,7 +138,7 @@ fn target(r: &Report, o: &Outcome) -> (String, Verdict) {
                 "req/s",
                 &mut misses,
             );
-            let (ours_cpu, up_cpu) = (cpu_per_request(&o.ours), cpu_per_request(&o.upstream));
+            let (ours_cpu, up_cpu) = (per_ok(&o.ours, |s| s.cpu), per_ok(&o.upstream, |s| s.cpu));
             let limit = up_cpu.map(|u| u.mul_f64(0.7));
             texts.push(format!(
                 "daemon CPU / request ≤ 0.7 × upstream's{}",
@@ -199,20 +199,16 @@ fn errors_cell(side: &Result<Side, String>) -> String {
     }
 }
 
-/// A CPU time of the load (`what`: the daemon's or the client's) per `OK` reply, in ms.
-fn cpu_cell(side: &Result<Side, String>, what: fn(&Side) -> Duration) -> String {
-    match side {
-        Ok(s) if s.load.ok_total > 0 => {
-            fmt_ms(what(s) / s.load.ok_total.min(u32::MAX as u64) as u32)
-        }
-        _ => "—".into(),
-    }
+/// A CPU time of the load (`what`: the daemon's or the client's) per `OK` reply: none
+/// without a run or without an `OK`.
+fn per_ok(side: &Result<Side, String>, what: fn(&Side) -> Duration) -> Option<Duration> {
+    let s = side.as_ref().ok()?;
+    (s.load.ok_total > 0).then(|| what(s) / s.load.ok_total.min(u32::MAX as u64) as u32)
 }
 
-/// The daemon's CPU time per `OK` reply.
-fn cpu_per_request(side: &Result<Side, String>) -> Option<Duration> {
-    let s = side.as_ref().ok()?;
-    (s.load.ok_total > 0).then(|| s.cpu / s.load.ok_total.min(u32::MAX as u64) as u32)
+/// [`per_ok`] in ms.
+fn cpu_cell(side: &Result<Side, String>, what: fn(&Side) -> Duration) -> String {
+    per_ok(side, what).map_or_else(|| "—".into(), fmt_ms)
 }
 
 /// The daemon's context switches per `OK` reply.

@@ -277,12 +277,25 @@ pub struct AuthCommand {
 }
 
 /// What an initial response (`resp=`) amounts to for a client of a given minor version.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum InitialResponse<'a> {
     /// No initial response: the mechanism starts with a challenge.
     Absent,
     /// The base64 text to decode (may decode to nothing: `=` is an empty response).
     Base64(&'a [u8]),
+}
+
+/// The base64 text is a password's: only its length is shown.
+impl fmt::Debug for InitialResponse<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitialResponse::Absent => f.write_str("Absent"),
+            InitialResponse::Base64(text) => f
+                .debug_tuple("Base64")
+                .field(&format_args!("<{} bytes>", text.len()))
+                .finish(),
+        }
+    }
 }
 
 impl AuthCommand {
@@ -299,7 +312,7 @@ impl AuthCommand {
 }
 
 /// A client command after the handshake.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum Command<'a> {
     Auth(AuthCommand),
     /// `CONT\t<id>\t<base64>`: the answer to a challenge (data as sent, not unescaped).
@@ -311,6 +324,22 @@ pub enum Command<'a> {
     Cancel {
         id: u32,
     },
+}
+
+/// As derived, except that a `CONT`'s data (base64 of a password, usually) shows only its
+/// length.
+impl fmt::Debug for Command<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Auth(auth) => f.debug_tuple("Auth").field(auth).finish(),
+            Command::Cont { id, data } => f
+                .debug_struct("Cont")
+                .field("id", id)
+                .field("data", &format_args!("<{} bytes>", data.len()))
+                .finish(),
+            Command::Cancel { id } => f.debug_struct("Cancel").field("id", id).finish(),
+        }
+    }
 }
 
 /// Parses one line after the handshake.
@@ -403,11 +432,12 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 /// CR and LF skipped anywhere. `None` for anything else. The result is a [`Password`]
 /// (it usually holds one), and so is every intermediate copy.
 pub fn decode_base64(text: &[u8]) -> Option<Password> {
-    let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
+    // Sized up front (a filter's collect would grow the Vec, leaving unwiped copies).
+    let mut compact = Zeroizing::new(Vec::with_capacity(text.len()));
+    compact.extend(
         text.iter()
             .copied()
-            .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .collect(),
+            .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')),
     );
     // Sized up front, so decoding never reallocates (and leaves no unwiped copy).
     let mut out = Zeroizing::new(Vec::with_capacity(compact.len() / 4 * 3 + 3));

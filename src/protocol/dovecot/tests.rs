@@ -215,6 +215,28 @@ fn cont_and_cancel() {
     assert_eq!(parse_command(b"CANCEL\t9"), Ok(Command::Cancel { id: 9 }));
 }
 
+/// Debug output (a panic message, a log line) never shows base64 that may be a password:
+/// a `CONT`'s data and an initial response show their length only.
+#[test]
+fn debug_output_hides_base64_credentials() {
+    let cont = parse_command(b"CONT\t3\tc2VjcmV0").expect("CONT");
+    assert_eq!(format!("{cont:?}"), "Cont { id: 3, data: <8 bytes> }");
+    assert_eq!(
+        format!("{:?}", Command::Cancel { id: 9 }),
+        "Cancel { id: 9 }"
+    );
+    let auth = parse_command(b"AUTH\t1\tPLAIN\tservice=smtp\tresp=c2VjcmV0").expect("AUTH");
+    let shown = format!("{auth:?}");
+    assert!(shown.starts_with("Auth(AuthCommand { id: 1,"), "{shown}");
+    let Command::Auth(auth) = auth else {
+        panic!("{shown}")
+    };
+    assert!(!shown.contains("c2VjcmV0"), "{shown}");
+    let response = auth.initial_response(0);
+    assert_eq!(format!("{response:?}"), "Base64(<8 bytes>)");
+    assert_eq!(format!("{:?}", InitialResponse::Absent), "Absent");
+}
+
 #[test]
 fn base64_is_decoded_like_dovecot() {
     let decoded = |text: &[u8]| decode_base64(text).map(|p| p.as_bytes().to_vec());
