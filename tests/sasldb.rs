@@ -207,6 +207,8 @@ fn missing_and_corrupt_files_answer_no_and_ours_says_why() {
         let b = auth(&upstream.socket(), login, password, "imap", realm);
         assert_eq!(a, b, "{login}: ours {a:?}, Debian's {b:?}\n{}", ours.log());
     }
+    drop(upstream);
+    ours.finish(&[ALICE_PW, CAROL_PW]);
 }
 
 #[test]
