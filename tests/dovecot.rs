@@ -713,7 +713,8 @@ fn testsaslauthd_dovecot_against_ours_and_dovecot() {
         assert_eq!(
             (got.stdout_str(), got.code()),
             (want_out, want.code()),
-            "testsaslauthd --dovecot {args:?}\nours: {}\ndovecot: {}",
+            "testsaslauthd --dovecot {}\nours: {}\ndovecot: {}",
+            common::clients::masked_args(args),
             got.output(),
             want.output()
         );

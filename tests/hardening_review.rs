@@ -276,6 +276,7 @@ fn the_socket_mode_is_set_without_a_chmod_by_name() {
         by_name.is_empty(),
         "calls by name on the socket: {by_name:?}"
     );
+    d.assert_log_free_of(&secrets());
 }
 
 /// The packaged run directory (/run/saslauthd, reached as /var/run/saslauthd through
@@ -624,19 +625,23 @@ fn idle_sockets_of_one_uid_do_not_starve_another() {
     let mut holder = hold_connections_as(NOBODY, NOBODY, &socket, 1100);
     // The daemon has taken them all (served or refused) once its descriptors settle.
     sleep(Duration::from_millis(500));
-    let client = Command::new(ours_bin("testsaslauthd"))
+    let mut client = Command::new(ours_bin("testsaslauthd"));
+    client
         .args(["-u", "suser", "-p", SUSER_PW, "-f"])
         .arg(&socket)
         .args(["--show-reply", "--timeout", "10"])
         .uid(2001)
-        .gid(2000)
-        .output()
-        .expect("testsaslauthd as uid 2001");
-    common::secrets::record_password(SUSER_PW.as_bytes());
-    let shown = String::from_utf8_lossy(&client.stdout).into_owned();
+        .gid(2000);
+    let client = run_command(client, None, Duration::from_secs(20));
+    let shown = client.stdout_str();
     drop(holder.stdin.take());
     let _ = holder.wait();
-    assert!(shown.contains("OK"), "uid 2001 got: {shown}\n{}", d.log());
+    assert!(
+        shown.contains("OK"),
+        "uid 2001 got: {}\n{}",
+        client.output(),
+        d.log()
+    );
     assert!(
         d.log().contains("--max-connections-per-uid 512"),
         "no log line about the share\n{}",

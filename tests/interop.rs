@@ -274,7 +274,8 @@ fn clients_agree_without_a_daemon() {
                 || !r.stderr_str().contains("connect")
             {
                 failures.push(format!(
-                    "  - {client}: missing socket {args:?}: want exit 255, stdout {stdout:?}, stderr mentioning connect\n      got  {}",
+                    "  - {client}: missing socket {}: want exit 255, stdout {stdout:?}, stderr mentioning connect\n      got  {}",
+                    masked_args(args),
                     describe(&r)
                 ));
             }

@@ -11,14 +11,13 @@ mod dovecot;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
 
 use common::dovecot_client::{plain, wait_for_socket};
 use common::exim::{self, Exim};
 use common::fixtures::*;
-use common::postfix::{DovecotListener, Postfix, SWAKS, auth_result, swaks};
+use common::postfix::{DovecotListener, Postfix, auth_result, swaks, swaks_with};
 use common::*;
 use dovecot::DovecotAuth;
 
@@ -133,8 +132,10 @@ fn postfix_with_smtpd_sasl_type_dovecot() {
         }
     }
     // An unknown user and a wrong password look the same to the SMTP client.
+    let unknown_user = smtp(pf.port("ours"), "PLAIN", "nosuchuser", "x-pw-1");
+    assert_eq!(unknown_user, REJECTED, "{}", daemon.log());
     assert_eq!(
-        smtp(pf.port("ours"), "PLAIN", "nosuchuser", "x-pw-1"),
+        unknown_user,
         smtp(pf.port("ours"), "PLAIN", "yuser", "x-pw-1")
     );
     assert!(
@@ -153,6 +154,8 @@ fn postfix_with_smtpd_sasl_type_dovecot() {
     );
     let mut secrets: Vec<String> = cases.iter().map(|c| c.1.to_string()).collect();
     secrets.extend(cases.iter().map(|c| plain(c.0, c.1)));
+    secrets.push("x-pw-1".to_string());
+    secrets.extend(["nosuchuser", "yuser"].map(|user| plain(user, "x-pw-1")));
     for d in tcp {
         d.finish(&secrets);
     }
@@ -255,32 +258,8 @@ fn postfix_with_pam_and_pam_access_on_the_client_address() {
 
 /// swaks AUTH PLAIN from a given local address.
 fn swaks_from(local: &str, port: u16, user: &str, password: &str) -> Option<String> {
-    let home = TempDir::new("swaks-home");
-    let mut c = Command::new(SWAKS);
-    c.args([
-        "--server",
-        &format!("127.0.0.1:{port}"),
-        "--local-interface",
-        local,
-    ])
-    .args([
-        "--quit-after",
-        "AUTH",
-        "--helo",
-        "lab-client.localdomain",
-        "--timeout",
-        "20",
-    ])
-    .args([
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        user,
-        "--auth-password",
-        password,
-    ])
-    .env("HOME", home.path());
-    auth_result(&run_command(c, None, Duration::from_secs(40)).stdout_str())
+    let r = swaks_with(port, "PLAIN", user, password, &["--local-interface", local]);
+    auth_result(&r.stdout_str())
 }
 
 /// Exim's dovecot authenticator in front of us and of Dovecot: 235, 535, and 435 once

@@ -269,7 +269,7 @@ fn only_a_kdc_that_knows_the_host_key_is_believed() {
     both_answer(&both, "kgood", GOOD_PW, "", "OK");
     setup.assert_no_cache_files();
     drop(upstream);
-    ours.finish(&[GOOD_PW]);
+    ours.finish(&[GOOD_PW, "wrong"]);
 
     // No keytab at all (none configured, the default one missing): fail closed.
     let no_keytab = Setup::new(
@@ -296,7 +296,8 @@ fn only_a_kdc_that_knows_the_host_key_is_believed() {
     let ours = default_keytab.start(&ours_bin("saslauthd"), &[]);
     let upstream = default_keytab.start(Path::new(UPSTREAM_SASLAUTHD), &[]);
     both_answer(&[&ours, &upstream], "kgood", GOOD_PW, "", "OK");
-    drop((ours, upstream));
+    drop(upstream);
+    ours.finish(&[GOOD_PW]);
     let other_key = Setup::new(
         Krb5Conf::new(REALM).realm(REALM, kdc.port()),
         &format!("krb5_keytab: {}\n", spoofed.host_keytab().display()),
@@ -304,7 +305,8 @@ fn only_a_kdc_that_knows_the_host_key_is_believed() {
     let ours = other_key.start(&ours_bin("saslauthd"), &[]);
     let upstream = other_key.start(Path::new(UPSTREAM_SASLAUTHD), &[]);
     both_answer(&[&ours, &upstream], "kgood", GOOD_PW, "", VERIFY_FAILED);
-    drop((ours, upstream));
+    drop(upstream);
+    ours.finish(&[GOOD_PW]);
     let bad_type = Setup::new(
         Krb5Conf::new(REALM).realm(REALM, kdc.port()),
         "krb5_keytab: NOSUCHTYPE:/etc/krb5.keytab\n",
@@ -319,6 +321,8 @@ fn only_a_kdc_that_knows_the_host_key_is_believed() {
         "",
         GET_INIT_CREDS_FAILED,
     );
+    drop(upstream);
+    ours.finish(&[GOOD_PW, "wrong"]);
 }
 
 #[test]

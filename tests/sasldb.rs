@@ -208,6 +208,8 @@ fn missing_and_corrupt_files_answer_no_and_ours_says_why() {
         let b = auth(&upstream.socket(), login, password, "imap", realm);
         assert_eq!(a, b, "{login}: ours {a:?}, Debian's {b:?}\n{}", ours.log());
     }
+    drop(upstream);
+    ours.finish(&[ALICE_PW, CAROL_PW]);
 }
 
 /// A database that can't be read is an outage, not a wrong password, for the throttle:

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! which searches every kept log for every recorded password, the fixture users' passwords
-//! and the fixture shadow hashes (raw, and as `log::sanitize` would escape them), and fails
+//! and the fixture shadow hashes (raw, as `log::sanitize` would escape them, and in their
+//! `{:?}` form: `common::secrets::Matcher`, which `Daemon::assert_log_free_of` uses too), and fails
 //! listing each log file and the secret found in it. Upstream's logs are not kept, so not
 //! scanned: Cyrus saslauthd logs passwords and hashes with `-d`.
 //!
@@ -24,16 +25,13 @@
 mod common;
 
 use common::fixtures::{FIXTURE_PASSWORDS, long_pw};
-use common::secrets::{self, ENV, LIST, LOGS};
-use saslauthd_rs::log::sanitize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use common::secrets::{self, ENV, Form, KEY_LEN, LIST, LOGS, Matcher};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Shorter secrets are not searched for.
 const MIN_SECRET_LEN: usize = 6;
-/// Longer secrets are searched for by their first this many bytes.
-const KEY_LEN: usize = 32;
 
 /// A secret and where it came from (the tests that sent it, or "fixture").
 #[derive(Debug, Default)]
@@ -87,75 +85,6 @@ impl Secrets {
     }
 }
 
-/// One search key: the first bytes of a secret, raw or escaped as our logs escape.
-struct Key {
-    bytes: Vec<u8>,
-    secret: usize,
-    escaped: bool,
-}
-
-/// Finds every key in a haystack: keys are indexed by their first [`MIN_SECRET_LEN`] bytes,
-/// so a scan costs one hash lookup per log byte whatever the number of secrets.
-struct Matcher {
-    secrets: Vec<Vec<u8>>,
-    keys: Vec<Key>,
-    index: HashMap<[u8; MIN_SECRET_LEN], Vec<usize>>,
-    skipped: usize,
-}
-
-impl Matcher {
-    fn new(secrets: impl IntoIterator<Item = Vec<u8>>) -> Matcher {
-        let mut m = Matcher {
-            secrets: Vec::new(),
-            keys: Vec::new(),
-            index: HashMap::new(),
-            skipped: 0,
-        };
-        for secret in secrets {
-            if secret.len() < MIN_SECRET_LEN {
-                m.skipped += 1;
-                continue;
-            }
-            let id = m.secrets.len();
-            let raw = secret[..secret.len().min(KEY_LEN)].to_vec();
-            let escaped = sanitize(&secret).into_bytes();
-            let escaped = escaped[..escaped.len().min(KEY_LEN)].to_vec();
-            let differs = escaped != raw;
-            m.add_key(raw, id, false);
-            if differs {
-                m.add_key(escaped, id, true);
-            }
-            m.secrets.push(secret);
-        }
-        m
-    }
-
-    fn add_key(&mut self, bytes: Vec<u8>, secret: usize, escaped: bool) {
-        let head: [u8; MIN_SECRET_LEN] = bytes[..MIN_SECRET_LEN].try_into().expect("long key");
-        self.index.entry(head).or_default().push(self.keys.len());
-        self.keys.push(Key {
-            bytes,
-            secret,
-            escaped,
-        });
-    }
-
-    /// `(secret index, escaped?)` of every key found in `haystack`.
-    fn find(&self, haystack: &[u8]) -> BTreeSet<(usize, bool)> {
-        let mut found = BTreeSet::new();
-        for (at, window) in haystack.windows(MIN_SECRET_LEN).enumerate() {
-            let head: [u8; MIN_SECRET_LEN] = window.try_into().expect("window");
-            for &k in self.index.get(&head).into_iter().flatten() {
-                let key = &self.keys[k];
-                if haystack[at..].starts_with(&key.bytes) {
-                    found.insert((key.secret, key.escaped));
-                }
-            }
-        }
-        found
-    }
-}
-
 fn logs_in(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
@@ -193,20 +122,23 @@ fn no_password_or_hash_in_any_log_of_ours() {
     );
 
     let secrets: Vec<(Vec<u8>, BTreeSet<String>)> = all.origins.into_iter().collect();
-    let matcher = Matcher::new(secrets.iter().map(|(s, _)| s.clone()));
+    let matcher = Matcher::new(secrets.iter().map(|(s, _)| s.clone()), MIN_SECRET_LEN);
     let mut hits = Vec::new();
     let mut bytes = 0;
     for log in &logs {
         let text = fs::read(log).unwrap_or_else(|e| panic!("read {}: {e}", log.display()));
         bytes += text.len();
-        for (id, escaped) in matcher.find(&text) {
+        for (id, form) in matcher.find(&text) {
             let secret = &matcher.secrets[id];
             let origins = &secrets.iter().find(|(s, _)| s == secret).expect("secret").1;
             hits.push(format!(
                 "  {}: {:?}{} (sent by {})",
                 log.display(),
                 String::from_utf8_lossy(&secret[..secret.len().min(64)]),
-                if escaped { ", escaped" } else { "" },
+                match form {
+                    Form::Raw => String::new(),
+                    form => format!(", {}", form.name()),
+                },
                 origins
                     .iter()
                     .take(3)
@@ -236,38 +168,90 @@ fn no_password_or_hash_in_any_log_of_ours() {
 #[test]
 fn matcher_finds_raw_escaped_and_truncated_leaks_only() {
     let long = "Z".repeat(300);
-    let matcher = Matcher::new(vec![
-        b"Sha-512-pw1".to_vec(),
-        b"tab\there".to_vec(),
-        b"\xff\xfebinary".to_vec(),
-        long.as_bytes().to_vec(),
-        b"short".to_vec(),
-    ]);
+    let matcher = Matcher::new(
+        vec![
+            b"Sha-512-pw1".to_vec(),
+            b"tab\there".to_vec(),
+            b"\xff\xfebinary".to_vec(),
+            long.as_bytes().to_vec(),
+            b"short".to_vec(),
+            b"q\"uo\\te".to_vec(),
+        ],
+        MIN_SECRET_LEN,
+    );
     assert_eq!(matcher.skipped, 1);
     let found = |log: &[u8]| matcher.find(log);
     assert!(found(b"auth failure: [user=suser] [reason=Incorrect password]").is_empty());
     assert_eq!(
         found(b"x Sha-512-pw1 y"),
-        BTreeSet::from([(0, false)]),
+        BTreeSet::from([(0, Form::Raw)]),
         "raw"
     );
     assert_eq!(
         found(br"[user=tab\x09here]"),
-        BTreeSet::from([(1, true)]),
+        BTreeSet::from([(1, Form::Sanitized)]),
         "escaped"
     );
     assert_eq!(
         found(br"login \xff\xfebinary"),
-        BTreeSet::from([(2, true)]),
+        BTreeSet::from([(2, Form::Sanitized)]),
         "escaped invalid UTF-8"
     );
     let cut = format!("[user={}...]", &long[..256]);
     assert_eq!(
         found(cut.as_bytes()),
-        BTreeSet::from([(3, false)]),
+        BTreeSet::from([(3, Form::Raw)]),
         "cut at 256"
     );
+    assert_eq!(
+        found(&long.as_bytes()[..KEY_LEN]),
+        BTreeSet::from([(3, Form::Raw)]),
+        "the first {KEY_LEN} bytes of a long secret"
+    );
+    assert!(
+        found(&long.as_bytes()[..KEY_LEN - 1]).is_empty(),
+        "fewer than {KEY_LEN} bytes of a long secret"
+    );
+    assert_eq!(
+        found(br"panicked: tab\there"),
+        BTreeSet::from([(1, Form::Debug)]),
+        "Debug"
+    );
+    assert_eq!(
+        found(br#"got "q\"uo\\te", "q\x22uo\x5cte""#),
+        BTreeSet::from([(4, Form::Debug)]),
+        "Debug form (the sanitized one escapes the backslash only)"
+    );
+    assert_eq!(
+        found(br#"[user=q"uo\x5cte]"#),
+        BTreeSet::from([(4, Form::Sanitized)]),
+        "sanitized backslash"
+    );
     assert!(found(b"Sha-512-pw").is_empty(), "a prefix is not a leak");
+}
+
+#[test]
+fn masking_hides_every_form_and_the_whole_of_a_cut_leak() {
+    let long = "Z".repeat(300);
+    let matcher = Matcher::new(
+        vec![
+            b"Sha-512-pw1".to_vec(),
+            b"tab\there".to_vec(),
+            long.into_bytes(),
+        ],
+        1,
+    );
+    let log = format!(
+        "a Sha-512-pw1 b tab\\x09here c [user={}...] d {} e",
+        "Z".repeat(256),
+        "Z".repeat(300)
+    );
+    assert_eq!(
+        String::from_utf8(matcher.mask(log.as_bytes())).unwrap(),
+        "a <secret #0 (11 bytes)> b <secret #1 (8 bytes)> c [user=<secret #2 (300 bytes)>] d \
+         <secret #2 (300 bytes)> e"
+    );
+    assert_eq!(matcher.mask(b"nothing here"), b"nothing here");
 }
 
 #[test]

@@ -59,6 +59,22 @@ pub fn describe(r: &CmdResult) -> String {
     )
 }
 
+/// `args` for a failure message, the value after each `-p` (a password) replaced by its
+/// length: `["-u", "suser", "-p", <11 bytes>]`.
+pub fn masked_args(args: &[&str]) -> String {
+    let mut shown = Vec::with_capacity(args.len());
+    let mut password_next = false;
+    for arg in args {
+        shown.push(if password_next {
+            format!("<{} bytes>", arg.len())
+        } else {
+            format!("{arg:?}")
+        });
+        password_next = *arg == "-p";
+    }
+    format!("[{}]", shown.join(", "))
+}
+
 /// Every password `cases` send (none may appear in a daemon log).
 pub fn all_passwords(cases: &[Case]) -> Vec<&'static [u8]> {
     cases
@@ -82,9 +98,9 @@ pub fn run_cases(client: &Path, socket: &Path, cases: &[Case]) -> Vec<String> {
         let r = run_client(client, case.args, socket);
         if r.stdout != case.stdout.as_bytes() || code_of(&r) != Some(case.code) {
             failures.push(format!(
-                "  - {}: testsaslauthd {:?} -f SOCK\n      want exit {}, stdout {:?}\n      got  {}",
+                "  - {}: testsaslauthd {} -f SOCK\n      want exit {}, stdout {:?}\n      got  {}",
                 case.what,
-                case.args,
+                masked_args(case.args),
                 case.code,
                 case.stdout,
                 describe(&r)

@@ -28,7 +28,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Gid, Group, Pid, Uid, User};
 
-use crate::common::{CmdResult, DEFAULT_TIMEOUT, TempDir, loopback_ports_accept, run_command};
+use crate::common::{
+    CmdResult, DEFAULT_TIMEOUT, TempDir, loopback_ports_accept, run_command, stop_child,
+};
 
 pub const DOVECOT: &str = "/usr/sbin/dovecot";
 pub const DOVEADM: &str = "/usr/bin/doveadm";
@@ -86,16 +88,7 @@ impl Master {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
-        let started = Instant::now();
-        while !matches!(child.try_wait(), Ok(Some(_))) {
-            if started.elapsed() > DEFAULT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut child, DEFAULT_TIMEOUT);
         // Children of the master (auth, imap-login, ...) share its process group.
         let started = Instant::now();
         loop {

@@ -13,7 +13,7 @@
 use super::postfix::{alive_as, group_members};
 use super::{
     DEFAULT_TIMEOUT, TempDir, add_accounts, install_fixtures, namespaced_command, proc_stat,
-    require_root, run_command, signal,
+    require_root, run_command, signal, stop_child,
 };
 use std::ffi::OsStr;
 use std::fs;
@@ -175,15 +175,7 @@ impl Exim {
             Some(t) if alive_as(self.pid, t) => group_members(self.pid, self.pid),
             _ => Vec::new(),
         };
-        if matches!(child.try_wait(), Ok(None)) {
-            signal(self.pid, libc::SIGTERM);
-        }
-        let started = Instant::now();
-        while matches!(child.try_wait(), Ok(None)) && started.elapsed() < DEFAULT_TIMEOUT {
-            sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
+        stop_child(&mut child, DEFAULT_TIMEOUT);
         for (pid, start_time) in members {
             if alive_as(pid, start_time) {
                 signal(pid, libc::SIGKILL);

@@ -14,7 +14,7 @@
 //!   never answers — a KDC that hangs.
 
 use super::Watchdog;
-use super::{CmdResult, DEFAULT_TIMEOUT, TempDir, proc_stat, run_command, secrets, signal};
+use super::{CmdResult, DEFAULT_TIMEOUT, TempDir, proc_stat, run_command, secrets, stop_child};
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs;
@@ -224,13 +224,7 @@ impl Kdc {
 impl Drop for Kdc {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(child.id() as i32, libc::SIGTERM);
-            let start = Instant::now();
-            while matches!(child.try_wait(), Ok(None)) && start.elapsed() < DEFAULT_TIMEOUT {
-                sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(&mut child, DEFAULT_TIMEOUT);
         }
         if let Some(mut watchdog) = self.watchdog.take() {
             watchdog.disarm();

@@ -362,6 +362,30 @@ fn signal(pid: i32, sig: libc::c_int) {
     }
 }
 
+/// Stops a server the tests spawned as `child` (a peer: slapd, Postfix, Exim, Dovecot, a
+/// KDC): SIGTERM while it is still running, up to `timeout` for it to exit, then SIGKILL.
+/// It is reaped either way. True when it exited (or was gone) before the timeout.
+pub fn stop_child(child: &mut std::process::Child, timeout: Duration) -> bool {
+    if matches!(child.try_wait(), Ok(None)) {
+        signal(child.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let exited = loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            break true;
+        }
+        if start.elapsed() > timeout {
+            break false;
+        }
+        sleep(POLL);
+    };
+    if !exited {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    exited
+}
+
 /// Stops a server the tests started if the test process dies without unwinding (SIGKILL,
 /// abort) or exits while the server is still up (one shared per test binary, in a
 /// `static`), when no `Drop` runs. (`PR_SET_PDEATHSIG` does not survive a server that
@@ -993,21 +1017,34 @@ impl Daemon {
         }
     }
 
-    /// Panics (showing the log) if the log contains any of `secrets`.
+    /// Panics if the log contains any of `secrets` in any form our daemon or a panic
+    /// message could write it ([`secrets::Matcher`]): raw, escaped by `log::sanitize`, in
+    /// its `{:?}` form, or, for one longer than [`secrets::KEY_LEN`] bytes (log values are
+    /// cut at 256), the first `KEY_LEN` bytes of any of those. The message names the form
+    /// and the secret's length and shows the log with the secrets masked, never a secret.
     pub fn assert_log_free_of<S: AsRef<[u8]>>(&self, secrets: &[S]) {
         let log = self.log_bytes();
-        for s in secrets {
-            let s = s.as_ref();
-            if s.is_empty() {
-                continue;
-            }
-            assert!(
-                !log.windows(s.len()).any(|w| w == s),
-                "the daemon log contains the secret {:?}\n--- log ---\n{}",
-                String::from_utf8_lossy(s),
-                String::from_utf8_lossy(&log)
-            );
+        let matcher = secrets::Matcher::new(secrets.iter().map(|s| s.as_ref().to_vec()), 1);
+        let found = matcher.find(&log);
+        if found.is_empty() {
+            return;
         }
+        let which: Vec<String> = found
+            .iter()
+            .map(|&(id, form)| {
+                format!(
+                    "  secret #{id} ({} bytes) in its {} form",
+                    matcher.secrets[id].len(),
+                    form.name()
+                )
+            })
+            .collect();
+        panic!(
+            "the daemon log contains {} secret(s):\n{}\n--- log (secrets masked) ---\n{}",
+            found.len(),
+            which.join("\n"),
+            String::from_utf8_lossy(&matcher.mask(&log))
+        );
     }
 
     fn read_pid_file(&self) -> Option<i32> {

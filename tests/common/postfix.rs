@@ -23,6 +23,7 @@
 use super::clients::{code_of, status_text};
 use super::{
     CmdResult, DEFAULT_TIMEOUT, Daemon, TempDir, Watchdog, proc_stat, run_command, signal,
+    stop_child,
 };
 use std::fs;
 
@@ -547,22 +548,8 @@ impl Postfix {
             Some(t) if alive_as(self.pid, t) => group_members(self.pid, self.pid),
             _ => Vec::new(),
         };
-        if matches!(child.try_wait(), Ok(None)) {
-            signal(self.pid, libc::SIGTERM);
-        }
-        let start = Instant::now();
-        let mut exited = false;
-        while start.elapsed() < DEFAULT_TIMEOUT {
-            if matches!(child.try_wait(), Ok(Some(_)) | Err(_)) {
-                exited = true;
-                break;
-            }
-            sleep(POLL);
-        }
-        if !exited {
-            eprintln!("postfix master {} ignored SIGTERM; killing it", self.pid);
-            let _ = child.kill();
-            let _ = child.wait();
+        if !stop_child(&mut child, DEFAULT_TIMEOUT) {
+            eprintln!("postfix master {} ignored SIGTERM; killed it", self.pid);
         }
         // The master's children exit on their own once it is gone; give them a bounded moment.
         let start = Instant::now();
@@ -653,6 +640,11 @@ pub fn auth_result(transcript: &str) -> Option<String> {
 /// `swaks --server 127.0.0.1:PORT --quit-after AUTH --helo lab-client.localdomain --auth MECH
 /// --auth-user USER --auth-password PASS` (bounded).
 pub fn swaks(port: u16, mech: &str, user: &str, pass: &str) -> CmdResult {
+    swaks_with(port, mech, user, pass, &[])
+}
+
+/// [`swaks`] with `extra` arguments after the server's (e.g. `--local-interface ADDR`).
+pub fn swaks_with(port: u16, mech: &str, user: &str, pass: &str, extra: &[&str]) -> CmdResult {
     assert!(
         Path::new(SWAKS).exists(),
         "{SWAKS} missing: install the Debian package `swaks`"
@@ -661,6 +653,7 @@ pub fn swaks(port: u16, mech: &str, user: &str, pass: &str) -> CmdResult {
     let mut c = Command::new(SWAKS);
     c.arg("--server")
         .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
         .args(["--quit-after", "AUTH", "--helo", "lab-client.localdomain"])
         .args(["--timeout", "20", "--auth", mech, "--auth-user", user])
         .args(["--auth-password", pass])

@@ -14,10 +14,14 @@
 //! for the fixture passwords and hashes. Upstream's daemon logs are not kept: upstream
 //! logs passwords and hashes with `-d`.
 //!
-//! Without the variable everything here is a no-op.
+//! Without the variable everything here is a no-op. [`Matcher`], the search itself (every
+//! form a secret could take in a log), is used by the scan and by
+//! `Daemon::assert_log_free_of`.
 #![allow(dead_code)]
 
+use saslauthd_rs::log::sanitize;
 use saslauthd_rs::protocol::dovecot::encode_base64;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -349,3 +353,166 @@ done
 mount --bind "$sock" "$newdev/log"
 mount --move "$newdev" /dev
 "#;
+
+// ---------------------------------------------------------------------------------------------
+// Searching logs for secrets (`Daemon::assert_log_free_of` and `tests/secrets_scan.rs`)
+// ---------------------------------------------------------------------------------------------
+
+/// Secrets longer than this are also searched for by their first this many bytes of each
+/// form: our log lines cut client values at 256 bytes, so a leak of a long password would
+/// only show its start.
+pub const KEY_LEN: usize = 32;
+
+/// A form in which a secret could show up in a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Form {
+    /// The bytes themselves.
+    Raw,
+    /// Escaped as our log lines escape client values (`saslauthd_rs::log::sanitize`).
+    Sanitized,
+    /// Rust's `{:?}` of its lossy UTF-8 without the quotes (as a panic message shows it).
+    Debug,
+}
+
+impl Form {
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Raw => "raw",
+            Form::Sanitized => "sanitized (log::sanitize)",
+            Form::Debug => "Debug ({:?})",
+        }
+    }
+}
+
+/// Every form of `secret` ([`Form`]), whole, in the order of [`Form`].
+pub fn forms(secret: &[u8]) -> [(Form, Vec<u8>); 3] {
+    let debug = format!("{:?}", String::from_utf8_lossy(secret)).into_bytes();
+    let debug = debug[1..debug.len() - 1].to_vec();
+    [
+        (Form::Raw, secret.to_vec()),
+        (Form::Sanitized, sanitize(secret).into_bytes()),
+        (Form::Debug, debug),
+    ]
+}
+
+/// One search key: the first [`KEY_LEN`] bytes of one or more forms of a secret (forms with
+/// the same first bytes share a key, named after the first of them).
+struct Key {
+    bytes: Vec<u8>,
+    secret: usize,
+    form: Form,
+    /// The whole forms that start with `bytes` (to mask as much of a leak as is there).
+    whole: Vec<Vec<u8>>,
+}
+
+/// Finds secrets in a haystack, in every [`Form`], whole or by their first [`KEY_LEN`]
+/// bytes. Keys are indexed by their first `min_len` bytes, so a scan costs one hash lookup
+/// per byte whatever the number of secrets.
+pub struct Matcher {
+    /// The secrets searched for (those not skipped), by index.
+    pub secrets: Vec<Vec<u8>>,
+    /// How many secrets were shorter than `min_len` (not searched for).
+    pub skipped: usize,
+    min_len: usize,
+    keys: Vec<Key>,
+    index: HashMap<Vec<u8>, Vec<usize>>,
+}
+
+impl Matcher {
+    /// Searches for every secret at least `min_len` (1 to [`KEY_LEN`]) bytes long.
+    pub fn new(secrets: impl IntoIterator<Item = Vec<u8>>, min_len: usize) -> Matcher {
+        assert!((1..=KEY_LEN).contains(&min_len), "min_len {min_len}");
+        let mut m = Matcher {
+            secrets: Vec::new(),
+            skipped: 0,
+            min_len,
+            keys: Vec::new(),
+            index: HashMap::new(),
+        };
+        for secret in secrets {
+            if secret.len() < min_len {
+                m.skipped += 1;
+                continue;
+            }
+            let id = m.secrets.len();
+            let first = m.keys.len();
+            for (form, whole) in forms(&secret) {
+                let bytes = whole[..whole.len().min(KEY_LEN)].to_vec();
+                // No form is shorter than the raw secret, so every key has `min_len` bytes.
+                match m.keys[first..].iter_mut().find(|k| k.bytes == bytes) {
+                    Some(key) => key.whole.push(whole),
+                    None => {
+                        let head = bytes[..min_len].to_vec();
+                        m.index.entry(head).or_default().push(m.keys.len());
+                        m.keys.push(Key {
+                            bytes,
+                            secret: id,
+                            form,
+                            whole: vec![whole],
+                        });
+                    }
+                }
+            }
+            m.secrets.push(secret);
+        }
+        m
+    }
+
+    /// `(position, key)` of every key found in `haystack`.
+    fn hits<'a>(&'a self, haystack: &'a [u8]) -> impl Iterator<Item = (usize, &'a Key)> + 'a {
+        haystack
+            .windows(self.min_len)
+            .enumerate()
+            .flat_map(move |(at, head)| {
+                self.index
+                    .get(head)
+                    .into_iter()
+                    .flatten()
+                    .map(move |&k| (at, &self.keys[k]))
+            })
+            .filter(move |(at, key)| haystack[*at..].starts_with(&key.bytes))
+    }
+
+    /// `(secret index, form)` of every secret found in `haystack`.
+    pub fn find(&self, haystack: &[u8]) -> BTreeSet<(usize, Form)> {
+        self.hits(haystack)
+            .map(|(_, key)| (key.secret, key.form))
+            .collect()
+    }
+
+    /// `haystack` with every secret found in it replaced by `<secret #N (L bytes)>`, as far
+    /// as the leak goes (for a failure message that must not repeat the secret).
+    pub fn mask(&self, haystack: &[u8]) -> Vec<u8> {
+        let mut covered: Vec<Option<usize>> = vec![None; haystack.len()];
+        for (at, key) in self.hits(haystack) {
+            let rest = &haystack[at..];
+            let len = key
+                .whole
+                .iter()
+                .map(|whole| rest.iter().zip(whole).take_while(|(a, b)| a == b).count())
+                .max()
+                .unwrap_or(0);
+            for slot in &mut covered[at..at + len] {
+                slot.get_or_insert(key.secret);
+            }
+        }
+        let mut out = Vec::with_capacity(haystack.len());
+        let mut at = 0;
+        while at < haystack.len() {
+            match covered[at] {
+                None => {
+                    out.push(haystack[at]);
+                    at += 1;
+                }
+                Some(secret) => {
+                    let len = self.secrets[secret].len();
+                    out.extend_from_slice(format!("<secret #{secret} ({len} bytes)>").as_bytes());
+                    while at < haystack.len() && covered[at].is_some() {
+                        at += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -25,9 +25,10 @@ use std::sync::{Mutex, OnceLock};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::common::dovecot_client::b64;
 use crate::common::{
     CmdResult, DEFAULT_TIMEOUT, TempDir, Watchdog, free_port, loopback_ports_accept, require_root,
-    run_command, secrets, start_time_of,
+    run_command, secrets, start_time_of, stop_child,
 };
 
 pub const SLAPD: &str = "/usr/sbin/slapd";
@@ -296,19 +297,7 @@ impl Slapd {
         let Some(mut child) = self.child.lock().unwrap().take() else {
             return;
         };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let started = Instant::now();
-        while !matches!(child.try_wait(), Ok(Some(_))) {
-            if started.elapsed() > DEFAULT_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut child, DEFAULT_TIMEOUT);
         let _ = fs::remove_file(self.ldapi_path());
     }
 
@@ -552,33 +541,9 @@ fn person(dn: &str, uid: &str, extra: &[(&str, &str)], passwords: &[String]) -> 
     }
     for password in passwords {
         // Base64 keeps any byte safe in LDIF.
-        out.push_str(&format!(
-            "userPassword:: {}\n",
-            base64_encode(password.as_bytes())
-        ));
+        out.push_str(&format!("userPassword:: {}\n", b64(password.as_bytes())));
     }
     out.push('\n');
-    out
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
     out
 }
 
