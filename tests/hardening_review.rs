@@ -50,16 +50,6 @@ fn start(extra: &[&str]) -> Daemon {
     Daemon::start(&ours(), &args)
 }
 
-/// Every failure counts, and every penalised request waits one second.
-const ONE_SECOND_PENALTY: [&str; 6] = [
-    "--throttle-free",
-    "0",
-    "--throttle-delay",
-    "1000",
-    "--throttle-max",
-    "1000",
-];
-
 /// One request; its reply and the time from the last byte sent to the reply.
 fn timed(socket: &Path, user: &str, pass: &str) -> (String, Duration) {
     let opts = ExchangeOpts {

@@ -558,19 +558,9 @@ fn unreachable_and_silent_kdcs_build_up_no_penalty() {
             .realm(SILENT, silent.port()),
         &conf_with_keytab(&kdc),
     );
-    let ours = setup.start(
-        &ours_bin("saslauthd"),
-        &[
-            "--verify-timeout",
-            "1",
-            "--throttle-free",
-            "0",
-            "--throttle-delay",
-            "1000",
-            "--throttle-max",
-            "1000",
-        ],
-    );
+    let mut args = vec!["--verify-timeout", "1"];
+    args.extend(ONE_SECOND_PENALTY);
+    let ours = setup.start(&ours_bin("saslauthd"), &args);
     let socket = ours.socket();
     let timed = |password: &str, realm: &str| {
         let start = Instant::now();

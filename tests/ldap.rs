@@ -666,18 +666,7 @@ fn slapd_down_is_no_at_once_and_up_again_is_ok() {
     }
 }
 
-/// The throttle's flags for the outage tests: every failure counts, and each one makes the
-/// next request for the user wait 1 s.
-const STRICT_THROTTLE: [&str; 6] = [
-    "--throttle-free",
-    "0",
-    "--throttle-delay",
-    "1000",
-    "--throttle-max",
-    "1000",
-];
-
-/// An outage is no verdict: with [`STRICT_THROTTLE`], requests with new passwords each
+/// An outage is no verdict: with [`ONE_SECOND_PENALTY`], requests with new passwords each
 /// while slapd is down (refused connections: "no LDAP server could be reached") are
 /// answered `NO` at once, and so is the first login once it is back; a wrong password is
 /// still a failure that the next attempt pays for. (Were outages failures, the second
@@ -688,7 +677,7 @@ fn an_unreachable_server_builds_up_no_penalty() {
     slapd.stop();
     let fast = Duration::from_millis(900);
     for method in METHODS {
-        let lab = Lab::start(&conf(&slapd.ldap_uri(), method, ""), &STRICT_THROTTLE);
+        let lab = Lab::start(&conf(&slapd.ldap_uri(), method, ""), &ONE_SECOND_PENALTY);
         let tried: Vec<String> = (1..=4).map(|n| format!("Outage-Lab-pw{n}")).collect();
         for password in &tried {
             let took = lab.expect(ALICE.0, password, NO);
@@ -720,7 +709,7 @@ fn an_unreachable_server_builds_up_no_penalty() {
 }
 
 /// The directory refusing the service identity says nothing about the user's password:
-/// an outage too, answered at once each time with [`STRICT_THROTTLE`].
+/// an outage too, answered at once each time with [`ONE_SECOND_PENALTY`].
 #[test]
 fn a_refused_service_identity_builds_up_no_penalty() {
     let slapd = Slapd::shared();
@@ -729,7 +718,7 @@ fn a_refused_service_identity_builds_up_no_penalty() {
         &format!("ldap_bind_dn: {READER_DN}"),
         &format!("ldap_bind_dn: cn=nobody,{SUFFIX}"),
     );
-    let lab = Lab::start(&file, &STRICT_THROTTLE);
+    let lab = Lab::start(&file, &ONE_SECOND_PENALTY);
     let tried: Vec<String> = (1..=3).map(|n| format!("Refused-Lab-pw{n}")).collect();
     for password in &tried {
         let took = lab.expect(ALICE.0, password, NO);
@@ -744,7 +733,7 @@ fn a_refused_service_identity_builds_up_no_penalty() {
     lab.finish();
 }
 
-/// A server that never answers is an outage too: with [`STRICT_THROTTLE`] and
+/// A server that never answers is an outage too: with [`ONE_SECOND_PENALTY`] and
 /// `ldap_timeout: 1`, each request is verified and answered `NO` at the deadline (were the
 /// timeouts failures, the later ones would wait 1 s, past their deadline, and get the
 /// daemon's `NO verification timed out` unverified).
@@ -753,7 +742,7 @@ fn a_silent_server_builds_up_no_penalty() {
     let silent = Stall::start(usize::MAX, None);
     let lab = Lab::start(
         &conf(&silent.uri(), "bind", "ldap_timeout: 1\n"),
-        &STRICT_THROTTLE,
+        &ONE_SECOND_PENALTY,
     );
     let tried: Vec<String> = (1..=3).map(|n| format!("Silent-Lab-pw{n}")).collect();
     for (n, password) in tried.iter().enumerate() {

@@ -223,18 +223,7 @@ fn a_missing_database_builds_up_no_penalty() {
         "Sasl-outage-pw3",
         "Sasl-outage-pw4",
     ];
-    let ours = start_with_file(
-        &ours_bin("saslauthd"),
-        None,
-        &[
-            "--throttle-free",
-            "0",
-            "--throttle-delay",
-            "1000",
-            "--throttle-max",
-            "1000",
-        ],
-    );
+    let ours = start_with_file(&ours_bin("saslauthd"), None, &ONE_SECOND_PENALTY);
     let socket = ours.socket();
     for (n, password) in PASSWORDS.iter().enumerate() {
         let start = Instant::now();

@@ -39,6 +39,17 @@ pub const UPSTREAM_TESTSASLAUTHD: &str = "/usr/sbin/testsaslauthd";
 /// Default bound for every socket read, start-up wait and stop wait.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Throttle flags under which every failure counts and every penalised request waits one
+/// second: a failure that is counted shows as a wait on the next request.
+pub const ONE_SECOND_PENALTY: [&str; 6] = [
+    "--throttle-free",
+    "0",
+    "--throttle-delay",
+    "1000",
+    "--throttle-max",
+    "1000",
+];
+
 /// Polling interval for waits.
 const POLL: Duration = Duration::from_millis(10);
 

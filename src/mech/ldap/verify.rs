@@ -359,25 +359,23 @@ async fn user_bind(
             );
             Verdict::No
         }
-        Ok(result) if unavailable(result.rc) => {
-            log_warn!(
-                "ldap: [user={}]: bind as {} at {}: {}",
-                request.user,
-                sanitize(dn.as_bytes()),
-                session.server,
-                session::result_text(&result)
-            );
-            Verdict::Outage
-        }
         Ok(result) => {
-            log_info!(
+            // Busy or unavailable is no verdict on the password.
+            let outage = unavailable(result.rc);
+            let line = format!(
                 "ldap: [user={}]: bind as {} at {}: {}",
                 request.user,
                 sanitize(dn.as_bytes()),
                 session.server,
                 session::result_text(&result)
             );
-            Verdict::No
+            if outage {
+                log_warn!("{line}");
+                Verdict::Outage
+            } else {
+                log_info!("{line}");
+                Verdict::No
+            }
         }
         Err(error) => failed(request, session, "bind as the user", &error),
     }
